@@ -1,0 +1,213 @@
+/**
+ * Every setting of the gateway, with its default, its unit and its check, in
+ * one place (docs/protocol.md §7 is the contract). Like `ws`, which spreads
+ * its defaults and rejects bad options with one clear error, `parseConfig`
+ * reads an environment, applies the defaults and reports *every* problem at
+ * once, so a broken deploy is fixed in one round instead of five.
+ *
+ * Nothing here does I/O: secrets are fetched by ./secrets.ts and handed in as
+ * part of the environment.
+ */
+
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  readonly production: boolean;
+  readonly secretsSource: "env" | "gcp";
+  readonly gcpProject: string | undefined;
+  readonly jwt: {
+    readonly secretKey: string | undefined;
+    readonly previousSecretKey: string | undefined;
+    readonly jwksUrl: string | undefined;
+    readonly issuer: string | undefined;
+    readonly audience: string | undefined;
+  };
+  readonly serviceId: string;
+  readonly serviceSecret: string;
+  readonly redis: {
+    /** Unset: the embedded in-memory store (single instance, outside production only). */
+    readonly url: string | undefined;
+    readonly password: string | undefined;
+    readonly tlsCa: string | undefined;
+  };
+  readonly allowedOrigins: readonly string[];
+  readonly ticketTtlSeconds: number;
+  readonly ticketRatePerUser: number;
+  readonly ticketRatePerIp: number;
+  readonly heartbeatIntervalMs: number;
+  readonly maxConnectionAgeSeconds: number;
+  readonly shutdownGraceMs: number;
+  readonly maxMessageBytes: number;
+  readonly maxConnectionsPerUser: number;
+  readonly maxSendBufferBytes: number;
+  readonly maxFramesPerSecond: number;
+  readonly historyMaxEvents: number;
+  readonly historyTtlSeconds: number;
+  readonly metricsPort: number;
+  readonly logLevel: string;
+  readonly agentStepDelayMs: number;
+}
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`Invalid configuration (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n  - ${problems.join("\n  - ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Integer settings: [name, default, min, max, unit]. */
+const INTEGERS = {
+  PORT: [8080, 0, 65535, "port"],
+  TICKET_TTL_SECONDS: [30, 1, 300, "s"],
+  TICKET_RATE_PER_USER: [30, 1, 100_000, "tickets/min"],
+  TICKET_RATE_PER_IP: [600, 1, 1_000_000, "tickets/min"],
+  HEARTBEAT_INTERVAL_MS: [25_000, 50, 600_000, "ms"],
+  // Cloud Run ends every request, WebSockets included, at the service's
+  // request timeout (at most 3600 s). Closing a little earlier with 1012
+  // CONNECTION_AGE means no client ever meets the platform's abrupt cut.
+  MAX_CONNECTION_AGE_SECONDS: [3300, 1, 3599, "s"],
+  // Cloud Run sends SIGTERM and kills the instance 10 s later.
+  SHUTDOWN_GRACE_MS: [8000, 100, 9500, "ms"],
+  MAX_MESSAGE_BYTES: [65_536, 256, 16 * 1024 * 1024, "bytes"],
+  MAX_CONNECTIONS_PER_USER: [20, 1, 10_000, "connections"],
+  // A socket whose unsent bytes pass this is a slow consumer (4429).
+  MAX_SEND_BUFFER_BYTES: [1024 * 1024, 16 * 1024, 256 * 1024 * 1024, "bytes"],
+  // Inbound frames per connection per second (burst: twice this) before 4429 RATE_LIMITED.
+  MAX_FRAMES_PER_SECOND: [50, 1, 10_000, "frames/s"],
+  HISTORY_MAX_EVENTS: [1000, 1, 100_000, "events"],
+  HISTORY_TTL_SECONDS: [900, 1, 7 * 24 * 3600, "s"],
+  METRICS_PORT: [9464, 0, 65535, "port"],
+  // Pacing of the demo agent's steps; 0 in tests.
+  AGENT_STEP_DELAY_MS: [400, 0, 60_000, "ms"],
+} as const satisfies Record<string, readonly [number, number, number, string]>;
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+const MIN_SECRET_BYTES = 32;
+
+export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<string> } = {}): Config {
+  const problems: string[] = [];
+  const reported = options.alreadyReported ?? new Set<string>();
+  const str = (name: string): string | undefined => {
+    const v = env[name]?.trim();
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const int = (name: keyof typeof INTEGERS): number => {
+    const [def, min, max, unit] = INTEGERS[name];
+    const raw = str(name);
+    if (raw === undefined) return def;
+    const n = Number(raw);
+    if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max) {
+      problems.push(`${name} must be an integer from ${min} to ${max} (${unit}); got "${raw}"`);
+      return def;
+    }
+    return n;
+  };
+  const required = (name: string, why: string): string | undefined => {
+    const v = str(name);
+    if (v === undefined && !reported.has(name)) problems.push(`${name} is required (${why})`);
+    return v;
+  };
+  const secret = (name: string, value: string | undefined): string | undefined => {
+    if (value !== undefined && Buffer.byteLength(value) < MIN_SECRET_BYTES) {
+      problems.push(`${name} must be at least ${MIN_SECRET_BYTES} bytes long`);
+    }
+    return value;
+  };
+  const url = (name: string, protocols: readonly string[]): string | undefined => {
+    const v = str(name);
+    if (v === undefined) return undefined;
+    try {
+      const u = new URL(v);
+      if (!protocols.includes(u.protocol)) throw new Error();
+    } catch {
+      problems.push(`${name} must be a URL with scheme ${protocols.map((p) => p.replace(":", "://")).join(" or ")}`);
+    }
+    return v;
+  };
+
+  const nodeEnv = str("NODE_ENV");
+  const production = nodeEnv === "production";
+
+  const secretsSource = str("SECRETS_SOURCE") ?? "env";
+  if (secretsSource !== "env" && secretsSource !== "gcp") {
+    problems.push(`SECRETS_SOURCE must be "env" or "gcp"; got "${secretsSource}"`);
+  }
+  const gcpProject = str("GCP_PROJECT") ?? str("GOOGLE_CLOUD_PROJECT");
+  if (secretsSource === "gcp" && gcpProject === undefined) {
+    problems.push("GCP_PROJECT is required when SECRETS_SOURCE=gcp (the project that holds the secrets)");
+  }
+
+  const jwksUrl = url("AUTH_JWKS_URL", ["https:", "http:"]);
+  const jwtSecretKey = jwksUrl
+    ? secret("JWT_SECRET_KEY", str("JWT_SECRET_KEY"))
+    : secret("JWT_SECRET_KEY", required("JWT_SECRET_KEY", "the HS256 key of user tokens, unless AUTH_JWKS_URL is set"));
+  const serviceSecret = secret("SERVICE_SECRET", required("SERVICE_SECRET", "the bearer secret of the internal API"));
+
+  const redisUrl = production
+    ? url("REDIS_URL", ["redis:", "rediss:"]) ?? (required("REDIS_URL", "in production; the in-memory store serves one instance only"), undefined)
+    : url("REDIS_URL", ["redis:", "rediss:"]);
+
+  const origins = (str("ALLOWED_ORIGINS") ?? "").split(",").map((o) => o.trim()).filter(Boolean);
+  if (production && origins.length === 0) required("ALLOWED_ORIGINS", "in production: comma-separated exact origins");
+  for (const origin of origins) {
+    let canonical: string | undefined;
+    try {
+      canonical = new URL(origin).origin;
+    } catch {
+      /* reported below */
+    }
+    if (canonical !== origin) problems.push(`ALLOWED_ORIGINS entry "${origin}" is not an exact origin like https://chat.example.com`);
+  }
+
+  const logLevel = str("LOG_LEVEL") ?? "info";
+  if (!LOG_LEVELS.includes(logLevel)) problems.push(`LOG_LEVEL must be one of ${LOG_LEVELS.join(", ")}`);
+
+  const serviceId = str("SERVICE_ID") ?? "chat-gateway";
+  if (!/^[a-z][a-z0-9-]{0,39}$/.test(serviceId)) {
+    problems.push("SERVICE_ID must be lower-case letters, digits and dashes (it prefixes the secret ids)");
+  }
+
+  const config: Config = {
+    port: int("PORT"),
+    host: str("HOST") ?? "0.0.0.0",
+    production,
+    secretsSource: secretsSource === "gcp" ? "gcp" : "env",
+    gcpProject,
+    jwt: {
+      secretKey: jwtSecretKey,
+      previousSecretKey: secret("JWT_SECRET_KEY_PREVIOUS", str("JWT_SECRET_KEY_PREVIOUS")),
+      jwksUrl,
+      issuer: str("JWT_ISSUER"),
+      audience: str("JWT_AUDIENCE"),
+    },
+    serviceId,
+    serviceSecret: serviceSecret ?? "",
+    redis: { url: redisUrl, password: str("REDIS_PASSWORD"), tlsCa: str("REDIS_TLS_CA") },
+    allowedOrigins: origins,
+    ticketTtlSeconds: int("TICKET_TTL_SECONDS"),
+    ticketRatePerUser: int("TICKET_RATE_PER_USER"),
+    ticketRatePerIp: int("TICKET_RATE_PER_IP"),
+    heartbeatIntervalMs: int("HEARTBEAT_INTERVAL_MS"),
+    maxConnectionAgeSeconds: int("MAX_CONNECTION_AGE_SECONDS"),
+    shutdownGraceMs: int("SHUTDOWN_GRACE_MS"),
+    maxMessageBytes: int("MAX_MESSAGE_BYTES"),
+    maxConnectionsPerUser: int("MAX_CONNECTIONS_PER_USER"),
+    maxSendBufferBytes: int("MAX_SEND_BUFFER_BYTES"),
+    maxFramesPerSecond: int("MAX_FRAMES_PER_SECOND"),
+    historyMaxEvents: int("HISTORY_MAX_EVENTS"),
+    historyTtlSeconds: int("HISTORY_TTL_SECONDS"),
+    metricsPort: int("METRICS_PORT"),
+    logLevel,
+    agentStepDelayMs: int("AGENT_STEP_DELAY_MS"),
+  };
+  if (config.redis.tlsCa !== undefined && !config.redis.tlsCa.includes("-----BEGIN CERTIFICATE-----")) {
+    problems.push("REDIS_TLS_CA must be a PEM certificate");
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return config;
+}
+
+/** The settings table, for docs and tests: name → [default, min, max, unit]. */
+export const INTEGER_SETTINGS = INTEGERS;

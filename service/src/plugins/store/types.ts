@@ -1,0 +1,175 @@
+/**
+ * The one contract of shared state between gateway instances. Two
+ * implementations pass the same contract suite (test/integration/store-contract.test.ts):
+ * `createRedisStore` (production, many instances) and `createMemoryStore`
+ * (`npm run dev`, one instance). Nothing outside plugins/store knows Redis.
+ *
+ * Every key that one operation touches shares one hash tag, so the same
+ * scripts run unchanged on Redis Cluster: a user's keys use `{u:<user_id>}`,
+ * a ticket's keys use `{t:<ticket hash>}`.
+ *
+ * Every method rejects with `StoreUnavailableError` when the store cannot
+ * answer within `commandTimeoutMs` (1 s), instead of hanging.
+ */
+
+export const AGENT_EVENT_TYPES = [
+  "agent_started",
+  "agent_thinking",
+  "tool_executing",
+  "tool_completed",
+  "agent_completed",
+  "agent_error",
+] as const;
+export type AgentEventType = (typeof AGENT_EVENT_TYPES)[number];
+
+/** An agent event as a publisher hands it in: everything but `seq`. */
+export interface AgentEventInput {
+  readonly type: AgentEventType;
+  readonly event_id: string;
+  readonly run_id: string;
+  readonly thread_id: string;
+  /** ISO-8601 time of publication. */
+  readonly ts: string;
+  readonly data: Record<string, unknown>;
+}
+
+/**
+ * A stored or delivered event. `body` is `JSON.stringify(AgentEventInput)`, kept
+ * as a string so that fan-out never re-serialises: the frame sent to a socket
+ * is `{"seq":N,` + body.slice(1).
+ */
+export interface StoredEvent {
+  readonly seq: number;
+  readonly body: string;
+}
+
+/**
+ * What a ticket is bound to. Only the SHA-256 of the ticket is a key; the
+ * ticket itself is never stored.
+ */
+export interface TicketRecord {
+  /** The user id (`sub` of the token the ticket was issued for). */
+  readonly sub: string;
+  /** The token's `exp`, epoch milliseconds: the session ends there. */
+  readonly sessionExpiresAt: number;
+  /** The `Origin` of the issuing request, or null when none was sent. */
+  readonly origin: string | null;
+  /** Epoch milliseconds. */
+  readonly issuedAt: number;
+  /** Epoch milliseconds. */
+  readonly expiresAt: number;
+}
+
+export type RedeemOutcome =
+  | { readonly status: "ok"; readonly record: TicketRecord }
+  /** Redeemed before (a short-lived "used" marker remains). */
+  | { readonly status: "used" }
+  /** No such ticket (never issued, or gone past its grace period). */
+  | { readonly status: "unknown" };
+
+/** A user's stream state: the latest seq and the epoch of the counter. */
+export interface StreamHead {
+  /** 0 when the user has no events yet. */
+  readonly latestSeq: number;
+  /**
+   * Changes whenever the seq counter is created anew (first event ever, or
+   * the store lost its data, e.g. a BASIC-tier Memorystore restart). A client
+   * that resumes across an epoch change must resync; it is never silently
+   * handed a different stream's seqs.
+   */
+  readonly epoch: string;
+}
+
+export interface HistoryRead extends StreamHead {
+  /** Events with seq > afterSeq, ascending, contiguous. */
+  readonly events: readonly StoredEvent[];
+  /**
+   * True when `events` holds every seq in (afterSeq, latestSeq]. False when
+   * the history was trimmed (count or age) past the gap, or afterSeq > latestSeq.
+   */
+  readonly complete: boolean;
+}
+
+/** A message on the bus, as delivered to subscribers. */
+export type BusMessage =
+  | { readonly kind: "event"; readonly userId: string; readonly epoch: string; readonly event: StoredEvent }
+  /** Published with publishUserControl: reaches every instance that has a socket of the user. */
+  | { readonly kind: "user_control"; readonly userId: string; readonly payload: string }
+  /** Published with publishInstance to this instance's own channel. */
+  | { readonly kind: "instance_control"; readonly payload: string };
+
+export interface HistoryLimits {
+  readonly maxEvents: number;
+  readonly ttlMs: number;
+}
+
+export interface Store {
+  readonly kind: "redis" | "memory";
+
+  // ── tickets ──
+  /** Stores the record under the ticket's hash for `ttlMs` plus a grace period. */
+  putTicket(hash: string, record: TicketRecord, ttlMs: number): Promise<void>;
+  /** Atomically takes the ticket: exactly one caller ever gets "ok", across all instances. */
+  redeemTicket(hash: string): Promise<RedeemOutcome>;
+
+  // ── rate limits ──
+  /** Counts one hit in the fixed window of `windowMs` for `key`; returns the count and ms until the window resets. */
+  hit(key: string, windowMs: number): Promise<{ count: number; resetInMs: number }>;
+
+  // ── users ──
+  /** Records that every session and ticket of the user issued at or before `atMs` is revoked. Kept for `keepMs`. */
+  revokeUser(userId: string, atMs: number, keepMs: number): Promise<void>;
+  /** Epoch ms of the user's last revocation, or 0. */
+  revokedAt(userId: string): Promise<number>;
+  /**
+   * Registers a connection if the user has fewer than `max` live ones across
+   * all instances. An entry lives `ttlMs` unless refreshed, so a crashed
+   * instance's connections stop counting by themselves.
+   */
+  addConnection(userId: string, connectionId: string, max: number, ttlMs: number): Promise<boolean>;
+  removeConnection(userId: string, connectionId: string): Promise<void>;
+  refreshConnections(entries: ReadonlyArray<{ userId: string; connectionId: string }>, ttlMs: number): Promise<void>;
+  /** True the first time a (user, message_id) pair is claimed within `ttlMs`. */
+  claimMessage(userId: string, messageId: string, ttlMs: number): Promise<boolean>;
+
+  // ── events ──
+  /**
+   * In one atomic step: assigns the user's next seq (1, 2, 3, … with no holes),
+   * appends the event to the user's history (trimmed exactly to the limits),
+   * and publishes it on the user's channel.
+   */
+  publishEvent(userId: string, event: AgentEventInput, limits: HistoryLimits): Promise<{ seq: number; epoch: string }>;
+  head(userId: string): Promise<StreamHead>;
+  /** The user's events with seq > afterSeq that the history still holds (see HistoryRead.complete). */
+  readHistory(userId: string, afterSeq: number, limits: HistoryLimits): Promise<HistoryRead>;
+
+  // ── bus ──
+  /** Receives the user's events (and control messages on the user's channel). Reference-counted per user. */
+  subscribeUser(userId: string): Promise<void>;
+  unsubscribeUser(userId: string): Promise<void>;
+  /** Publishes a control payload to the user's channel; resolves to the number of instances subscribed to it. */
+  publishUserControl(userId: string, payload: string): Promise<number>;
+  /** A channel of this instance's own, for replies. */
+  subscribeInstance(instanceId: string): Promise<void>;
+  publishInstance(instanceId: string, payload: string): Promise<void>;
+  /** One handler for everything the bus delivers. */
+  onMessage(handler: (message: BusMessage) => void): void;
+  /**
+   * Called with false when the bus connection drops and true when it is back
+   * (with every subscription restored). After a drop, events may have been
+   * missed: the hub then catches every connection up from history.
+   */
+  onBusStatus(handler: (up: boolean) => void): void;
+
+  // ── health ──
+  /** Resolves when both the command connection and the bus answer. */
+  check(): Promise<{ store: boolean; bus: boolean }>;
+  close(): Promise<void>;
+}
+
+export class StoreUnavailableError extends Error {
+  constructor(cause?: unknown) {
+    super("store unavailable", cause === undefined ? undefined : { cause });
+    this.name = "StoreUnavailableError";
+  }
+}
