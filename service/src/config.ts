@@ -46,6 +46,7 @@ export interface Config {
   readonly metricsPort: number;
   readonly logLevel: string;
   readonly agentStepDelayMs: number;
+  readonly trustProxyHops: number;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -81,6 +82,10 @@ const INTEGERS = {
   METRICS_PORT: [9464, 0, 65535, "port"],
   // Pacing of the demo agent's steps; 0 in tests.
   AGENT_STEP_DELAY_MS: [400, 0, 60_000, "ms"],
+  // Proxies in front of the gateway whose X-Forwarded-For entries are trusted
+  // for the client IP (per-IP rate limit). Behind Google's external load
+  // balancer and Cloud Run: 2. Directly exposed: 0, or clients could spoof it.
+  TRUST_PROXY_HOPS: [0, 0, 10, "hops"],
 } as const satisfies Record<string, readonly [number, number, number, string]>;
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -201,6 +206,7 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     metricsPort: int("METRICS_PORT"),
     logLevel,
     agentStepDelayMs: int("AGENT_STEP_DELAY_MS"),
+    trustProxyHops: int("TRUST_PROXY_HOPS"),
   };
   if (config.redis.tlsCa !== undefined && !config.redis.tlsCa.includes("-----BEGIN CERTIFICATE-----")) {
     problems.push("REDIS_TLS_CA must be a PEM certificate");

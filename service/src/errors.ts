@@ -70,6 +70,11 @@ export interface ErrorSpec {
 export type ErrorCode = keyof typeof ERRORS;
 export type CloseReason = { [K in ErrorCode]: (typeof ERRORS)[K] extends { close: number } ? K : never }[ErrorCode];
 
+/** The close code of an error, or undefined for codes that never close a socket. */
+export function closeCodeOf(code: ErrorCode): number | undefined {
+  return (ERRORS[code] as ErrorSpec).close;
+}
+
 /** What a client does after a close code. The SDK and the server's `retry` flag both read this. */
 export type CloseAction = "reconnect" | "reconnect_now" | "refresh_token" | "stop";
 

@@ -1,0 +1,204 @@
+import fastifyWebsocket from "@fastify/websocket";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
+import type { Logger } from "pino";
+import type { Config } from "./config.js";
+import { GatewayError, isGatewayError, type ErrorCode } from "./errors.js";
+import { redactUrl } from "./logger.js";
+import { createTicketService, type TicketService } from "./auth/tickets.js";
+import { createTokenVerifier, type TokenVerifier } from "./auth/verifier.js";
+import { createDemoAgent } from "./agent/demoAgent.js";
+import { metricsPlugin } from "./plugins/metrics.js";
+import { storePlugin } from "./plugins/store/plugin.js";
+import type { Store } from "./plugins/store/types.js";
+import { StoreUnavailableError } from "./plugins/store/types.js";
+import type { Connection } from "./realtime/connection.js";
+import { createEventPublisher, type EventPublisher } from "./realtime/events.js";
+import { errorFrame, type ClientFrame } from "./realtime/frames.js";
+import { createHub, type Hub } from "./realtime/hub.js";
+import { healthRoutes } from "./routes/health.js";
+import { internalRoutes } from "./routes/internal.js";
+import { ticketRoutes } from "./routes/ticket.js";
+import { wsRoutes } from "./routes/ws.js";
+
+/**
+ * Builds the gateway as a Fastify instance, without listening: main.ts owns
+ * the process (listen, signals), tests build apps with their own config and
+ * close them. No I/O happens at import time.
+ *
+ * Every resource closes itself: `app.close()` drains the sockets with 1012,
+ * ends the demo agent's runs, closes the bus and the store and stops the
+ * metrics listener. That is the whole graceful shutdown.
+ */
+export interface AppOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  /** A store owned by the caller (not closed by the app). Default: Redis at REDIS_URL, else the embedded memory store. */
+  readonly store?: Store;
+  /** Port of the metrics listener; null for none. Default: config.metricsPort. */
+  readonly metricsPort?: number | null;
+  readonly instanceId?: string;
+}
+
+declare module "fastify" {
+  interface FastifyInstance {
+    config: Config;
+    verifier: TokenVerifier;
+    tickets: TicketService;
+    hub: Hub;
+    publisher: EventPublisher;
+    chat: (conn: Connection, frame: Extract<ClientFrame, { type: "chat_message" }>) => Promise<void>;
+  }
+}
+
+/** How long a chat message_id is remembered, so a resend after a reconnect is acked but not run twice. */
+const MESSAGE_ID_TTL_MS = 24 * 3600 * 1000;
+
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const { config } = options;
+  const app = Fastify({
+    loggerInstance: options.logger as FastifyBaseLogger,
+    // One access line per request is written below, with the ticket redacted
+    // from the URL; Fastify's own request lines would log the raw URL.
+    logController: new LogController({ disableRequestLogging: true }),
+    // Trust exactly the configured number of proxy hops for the client IP.
+    trustProxy: (_address: string, hop: number) => hop < config.trustProxyHops,
+    bodyLimit: 64 * 1024,
+  });
+  app.decorate("config", config);
+
+  await app.register(metricsPlugin, { port: options.metricsPort === undefined ? config.metricsPort : options.metricsPort, host: config.host });
+  await app.register(storePlugin, { config, store: options.store });
+
+  const verifier = createTokenVerifier(config.jwt);
+  app.decorate("verifier", verifier);
+  app.decorate(
+    "tickets",
+    createTicketService({
+      store: app.store,
+      ttlSeconds: config.ticketTtlSeconds,
+      observeRedeem: (s) => app.metrics.ticketRedeemSeconds.observe(s),
+    }),
+  );
+
+  const hub = createHub({ store: app.store, metrics: app.metrics, log: app.log, config, instanceId: options.instanceId });
+  const publisher = createEventPublisher({
+    store: app.store,
+    metrics: app.metrics,
+    limits: { maxEvents: config.historyMaxEvents, ttlMs: config.historyTtlSeconds * 1000 },
+  });
+  const agent = createDemoAgent({ publisher, stepDelayMs: config.agentStepDelayMs, log: app.log });
+  app.decorate("hub", hub);
+  app.decorate("publisher", publisher);
+  app.decorate("chat", async (conn: Connection, frame: Extract<ClientFrame, { type: "chat_message" }>) => {
+    let first: boolean;
+    try {
+      first = await app.store.claimMessage(conn.userId, frame.message_id, MESSAGE_ID_TTL_MS);
+    } catch (err) {
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      // Not acked: the client keeps the message and sends it again.
+      conn.send(errorFrame("TICKET_STORE_UNAVAILABLE", { fatal: false, message: "The message was not accepted; send it again shortly.", extra: { message_id: frame.message_id } }));
+      return;
+    }
+    conn.send({ type: "ack", message_id: frame.message_id });
+    if (first) void agent.start(conn.userId, frame.thread_id, frame.text);
+  });
+
+  await app.register(fastifyWebsocket, {
+    options: {
+      // Well above MAX_MESSAGE_BYTES: ws would close a bigger frame with a bare
+      // 1009 and no reason; the connection checks the size and says MESSAGE_TOO_BIG.
+      maxPayload: Math.max(config.maxMessageBytes * 16, 1024 * 1024),
+      // UTF-8 is checked by the connection, which answers MESSAGE_MALFORMED instead of ws's 1007.
+      skipUTF8Validation: true,
+      perMessageDeflate: false,
+      // Never echo a subprotocol that could be a token (`jwt-auth, <JWT>`); a
+      // plain name is echoed only so that such a client reads our 4400.
+      handleProtocols: (protocols) => [...protocols].find((p) => p.length <= 32 && !p.includes(".")) ?? false,
+    },
+    // @fastify/websocket's default preClose closes sockets without a code
+    // (clients see 1005). Drain with 1012 SERVICE_RESTART instead.
+    preClose: async function () {
+      await hub.drain(Math.max(500, config.shutdownGraceMs - 2000));
+      await agent.close();
+      hub.close();
+      await new Promise<void>((resolve) => app.websocketServer.close(() => resolve()));
+    },
+  });
+
+  registerHttpConventions(app);
+  await app.register(healthRoutes);
+  await app.register(ticketRoutes);
+  await app.register(internalRoutes);
+  await app.register(wsRoutes);
+  return app;
+}
+
+/** CORS for the allowed origins only, the JSON body rules, the error shape and the access log. */
+function registerHttpConventions(app: FastifyInstance): void {
+  const allowed = new Set(app.config.allowedOrigins);
+
+  // An empty body is allowed on the ticket endpoint ("empty body or {}"), even
+  // with Content-Type: application/json; text/plain is not JSON and gets 415.
+  const parseJson = app.getDefaultJsonParser("error", "error");
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser("application/json", { parseAs: "string" }, (request, body, done) => {
+    if (body === "") return done(null, {});
+    parseJson(request, body as string, (err, value) => done(err ? new GatewayError("BAD_REQUEST", { message: "The body is not valid JSON." }) : null, value));
+  });
+
+  app.addHook("onRequest", async (request, reply) => {
+    const origin = request.headers.origin;
+    if (origin === undefined || !request.url.startsWith("/api/")) return;
+    if (!allowed.has(origin)) throw new GatewayError("ORIGIN_FORBIDDEN");
+    reply.header("access-control-allow-origin", origin).header("vary", "Origin");
+  });
+  app.options("/api/v1/auth/websocket_ticket", async (request, reply) => {
+    if (request.headers.origin === undefined) throw new GatewayError("ORIGIN_FORBIDDEN");
+    return reply
+      .code(204)
+      .header("access-control-allow-methods", "POST")
+      .header("access-control-allow-headers", "authorization, content-type")
+      .header("access-control-max-age", "600")
+      .send();
+  });
+
+  app.setNotFoundHandler(async () => {
+    throw new GatewayError("NOT_FOUND");
+  });
+
+  app.setErrorHandler(async (err: FastifyError | GatewayError, request, reply) => {
+    const error = toGatewayError(err);
+    if (error.code === "INTERNAL_ERROR") request.log.error({ err, event: "http_internal_error" }, "unexpected error");
+    if (error.code === "TICKET_STORE_UNAVAILABLE") {
+      app.metrics.storeUnavailable.inc({ operation: request.routeOptions.url ?? "unknown" });
+      request.log.error({ event: "store_unavailable", operation: request.routeOptions.url }, "the store could not be reached");
+    }
+    if (error.status === 401) {
+      reply.header("www-authenticate", error.code === "TOKEN_MISSING" || error.code === "SERVICE_UNAUTHORIZED" ? "Bearer" : 'Bearer error="invalid_token"');
+    }
+    if (error.status === 429 || error.status === 503) reply.header("retry-after", String(error.retryAfter ?? 1));
+    if (request.url.startsWith("/api/")) app.metrics.ticketRequests.inc({ status: String(error.status), code: error.code });
+    return reply.code(error.status).send({ error: { code: error.code, message: error.message } });
+  });
+
+  app.addHook("onResponse", async (request, reply) => {
+    if (request.url.startsWith("/api/") && reply.statusCode < 400) app.metrics.ticketRequests.inc({ status: String(reply.statusCode), code: "OK" });
+    const line = { event: "http_request", method: request.method, url: redactUrl(request.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
+    if (reply.statusCode >= 500) request.log.warn(line, "request failed");
+    else request.log.debug(line, "request");
+  });
+}
+
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: "BODY_TOO_LARGE",
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: "UNSUPPORTED_MEDIA_TYPE",
+};
+
+function toGatewayError(err: FastifyError | GatewayError): GatewayError {
+  if (isGatewayError(err)) return err;
+  const mapped = FASTIFY_CODES[err.code];
+  if (mapped) return new GatewayError(mapped);
+  if (err.validation) return new GatewayError("BAD_REQUEST", { message: `Invalid request: ${err.message}` });
+  if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) return new GatewayError("BAD_REQUEST");
+  return new GatewayError("INTERNAL_ERROR", { cause: err });
+}

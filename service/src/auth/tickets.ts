@@ -1,0 +1,89 @@
+import { createHash, randomBytes } from "node:crypto";
+import { GatewayError } from "../errors.js";
+import { StoreUnavailableError, type Store, type TicketRecord } from "../plugins/store/types.js";
+import type { VerifiedToken } from "./verifier.js";
+
+/**
+ * Issues and redeems WebSocket tickets (docs/protocol.md §2).
+ *
+ * A ticket is `<43 chars: 256 random bits, base64url>.<expiry, base36 ms>`.
+ * Only its SHA-256 is stored, so a dump of the store yields nothing
+ * redeemable. The expiry carried in the ticket only lets a redeem that finds
+ * nothing say TICKET_EXPIRED rather than TICKET_INVALID; forging it gains
+ * nothing but a different error message.
+ */
+const TICKET_SHAPE = /^[A-Za-z0-9_-]{43}\.[0-9a-z]{1,11}$/;
+
+export type TicketService = ReturnType<typeof createTicketService>;
+
+export interface IssuedTicket {
+  readonly ticket: string;
+  readonly expiresAt: number;
+}
+
+export function createTicketService(deps: {
+  store: Store;
+  ttlSeconds: number;
+  now?: () => number;
+  /** Observes the store round trip of every redeem, in seconds. */
+  observeRedeem?: (seconds: number) => void;
+}) {
+  const now = deps.now ?? Date.now;
+  const ttlMs = deps.ttlSeconds * 1000;
+
+  return {
+    ttlSeconds: deps.ttlSeconds,
+
+    async issue(token: VerifiedToken, origin: string | null): Promise<IssuedTicket> {
+      const issuedAt = now();
+      const expiresAt = issuedAt + ttlMs;
+      const ticket = `${randomBytes(32).toString("base64url")}.${expiresAt.toString(36)}`;
+      const record: TicketRecord = { sub: token.sub, sessionExpiresAt: token.expiresAt, origin, issuedAt, expiresAt };
+      await storeCall(() => deps.store.putTicket(hashTicket(ticket), record, ttlMs));
+      return { ticket, expiresAt };
+    },
+
+    /**
+     * Takes the ticket (once, ever) and checks what it is bound to. Rejects with
+     * the GatewayError whose close code the socket must end with.
+     */
+    async redeem(ticket: string | undefined, origin: string | null): Promise<TicketRecord> {
+      if (ticket === undefined || ticket === "") throw new GatewayError("TICKET_MISSING");
+      if (!TICKET_SHAPE.test(ticket)) throw new GatewayError("TICKET_MALFORMED");
+      const started = performance.now();
+      const outcome = await storeCall(() => deps.store.redeemTicket(hashTicket(ticket)));
+      deps.observeRedeem?.((performance.now() - started) / 1000);
+      const at = now();
+      if (outcome.status === "used") throw new GatewayError("TICKET_USED");
+      if (outcome.status === "unknown") {
+        const carried = parseInt(ticket.slice(ticket.indexOf(".") + 1), 36);
+        throw new GatewayError(carried <= at ? "TICKET_EXPIRED" : "TICKET_INVALID");
+      }
+      const { record } = outcome;
+      if (record.expiresAt <= at) throw new GatewayError("TICKET_EXPIRED");
+      if (record.origin !== null && record.origin !== origin) {
+        throw new GatewayError("ORIGIN_FORBIDDEN", { message: "This ticket was issued to another origin." });
+      }
+      const revokedAt = await storeCall(() => deps.store.revokedAt(record.sub));
+      if (revokedAt >= record.issuedAt) {
+        throw new GatewayError("SESSION_REVOKED", { message: "This ticket was voided when the session was revoked." });
+      }
+      if (record.sessionExpiresAt <= at) throw new GatewayError("SESSION_EXPIRED");
+      return record;
+    },
+  };
+}
+
+export function hashTicket(ticket: string): string {
+  return createHash("sha256").update(ticket).digest("base64url");
+}
+
+/** Runs a store call, turning an unreachable store into 503 / 1013 TICKET_STORE_UNAVAILABLE. */
+export async function storeCall<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (err instanceof StoreUnavailableError) throw new GatewayError("TICKET_STORE_UNAVAILABLE", { retryAfter: 1, cause: err });
+    throw err;
+  }
+}

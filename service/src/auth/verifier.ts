@@ -1,0 +1,97 @@
+import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload } from "jose";
+import type { Config } from "../config.js";
+import { GatewayError } from "../errors.js";
+
+/**
+ * Verifies user JWTs locally (docs/protocol.md §1). The algorithm is pinned
+ * per key kind, so a token cannot choose how it is checked: HS256 tokens are
+ * checked only against the shared keys (current, then previous during a
+ * rotation), RS256/ES256 tokens only against the auth service's JWKS.
+ * `alg: none` and anything else are rejected before any key is tried.
+ */
+export interface VerifiedToken {
+  readonly sub: string;
+  /** Epoch milliseconds. */
+  readonly expiresAt: number;
+}
+
+export type TokenVerifier = ReturnType<typeof createTokenVerifier>;
+
+const CLOCK_TOLERANCE_S = 5;
+const MAX_TOKEN_LENGTH = 8192;
+const MAX_SUB_LENGTH = 256;
+const ASYMMETRIC = ["RS256", "ES256"];
+
+export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => number } = {}) {
+  const encoder = new TextEncoder();
+  const hmacKeys = [jwt.secretKey, jwt.previousSecretKey].filter((k): k is string => k !== undefined).map((k) => encoder.encode(k));
+  // jose caches the key set and refetches it on an unknown `kid` (rate-limited by cooldownDuration).
+  const jwks = jwt.jwksUrl ? createRemoteJWKSet(new URL(jwt.jwksUrl), { timeoutDuration: 2000, cooldownDuration: 30_000 }) : undefined;
+  const now = options.now ?? Date.now;
+
+  const baseOptions = () => ({
+    issuer: jwt.issuer,
+    audience: jwt.audience,
+    clockTolerance: CLOCK_TOLERANCE_S,
+    currentDate: new Date(now()),
+    requiredClaims: ["sub", "exp"],
+  });
+
+  function classify(err: unknown): GatewayError {
+    if (err instanceof GatewayError) return err;
+    if (err instanceof errors.JWTExpired) return new GatewayError("TOKEN_EXPIRED");
+    return new GatewayError("TOKEN_INVALID");
+  }
+
+  async function verifyPayload(token: string): Promise<JWTPayload> {
+    let alg: string | undefined;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch {
+      throw new GatewayError("TOKEN_INVALID");
+    }
+    if (alg === "HS256" && hmacKeys.length > 0) {
+      let last: unknown;
+      for (const key of hmacKeys) {
+        try {
+          return (await jwtVerify(token, key, { ...baseOptions(), algorithms: ["HS256"] })).payload;
+        } catch (err) {
+          last = err;
+          // Only a bad signature means "try the previous key"; an expired or
+          // wrongly-claimed token is wrong under every key.
+          if (!(err instanceof errors.JWSSignatureVerificationFailed)) break;
+        }
+      }
+      throw last;
+    }
+    if (alg !== undefined && ASYMMETRIC.includes(alg) && jwks) {
+      return (await jwtVerify(token, jwks, { ...baseOptions(), algorithms: ASYMMETRIC })).payload;
+    }
+    throw new GatewayError("TOKEN_INVALID");
+  }
+
+  return {
+    /** Resolves to the user id and expiry, or rejects with TOKEN_INVALID / TOKEN_EXPIRED. */
+    async verify(token: string): Promise<VerifiedToken> {
+      if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) throw new GatewayError("TOKEN_INVALID");
+      let payload: JWTPayload;
+      try {
+        payload = await verifyPayload(token);
+      } catch (err) {
+        throw classify(err);
+      }
+      const { sub, exp } = payload;
+      if (typeof sub !== "string" || sub.length === 0 || sub.length > MAX_SUB_LENGTH || typeof exp !== "number") {
+        throw new GatewayError("TOKEN_INVALID");
+      }
+      return { sub, expiresAt: exp * 1000 };
+    },
+  };
+}
+
+/** The token of an `Authorization: Bearer …` header, or undefined. */
+export function bearerToken(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  const match = /^Bearer[ ]+([^\s]+)\s*$/i.exec(header);
+  return match?.[1];
+}

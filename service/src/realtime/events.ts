@@ -1,0 +1,44 @@
+import { randomUUID } from "node:crypto";
+import { storeCall } from "../auth/tickets.js";
+import type { Metrics } from "../plugins/metrics.js";
+import type { AgentEventInput, AgentEventType, HistoryLimits, Store } from "../plugins/store/types.js";
+
+/**
+ * The one path by which an agent event enters the system: the internal API
+ * and the demo agent both call `publish`, so a real agent backend replaces
+ * the demo agent without changing delivery. The store assigns the seq,
+ * appends to history and fans out in one atomic step.
+ */
+export interface PublishRequest {
+  readonly type: AgentEventType;
+  readonly run_id: string;
+  readonly thread_id: string;
+  readonly data: Record<string, unknown>;
+}
+
+export type EventPublisher = ReturnType<typeof createEventPublisher>;
+
+export function createEventPublisher(deps: { store: Store; limits: HistoryLimits; metrics: Metrics; now?: () => number }) {
+  const now = deps.now ?? Date.now;
+  return {
+    /** Rejects with 503 TICKET_STORE_UNAVAILABLE when the store is down: the publisher retries, nothing is half-published. */
+    async publish(userId: string, request: PublishRequest): Promise<{ seq: number; event_id: string }> {
+      const event: AgentEventInput = {
+        type: request.type,
+        event_id: randomUUID(),
+        run_id: request.run_id,
+        thread_id: request.thread_id,
+        ts: new Date(now()).toISOString(),
+        data: request.data,
+      };
+      const { seq } = await storeCall(() => deps.store.publishEvent(userId, event, deps.limits));
+      deps.metrics.eventsPublished.inc();
+      return { seq, event_id: event.event_id };
+    },
+  };
+}
+
+/** The wire frame of a stored event: `{"seq":N,…}`, built without re-serialising the body. */
+export function eventFrame(seq: number, body: string): string {
+  return `{"seq":${seq},${body.slice(1)}`;
+}

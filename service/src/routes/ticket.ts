@@ -1,0 +1,37 @@
+import type { FastifyInstance } from "fastify";
+import { GatewayError } from "../errors.js";
+import { bearerToken } from "../auth/verifier.js";
+import { storeCall } from "../auth/tickets.js";
+
+/**
+ * POST /api/v1/auth/websocket_ticket (docs/protocol.md §2): the only way to a
+ * WebSocket. The per-IP limit is counted before the token is even verified,
+ * so a flood of bad tokens is throttled too; the per-user limit after.
+ */
+const WINDOW_MS = 60_000;
+
+export async function ticketRoutes(app: FastifyInstance): Promise<void> {
+  const { config } = app;
+
+  app.post("/api/v1/auth/websocket_ticket", { bodyLimit: 1024 }, async (request, reply) => {
+    await limit(app, `ip:${request.ip}`, config.ticketRatePerIp);
+    const token = bearerToken(request.headers.authorization);
+    if (token === undefined) throw new GatewayError("TOKEN_MISSING");
+    const verified = await app.verifier.verify(token);
+    await limit(app, `user:${verified.sub}`, config.ticketRatePerUser);
+
+    const origin = request.headers.origin ?? null;
+    const { ticket, expiresAt } = await app.tickets.issue(verified, origin);
+    app.metrics.ticketsIssued.inc();
+    request.log.debug({ event: "ticket_issued" }, "ticket issued");
+    return reply
+      .code(201)
+      .header("cache-control", "no-store")
+      .send({ ticket, expires_in: app.tickets.ttlSeconds, expires_at: new Date(expiresAt).toISOString() });
+  });
+}
+
+async function limit(app: FastifyInstance, key: string, perMinute: number): Promise<void> {
+  const { count, resetInMs } = await storeCall(() => app.store.hit(key, WINDOW_MS));
+  if (count > perMinute) throw new GatewayError("RATE_LIMITED", { retryAfter: Math.max(1, Math.ceil(resetInMs / 1000)) });
+}

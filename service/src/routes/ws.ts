@@ -1,0 +1,115 @@
+import { randomUUID } from "node:crypto";
+import type { FastifyInstance } from "fastify";
+import type { RawData, WebSocket } from "ws";
+import { closeCodeOf, GatewayError, isGatewayError, type ErrorCode } from "../errors.js";
+import { storeCall } from "../auth/tickets.js";
+import { Connection } from "../realtime/connection.js";
+import { errorFrame } from "../realtime/frames.js";
+
+/**
+ * GET /ws?ticket=… (docs/protocol.md §3).
+ *
+ * The upgrade is accepted *before* the ticket is checked, on purpose: a
+ * browser never learns the HTTP status of a refused upgrade, it only sees
+ * 1006, the same as a network drop. Accepting first lets every refusal be
+ * said as an error frame and a close code the browser can read.
+ *
+ * The ticket is the only way in. Headers (Authorization, test or "fast path"
+ * headers), subprotocols (`jwt-auth`) and other query parameters (`token`)
+ * are never read here, so a request that tries them has no ticket: 4400.
+ */
+export async function wsRoutes(app: FastifyInstance): Promise<void> {
+  const { config, hub, store, metrics } = app;
+  const allowed = new Set(config.allowedOrigins);
+  const now = () => Date.now();
+
+  app.route<{ Querystring: Record<string, string | string[] | undefined> }>({
+    method: "GET",
+    url: "/ws",
+    // A plain GET without an upgrade.
+    handler: async () => {
+      throw new GatewayError("UPGRADE_REQUIRED");
+    },
+    wsHandler: async (socket: WebSocket, request) => {
+      // Frames that arrive while the ticket is redeemed are kept for the connection.
+      const early: Array<[RawData, boolean]> = [];
+      const keep = (data: RawData, isBinary: boolean) => early.push([data, isBinary]);
+      socket.on("message", keep);
+      const log = request.log;
+      const refuse = (code: ErrorCode, message?: string) => {
+        metrics.wsAuth.inc({ outcome: "rejected", reason: code });
+        log.info({ event: "ws_auth", outcome: "rejected", reason: code }, "websocket authentication refused");
+        closeUnauthenticated(socket, code, message);
+        metrics.wsCloses.inc({ code: String(closeCodeOf(code)) });
+        log.info({ event: "ws_close", code: closeCodeOf(code), reason: code }, "websocket closed");
+      };
+
+      if (hub.draining) return refuse("SERVICE_RESTART");
+      const origin = request.headers.origin ?? null;
+      let conn: Connection | undefined;
+      try {
+        // Browsers always send Origin; only a browser page can be tricked into
+        // connecting, so a missing Origin (a server-side client) is allowed.
+        if (origin !== null && !allowed.has(origin)) throw new GatewayError("ORIGIN_FORBIDDEN");
+        const ticket = request.query.ticket;
+        if (Array.isArray(ticket)) throw new GatewayError("TICKET_MALFORMED");
+        const record = await app.tickets.redeem(ticket, origin);
+        const id = randomUUID();
+        if (!(await storeCall(() => store.addConnection(record.sub, id, config.maxConnectionsPerUser, hub.connectionTtlMs)))) {
+          throw new GatewayError("TOO_MANY_CONNECTIONS");
+        }
+        if (socket.readyState !== socket.OPEN) {
+          store.removeConnection(record.sub, id).catch(() => undefined);
+          return;
+        }
+        conn = new Connection({
+          socket,
+          id,
+          userId: record.sub,
+          sessionExpiresAt: record.sessionExpiresAt,
+          config,
+          store,
+          metrics,
+          log,
+          verifier: app.verifier,
+          onChat: (c, frame) => app.chat(c, frame),
+          onClosed: (c, code, reason) => {
+            hub.unregister(c);
+            metrics.wsCloses.inc({ code: String(code) });
+            log.info({ event: "ws_close", code, reason, connection_id: c.id }, "websocket closed");
+          },
+          now,
+        });
+        // Subscribe first, then read the stream head: an event published after
+        // the read is certain to arrive on the subscription.
+        await hub.register(conn);
+        const [head, revokedAt] = await storeCall(() => Promise.all([store.head(record.sub), store.revokedAt(record.sub)]));
+        // A revoke that raced this connect (after the redeem, before the subscription) still ends it.
+        if (revokedAt >= record.issuedAt) throw new GatewayError("SESSION_REVOKED");
+        socket.off("message", keep);
+        metrics.wsAuth.inc({ outcome: "accepted", reason: "OK" });
+        log.info({ event: "ws_auth", outcome: "accepted", reason: "OK", connection_id: id }, "websocket authenticated");
+        conn.start(head, early);
+      } catch (err) {
+        const code: ErrorCode = isGatewayError(err) && closeCodeOf(err.code) !== undefined ? err.code : "INTERNAL_ERROR";
+        if (code === "INTERNAL_ERROR") log.error({ err, event: "ws_internal_error" }, "unexpected error while authenticating a websocket");
+        if (conn) {
+          metrics.wsAuth.inc({ outcome: "rejected", reason: code });
+          log.info({ event: "ws_auth", outcome: "rejected", reason: code }, "websocket authentication refused");
+          conn.close(code, isGatewayError(err) ? err.message : undefined);
+        } else {
+          refuse(code, isGatewayError(err) ? err.message : undefined);
+        }
+      }
+    },
+  });
+}
+
+/** Before a Connection exists: the error frame, then the close, then a bounded wait for the peer. */
+function closeUnauthenticated(socket: WebSocket, code: ErrorCode, message?: string): void {
+  const close = closeCodeOf(code) ?? 1011;
+  if (socket.readyState !== socket.OPEN) return;
+  socket.send(errorFrame(code, { fatal: true, close, message }));
+  socket.close(close, code);
+  setTimeout(() => socket.terminate(), 3000).unref();
+}
