@@ -1,0 +1,249 @@
+/**
+ * The Store in process memory, for `npm run dev`: one instance, no Redis.
+ * Same contract as the Redis store (one suite tests both): expiries are
+ * judged lazily against `now()`, so tests move an injected clock instead of
+ * sleeping, and an unref'd sweep keeps memory bounded. The bus delivers on a
+ * later turn of the event loop, in publish order, as Redis would.
+ */
+import { randomBytes } from "node:crypto";
+import {
+  StoreUnavailableError,
+  type AgentEventInput,
+  type BusMessage,
+  type HistoryLimits,
+  type HistoryRead,
+  type RedeemOutcome,
+  type Store,
+  type StoredEvent,
+  type StreamHead,
+  type TicketRecord,
+} from "./types.js";
+
+export interface MemoryStoreOptions {
+  /** Epoch milliseconds; default Date.now. */
+  readonly now?: () => number;
+  /** Where an exception thrown by a bus handler is reported. */
+  readonly logger?: { warn(obj: object, msg: string): void };
+}
+
+// Same as the Redis store's (TICKET_GRACE_MS, TICKET_USED_MARKER_MS); the contract suite holds them together.
+const TICKET_GRACE_MS = 60_000;
+const TICKET_USED_MARKER_MS = 10 * 60_000;
+const SWEEP_INTERVAL_MS = 30_000;
+
+interface Stream {
+  n: number;
+  ttlMs: number;
+  events: Array<StoredEvent & { at: number }>;
+}
+
+export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
+  const now = options.now ?? Date.now;
+  // Fixed for the life of the store: a fresh store (a restarted dev server) is a fresh stream.
+  const epoch = `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}`;
+
+  const tickets = new Map<string, { json: string; expiresAt: number }>();
+  const usedTickets = new Map<string, number>();
+  const windows = new Map<string, { count: number; resetAt: number }>();
+  const revocations = new Map<string, { at: number; expiresAt: number }>();
+  const connections = new Map<string, Map<string, number>>();
+  const claims = new Map<string, number>();
+  // Counters are never dropped: a counter that restarted at 1 within the same epoch would hand out old seqs again.
+  const streams = new Map<string, Stream>();
+  const userRefs = new Map<string, number>();
+  const instances = new Set<string>();
+  const handlers: ((message: BusMessage) => void)[] = [];
+  let closed = false;
+
+  const live = (expiresAt: number | undefined): expiresAt is number => expiresAt !== undefined && expiresAt > now();
+  const open = () => {
+    if (closed) throw new StoreUnavailableError(new Error("store closed"));
+  };
+  const claimKey = (userId: string, messageId: string) => JSON.stringify([userId, messageId]);
+
+  const liveConnections = (userId: string): Map<string, number> => {
+    let conns = connections.get(userId);
+    if (conns === undefined) connections.set(userId, (conns = new Map()));
+    for (const [id, expiresAt] of conns) if (!live(expiresAt)) conns.delete(id);
+    return conns;
+  };
+
+  const heldEvents = (stream: Stream, ttlMs: number) => stream.events.filter((e) => e.at >= now() - ttlMs);
+
+  const deliver = (message: BusMessage, wanted: () => boolean) => {
+    setImmediate(() => {
+      if (closed || !wanted()) return;
+      for (const handler of handlers) {
+        try {
+          handler(message);
+        } catch (err) {
+          options.logger?.warn({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, "bus handler threw");
+        }
+      }
+    });
+  };
+  const userSubscribed = (userId: string) => (userRefs.get(userId) ?? 0) > 0;
+
+  const sweep = () => {
+    const expired = <V>(map: Map<string, V>, expiresAt: (v: V) => number) => {
+      for (const [key, value] of map) if (!live(expiresAt(value))) map.delete(key);
+    };
+    expired(tickets, (t) => t.expiresAt);
+    expired(usedTickets, (t) => t);
+    expired(windows, (w) => w.resetAt);
+    expired(revocations, (r) => r.expiresAt);
+    expired(claims, (c) => c);
+    for (const [userId, conns] of connections) {
+      expired(conns, (c) => c);
+      if (conns.size === 0) connections.delete(userId);
+    }
+    for (const stream of streams.values()) stream.events = heldEvents(stream, stream.ttlMs);
+  };
+  const sweeper = setInterval(sweep, SWEEP_INTERVAL_MS);
+  sweeper.unref();
+
+  return {
+    kind: "memory",
+
+    async putTicket(hash: string, record: TicketRecord, ttlMs: number): Promise<void> {
+      open();
+      // Stored as JSON, like Redis: the caller's object is not shared.
+      tickets.set(hash, { json: JSON.stringify(record), expiresAt: now() + ttlMs + TICKET_GRACE_MS });
+    },
+
+    async redeemTicket(hash: string): Promise<RedeemOutcome> {
+      open();
+      const entry = tickets.get(hash);
+      tickets.delete(hash);
+      if (entry !== undefined && live(entry.expiresAt)) {
+        usedTickets.set(hash, now() + TICKET_USED_MARKER_MS);
+        return { status: "ok", record: JSON.parse(entry.json) as TicketRecord };
+      }
+      return { status: live(usedTickets.get(hash)) ? "used" : "unknown" };
+    },
+
+    async hit(key: string, windowMs: number) {
+      open();
+      let window = windows.get(key);
+      if (window === undefined || !live(window.resetAt)) windows.set(key, (window = { count: 0, resetAt: now() + windowMs }));
+      window.count++;
+      return { count: window.count, resetInMs: window.resetAt - now() };
+    },
+
+    async revokeUser(userId: string, atMs: number, keepMs: number): Promise<void> {
+      open();
+      const current = revocations.get(userId);
+      const at = current !== undefined && live(current.expiresAt) ? Math.max(current.at, atMs) : atMs;
+      revocations.set(userId, { at: Math.floor(at), expiresAt: now() + keepMs });
+    },
+
+    async revokedAt(userId: string): Promise<number> {
+      open();
+      const entry = revocations.get(userId);
+      return entry !== undefined && live(entry.expiresAt) ? entry.at : 0;
+    },
+
+    async addConnection(userId: string, connectionId: string, max: number, ttlMs: number): Promise<boolean> {
+      open();
+      const conns = liveConnections(userId);
+      if (!conns.has(connectionId) && conns.size >= max) return false;
+      conns.set(connectionId, now() + ttlMs);
+      return true;
+    },
+
+    async removeConnection(userId: string, connectionId: string): Promise<void> {
+      open();
+      connections.get(userId)?.delete(connectionId);
+    },
+
+    async refreshConnections(entries, ttlMs: number): Promise<void> {
+      open();
+      for (const { userId, connectionId } of entries) liveConnections(userId).set(connectionId, now() + ttlMs);
+    },
+
+    async claimMessage(userId: string, messageId: string, ttlMs: number): Promise<boolean> {
+      open();
+      const key = claimKey(userId, messageId);
+      if (live(claims.get(key))) return false;
+      claims.set(key, now() + ttlMs);
+      return true;
+    },
+
+    async publishEvent(userId: string, event: AgentEventInput, limits: HistoryLimits) {
+      open();
+      let stream = streams.get(userId);
+      if (stream === undefined) streams.set(userId, (stream = { n: 0, ttlMs: limits.ttlMs, events: [] }));
+      const seq = ++stream.n;
+      const body = JSON.stringify(event);
+      stream.ttlMs = limits.ttlMs;
+      stream.events.push({ seq, body, at: now() });
+      stream.events = heldEvents(stream, limits.ttlMs).slice(-limits.maxEvents);
+      deliver({ kind: "event", userId, epoch, event: { seq, body } }, () => userSubscribed(userId));
+      return { seq, epoch };
+    },
+
+    async head(userId: string): Promise<StreamHead> {
+      open();
+      return { latestSeq: streams.get(userId)?.n ?? 0, epoch };
+    },
+
+    async readHistory(userId: string, afterSeq: number, limits: HistoryLimits): Promise<HistoryRead> {
+      open();
+      const stream = streams.get(userId);
+      const latestSeq = stream?.n ?? 0;
+      const gap = latestSeq - afterSeq;
+      const events: StoredEvent[] =
+        stream === undefined || gap <= 0 || gap > limits.maxEvents
+          ? []
+          : heldEvents(stream, limits.ttlMs)
+              .filter((e) => e.seq > afterSeq)
+              .map(({ seq, body }) => ({ seq, body }));
+      const complete = gap >= 0 && events.length === gap && events.every((e, i) => e.seq === afterSeq + 1 + i);
+      return { latestSeq, epoch, events, complete };
+    },
+
+    async subscribeUser(userId: string): Promise<void> {
+      open();
+      userRefs.set(userId, (userRefs.get(userId) ?? 0) + 1);
+    },
+
+    async unsubscribeUser(userId: string): Promise<void> {
+      const refs = (userRefs.get(userId) ?? 0) - 1;
+      if (refs > 0) userRefs.set(userId, refs);
+      else userRefs.delete(userId);
+    },
+
+    async publishUserControl(userId: string, payload: string): Promise<number> {
+      open();
+      if (!userSubscribed(userId)) return 0;
+      deliver({ kind: "user_control", userId, payload }, () => userSubscribed(userId));
+      return 1;
+    },
+
+    async subscribeInstance(instanceId: string): Promise<void> {
+      open();
+      instances.add(instanceId);
+    },
+
+    async publishInstance(instanceId: string, payload: string): Promise<void> {
+      open();
+      deliver({ kind: "instance_control", payload }, () => instances.has(instanceId));
+    },
+
+    onMessage(handler) {
+      handlers.push(handler);
+    },
+
+    // The in-process bus never drops.
+    onBusStatus() {},
+
+    async check() {
+      return { store: !closed, bus: !closed };
+    },
+
+    async close(): Promise<void> {
+      closed = true;
+      clearInterval(sweeper);
+    },
+  };
+}

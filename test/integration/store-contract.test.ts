@@ -1,0 +1,721 @@
+/**
+ * The Store contract (service/src/plugins/store/types.ts), run against both
+ * implementations. Time moves through `h.advance`: the memory store's clock
+ * jumps, Redis really waits (so its durations are kept short). A "peer" is a
+ * second gateway instance on the same data: a second Redis store on the same
+ * server, or, for the single-instance memory store, the store itself.
+ */
+import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { Redis } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  createMemoryStore,
+  createRedisStore,
+  keyPatterns,
+  redisKeys,
+  StoreUnavailableError,
+  type AgentEventInput,
+  type BusMessage,
+  type HistoryLimits,
+  type Store,
+  type TicketRecord,
+} from "../../service/src/plugins/store/index.js";
+import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
+
+const LIMITS: HistoryLimits = { maxEvents: 1000, ttlMs: 900_000 };
+
+interface Harness {
+  readonly name: "memory" | "redis";
+  readonly store: Store;
+  readonly peer: Store;
+  /** A new store on the same data (closed by teardown). */
+  create(): Store;
+  now(): number;
+  advance(ms: number): Promise<void>;
+  /** The backend loses every key; returns the store to use from then on. */
+  loseData(): Promise<Store>;
+  /** Redis only: the key's remaining ttl as Redis reports it. */
+  pttl?(key: string): Promise<number>;
+  teardown(): Promise<void>;
+}
+
+async function memoryHarness(): Promise<Harness> {
+  let clock = Date.UTC(2026, 0, 1);
+  const now = () => clock;
+  const stores: Store[] = [];
+  const create = () => {
+    const store = createMemoryStore({ now });
+    stores.push(store);
+    return store;
+  };
+  const store = create();
+  return {
+    name: "memory",
+    store,
+    peer: store,
+    create,
+    now,
+    async advance(ms) {
+      clock += ms;
+    },
+    async loseData() {
+      return create(); // a restarted dev server
+    },
+    async teardown() {
+      await Promise.all(stores.map((s) => s.close()));
+    },
+  };
+}
+
+async function redisHarness(): Promise<Harness> {
+  const server = await startRedis();
+  const raw = new Redis(server.url);
+  const stores: Store[] = [];
+  const create = () => {
+    const store = createRedisStore({ url: server.url });
+    stores.push(store);
+    return store;
+  };
+  const store = create();
+  const peer = create();
+  return {
+    name: "redis",
+    store,
+    peer,
+    create,
+    now: Date.now,
+    advance: sleep,
+    async loseData() {
+      await raw.flushall();
+      return store;
+    },
+    pttl: (key) => raw.pttl(key),
+    async teardown() {
+      await Promise.all(stores.map((s) => s.close()));
+      raw.disconnect();
+      await server.stop();
+    },
+  };
+}
+
+describe.each([
+  { name: "memory", setup: memoryHarness },
+  { name: "redis", setup: redisHarness },
+])("$name store", ({ setup }) => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await setup();
+  });
+  afterAll(() => h.teardown());
+
+  describe("tickets", () => {
+    it("redeems a ticket once, handing back its record as it was put, then reports it used", async () => {
+      const hash = uid("ticket");
+      const rec = record(h.now(), 30_000);
+      await h.store.putTicket(hash, rec, 30_000);
+      expect(await h.peer.redeemTicket(hash)).toEqual({ status: "ok", record: rec });
+      expect(await h.store.redeemTicket(hash)).toEqual({ status: "used" });
+      expect(await h.peer.redeemTicket(hash)).toEqual({ status: "used" });
+    });
+
+    it("reports a ticket that was never put as unknown, not used", async () => {
+      expect(await h.store.redeemTicket(uid("never"))).toEqual({ status: "unknown" });
+    });
+
+    it("gives a ticket to exactly one of 200 concurrent redeemers on two instances", async () => {
+      const hash = uid("race");
+      await h.store.putTicket(hash, record(h.now(), 30_000), 30_000);
+      const outcomes = await Promise.all(
+        Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? h.store : h.peer).redeemTicket(hash)),
+      );
+      const statuses = outcomes.map((o) => o.status);
+      expect(statuses.filter((s) => s === "ok")).toHaveLength(1);
+      expect(statuses.filter((s) => s === "used")).toHaveLength(199);
+    });
+
+    it("keeps a ticket 60 s past its ttl, so the caller can tell expired from unknown", async () => {
+      const hash = uid("grace");
+      const rec = record(h.now(), 100);
+      await h.store.putTicket(hash, rec, 100);
+      await h.advance(300);
+      expect(await h.store.redeemTicket(hash)).toEqual({ status: "ok", record: rec });
+      expect(rec.expiresAt).toBeLessThan(h.now()); // the caller's verdict: TICKET_EXPIRED
+
+      if (h.pttl) {
+        // Redis keeps time itself: read the expiry rather than wait a minute.
+        const later = uid("grace");
+        await h.store.putTicket(later, record(h.now(), 100), 100);
+        const left = await h.pttl(redisKeys.ticket(later));
+        expect(left).toBeGreaterThan(60_100 - 1_000);
+        expect(left).toBeLessThanOrEqual(60_100);
+      } else {
+        const [justIn, justOut] = [uid("grace"), uid("grace")];
+        await h.store.putTicket(justIn, record(h.now(), 100), 100);
+        await h.store.putTicket(justOut, record(h.now(), 100), 100);
+        await h.advance(60_099);
+        expect((await h.store.redeemTicket(justIn)).status).toBe("ok");
+        await h.advance(2);
+        expect((await h.store.redeemTicket(justOut)).status).toBe("unknown");
+      }
+    });
+
+    it("reports a redeemed ticket as used for 10 minutes, then as unknown", async () => {
+      const hash = uid("used");
+      await h.store.putTicket(hash, record(h.now(), 30_000), 30_000);
+      expect((await h.store.redeemTicket(hash)).status).toBe("ok");
+      if (h.pttl) {
+        const left = await h.pttl(redisKeys.ticketUsed(hash));
+        expect(left).toBeGreaterThan(600_000 - 1_000);
+        expect(left).toBeLessThanOrEqual(600_000);
+      } else {
+        await h.advance(599_000);
+        expect((await h.store.redeemTicket(hash)).status).toBe("used");
+        await h.advance(1_001);
+        expect((await h.store.redeemTicket(hash)).status).toBe("unknown");
+      }
+    });
+  });
+
+  describe("rate limits", () => {
+    it("counts hits in a fixed window shared by instances, and starts over when it ends", async () => {
+      const key = uid("rl");
+      const first = await h.store.hit(key, 400);
+      expect(first.count).toBe(1);
+      expect(first.resetInMs).toBeGreaterThan(300);
+      expect(first.resetInMs).toBeLessThanOrEqual(400);
+      expect((await h.peer.hit(key, 400)).count).toBe(2);
+      expect((await h.store.hit(uid("other"), 400)).count).toBe(1);
+      const third = await h.store.hit(key, 400);
+      expect(third.count).toBe(3);
+      expect(third.resetInMs).toBeLessThanOrEqual(first.resetInMs);
+      await h.advance(450);
+      const fresh = await h.store.hit(key, 400);
+      expect(fresh.count).toBe(1);
+      expect(fresh.resetInMs).toBeGreaterThan(300);
+    });
+  });
+
+  describe("users", () => {
+    it("reads 0 for a user never revoked, and the latest revocation otherwise", async () => {
+      const userId = uid("user");
+      expect(await h.store.revokedAt(userId)).toBe(0);
+      await h.store.revokeUser(userId, 1_000_000, 60_000);
+      expect(await h.peer.revokedAt(userId)).toBe(1_000_000);
+      await h.peer.revokeUser(userId, 500_000, 60_000); // late and older: does not undo the newer one
+      expect(await h.store.revokedAt(userId)).toBe(1_000_000);
+      await h.store.revokeUser(userId, 2_000_000, 60_000);
+      expect(await h.store.revokedAt(userId)).toBe(2_000_000);
+    });
+
+    it("forgets a revocation after keepMs", async () => {
+      const userId = uid("user");
+      await h.store.revokeUser(userId, 1_000, 200);
+      await h.advance(300);
+      expect(await h.store.revokedAt(userId)).toBe(0);
+    });
+
+    it("admits at most max live connections of a user across instances; re-adding one is a refresh", async () => {
+      const userId = uid("user");
+      expect(await h.store.addConnection(userId, "c1", 3, 60_000)).toBe(true);
+      expect(await h.peer.addConnection(userId, "c2", 3, 60_000)).toBe(true);
+      expect(await h.store.addConnection(userId, "c3", 3, 60_000)).toBe(true);
+      expect(await h.peer.addConnection(userId, "c4", 3, 60_000)).toBe(false);
+      expect(await h.peer.addConnection(userId, "c1", 3, 60_000)).toBe(true);
+      expect(await h.store.addConnection(uid("other"), "c4", 3, 60_000)).toBe(true);
+      await h.peer.removeConnection(userId, "c2");
+      expect(await h.peer.addConnection(userId, "c4", 3, 60_000)).toBe(true);
+      expect(await h.store.addConnection(userId, "c5", 3, 60_000)).toBe(false);
+    });
+
+    it("counts connections concurrently added on two instances exactly up to max", async () => {
+      const userId = uid("user");
+      const results = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => (i % 2 ? h.store : h.peer).addConnection(userId, `c${i}`, 7, 60_000)),
+      );
+      expect(results.filter(Boolean)).toHaveLength(7);
+    });
+
+    it("stops counting a connection that is not refreshed within its ttl", async () => {
+      const userId = uid("user");
+      const otherUser = uid("user");
+      expect(await h.store.addConnection(userId, "a", 2, 500)).toBe(true);
+      expect(await h.store.addConnection(userId, "b", 2, 500)).toBe(true);
+      expect(await h.store.addConnection(otherUser, "x", 1, 500)).toBe(true);
+      await h.advance(300);
+      await h.peer.refreshConnections(
+        [
+          { userId, connectionId: "a" },
+          { userId: otherUser, connectionId: "x" },
+        ],
+        500,
+      );
+      await h.advance(300); // "b" is 600 ms old: gone; "a" and "x" were refreshed 300 ms ago
+      expect(await h.store.addConnection(userId, "c", 2, 500)).toBe(true);
+      expect(await h.store.addConnection(userId, "d", 2, 500)).toBe(false);
+      expect(await h.store.addConnection(otherUser, "y", 1, 500)).toBe(false);
+    });
+
+    it("claims a (user, message) once within its ttl", async () => {
+      const userId = uid("user");
+      expect(await h.store.claimMessage(userId, "m1", 300)).toBe(true);
+      expect(await h.store.claimMessage(userId, "m1", 300)).toBe(false);
+      expect(await h.peer.claimMessage(userId, "m1", 300)).toBe(false);
+      expect(await h.peer.claimMessage(userId, "m2", 300)).toBe(true);
+      expect(await h.peer.claimMessage(uid("user"), "m1", 300)).toBe(true);
+      await h.advance(400);
+      expect(await h.store.claimMessage(userId, "m1", 300)).toBe(true);
+    });
+  });
+
+  describe("events and history", () => {
+    it("numbers a user's events 1..N without holes under 500 concurrent publishes from two instances", async () => {
+      const userId = uid("user");
+      const results = await Promise.all(
+        Array.from({ length: 500 }, (_, i) => (i % 2 ? h.store : h.peer).publishEvent(userId, event(i), LIMITS)),
+      );
+      expect(results.map((r) => r.seq).sort((a, b) => a - b)).toEqual(range(1, 500));
+      expect(new Set(results.map((r) => r.epoch)).size).toBe(1);
+      expect(await h.peer.head(userId)).toEqual({ latestSeq: 500, epoch: results[0]?.epoch });
+      const read = await h.store.readHistory(userId, 0, LIMITS);
+      expect(read.complete).toBe(true);
+      expect(read.events.map((e) => e.seq)).toEqual(range(1, 500));
+    });
+
+    it("keeps a separate counter per user, whatever characters the user id holds", async () => {
+      const tag = randomUUID();
+      const ids = [`a:${tag}`, `{a}${tag}`, `a}${tag}`, `%7Ba%7D${tag}`, `a%3A${tag}`, `ü \u{1F600}${tag}`, `\uD800${tag}`, `a${tag}`];
+      for (const userId of ids) expect((await h.store.publishEvent(userId, event(1), LIMITS)).seq).toBe(1);
+      for (const userId of ids) expect((await h.peer.head(userId)).latestSeq).toBe(1);
+    });
+
+    it("stores the event as JSON of the input, so the frame is built without re-serialising", async () => {
+      const userId = uid("user");
+      const input = event(7);
+      const { seq } = await h.store.publishEvent(userId, input, LIMITS);
+      const [stored] = (await h.store.readHistory(userId, 0, LIMITS)).events;
+      expect(stored).toEqual({ seq, body: JSON.stringify(input) });
+    });
+
+    it("holds exactly the last maxEvents events: 8..12 of 12 with a bound of 5", async () => {
+      const userId = uid("user");
+      const limits = { maxEvents: 5, ttlMs: 900_000 };
+      for (let i = 1; i <= 12; i++) await h.store.publishEvent(userId, event(i), limits);
+      const read = await h.store.readHistory(userId, 7, limits);
+      expect(read).toMatchObject({ latestSeq: 12, complete: true });
+      expect(read.events.map((e) => e.seq)).toEqual([8, 9, 10, 11, 12]);
+      expect(read.events.map((e) => (JSON.parse(e.body) as AgentEventInput).event_id)).toEqual(["e8", "e9", "e10", "e11", "e12"]);
+      // A gap wider than the bound is incomplete without reading.
+      expect(await h.store.readHistory(userId, 6, limits)).toMatchObject({ latestSeq: 12, complete: false, events: [] });
+      // With a wider read bound, the trimmed history still says it lacks 1..7.
+      const wide = await h.peer.readHistory(userId, 0, LIMITS);
+      expect(wide.complete).toBe(false);
+      expect(wide.events.map((e) => e.seq)).toEqual([8, 9, 10, 11, 12]);
+    });
+
+    it("drops events older than the history ttl", async () => {
+      const userId = uid("user");
+      const limits = { maxEvents: 1000, ttlMs: 600 };
+      for (let i = 1; i <= 3; i++) await h.store.publishEvent(userId, event(i), limits);
+      await h.advance(400);
+      for (let i = 4; i <= 5; i++) await h.store.publishEvent(userId, event(i), limits);
+      await h.advance(300); // 1..3 are 700 ms old, 4..5 300 ms
+      const all = await h.store.readHistory(userId, 0, limits);
+      expect(all).toMatchObject({ latestSeq: 5, complete: false });
+      expect(all.events.map((e) => e.seq)).toEqual([4, 5]);
+      const tail = await h.store.readHistory(userId, 3, limits);
+      expect(tail.complete).toBe(true);
+      expect(tail.events.map((e) => e.seq)).toEqual([4, 5]);
+      await h.advance(400);
+      expect(await h.store.readHistory(userId, 3, limits)).toMatchObject({ latestSeq: 5, complete: false, events: [] });
+      expect(await h.store.readHistory(userId, 5, limits)).toMatchObject({ latestSeq: 5, complete: true, events: [] });
+    });
+
+    it("reads nothing and complete at the latest seq, incomplete beyond it, and 0 for a new user", async () => {
+      const userId = uid("user");
+      const fresh = await h.store.readHistory(userId, 0, LIMITS);
+      expect(fresh).toMatchObject({ latestSeq: 0, complete: true, events: [] });
+      expect(await h.store.readHistory(userId, 1, LIMITS)).toMatchObject({ latestSeq: 0, complete: false, events: [] });
+      for (let i = 1; i <= 3; i++) await h.store.publishEvent(userId, event(i), LIMITS);
+      expect(await h.store.readHistory(userId, 3, LIMITS)).toMatchObject({ latestSeq: 3, complete: true, events: [] });
+      expect(await h.store.readHistory(userId, 4, LIMITS)).toMatchObject({ latestSeq: 3, complete: false, events: [] });
+      const two = await h.peer.readHistory(userId, 1, LIMITS);
+      expect(two.complete).toBe(true);
+      expect(two.events.map((e) => e.seq)).toEqual([2, 3]);
+    });
+
+    it("keeps one epoch for a user's stream, the one seen even before its first event", async () => {
+      const userId = uid("user");
+      const before = await h.store.head(userId);
+      expect(before.latestSeq).toBe(0);
+      expect(before.epoch).toMatch(/^\S+$/);
+      const first = await h.peer.publishEvent(userId, event(1), LIMITS);
+      const second = await h.store.publishEvent(userId, event(2), LIMITS);
+      expect([first.epoch, second.epoch]).toEqual([before.epoch, before.epoch]);
+      expect((await h.store.readHistory(userId, 0, LIMITS)).epoch).toBe(before.epoch);
+    });
+
+    it("starts a new epoch at seq 1 when the store has lost its data", async () => {
+      const userId = uid("user");
+      await h.store.publishEvent(userId, event(1), LIMITS);
+      const { epoch } = await h.store.publishEvent(userId, event(2), LIMITS);
+      const after = await h.loseData();
+      const head = await after.head(userId);
+      expect(head.latestSeq).toBe(0);
+      expect(head.epoch).not.toBe(epoch);
+      expect(await after.publishEvent(userId, event(3), LIMITS)).toEqual({ seq: 1, epoch: head.epoch });
+    });
+  });
+
+  describe("bus", () => {
+    it("delivers a user's events to subscribers on two instances in seq order, and no other user's", async () => {
+      const userId = uid("user");
+      const stranger = uid("user");
+      const a = collect(h.store);
+      const b = collect(h.peer);
+      await h.store.subscribeUser(userId);
+      await h.peer.subscribeUser(userId);
+      const published = await Promise.all(
+        Array.from({ length: 100 }, (_, i) =>
+          Promise.all([
+            (i % 2 ? h.store : h.peer).publishEvent(userId, event(i), LIMITS),
+            (i % 2 ? h.peer : h.store).publishEvent(stranger, event(i), LIMITS),
+          ]),
+        ),
+      );
+      const epoch = published[0]?.[0].epoch;
+      for (const got of [a, b]) {
+        await waitFor(() => eventsOf(got, userId).length >= 100);
+        const mine = eventsOf(got, userId);
+        expect(mine.map((m) => m.event.seq)).toEqual(range(1, 100));
+        expect(mine.every((m) => m.epoch === epoch)).toBe(true);
+        const history = await h.store.readHistory(userId, 0, LIMITS);
+        expect(mine.map((m) => m.event.body)).toEqual(history.events.map((e) => e.body));
+        expect(eventsOf(got, stranger)).toEqual([]);
+      }
+      await h.store.unsubscribeUser(userId);
+      await h.peer.unsubscribeUser(userId);
+    });
+
+    it("keeps a user subscribed until the last of its subscriptions is released", async () => {
+      const userId = uid("user");
+      const sentinel = uid("sentinel");
+      const got = collect(h.store);
+      await h.store.subscribeUser(userId);
+      await h.store.subscribeUser(userId);
+      await h.store.subscribeUser(sentinel);
+      await h.store.unsubscribeUser(userId);
+      await h.store.publishEvent(userId, event(1), LIMITS);
+      await waitFor(() => eventsOf(got, userId).length === 1);
+      await h.store.unsubscribeUser(userId);
+      await h.store.publishEvent(userId, event(2), LIMITS);
+      // Messages on one bus arrive in publish order: once the sentinel is in, event 2 would have been too.
+      await h.store.publishEvent(sentinel, event(3), LIMITS);
+      await waitFor(() => eventsOf(got, sentinel).length === 1);
+      expect(eventsOf(got, userId).map((m) => m.event.seq)).toEqual([1]);
+      await h.store.unsubscribeUser(sentinel);
+    });
+
+    it("delivers control messages to the user's subscribers, told apart from events, and counts the instances reached", async () => {
+      const userId = uid("user");
+      const got = collect(h.peer);
+      expect(await h.store.publishUserControl(userId, "nobody listens")).toBe(0);
+      await h.peer.subscribeUser(userId);
+      const payloads = ['{"op":"revoke","req":"r1"}', "42 looks like an event", "", "c c"];
+      for (const payload of payloads) expect(await h.store.publishUserControl(userId, payload)).toBe(1);
+      await h.store.publishEvent(userId, event(1), LIMITS);
+      await waitFor(() => eventsOf(got, userId).length === 1);
+      const controls = got.filter((m) => m.kind === "user_control" && m.userId === userId);
+      expect(controls).toEqual(payloads.map((payload) => ({ kind: "user_control", userId, payload })));
+      await h.peer.unsubscribeUser(userId);
+    });
+
+    it("delivers instance messages on that instance's channel only", async () => {
+      const me = uid("instance");
+      const got = collect(h.store);
+      await h.store.subscribeInstance(me);
+      await h.peer.publishInstance(uid("instance"), "not for me");
+      await h.peer.publishInstance(me, '{"op":"revoke_reply","closed":2}');
+      // Both went out on one connection in this order: had the first been delivered, it would be in by now.
+      await waitFor(() => got.some((m) => m.kind === "instance_control"));
+      expect(got).toEqual([{ kind: "instance_control", payload: '{"op":"revoke_reply","closed":2}' }]);
+    });
+  });
+
+  describe("lifecycle", () => {
+    it("reports the store and the bus healthy", async () => {
+      expect(await h.store.check()).toEqual({ store: true, bus: true });
+    });
+
+    it("closes idempotently; afterwards calls reject with StoreUnavailableError and check reports both down", async () => {
+      const store = h.create();
+      await store.head(uid("user"));
+      await Promise.all([store.close(), store.close()]);
+      await store.close();
+      await expect(store.head(uid("user"))).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(store.putTicket(uid("t"), record(h.now(), 1000), 1000)).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(store.subscribeUser(uid("user"))).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(await store.check()).toEqual({ store: false, bus: false });
+    });
+  });
+});
+
+describe("redis store specifics", () => {
+  it("puts all of a user's keys (and a ticket's) in one hash slot, whatever the id", () => {
+    const tagOf = (key: string) => /\{([^}]*)\}/.exec(key)?.[1];
+    for (const id of ["plain", "a}b", "{x}", "a:b", "%7D", "\uD800", "a b"]) {
+      const userKeys = [
+        redisKeys.seq(id),
+        redisKeys.history(id),
+        redisKeys.connections(id),
+        redisKeys.revoked(id),
+        redisKeys.message(id, "m}{"),
+        redisKeys.userChannel(id),
+      ];
+      expect(new Set(userKeys.map(tagOf)).size).toBe(1);
+      expect(tagOf(redisKeys.ticket(id))).toBe(tagOf(redisKeys.ticketUsed(id)));
+      for (const key of [...userKeys, redisKeys.ticket(id)]) expect(key.startsWith("gw:{")).toBe(true);
+    }
+    // An id that looks like another's escaped form still gets its own keys.
+    expect(new Set(["a:b", "a%3Ab", "a%3ab", "a%u003a"].map(redisKeys.seq)).size).toBe(4);
+    expect(keyPatterns()).toEqual({
+      ticket: "gw:{t:<id>}",
+      ticketUsed: "gw:{t:<id>}:used",
+      seq: "gw:{u:<id>}:seq",
+      history: "gw:{u:<id>}:hist",
+      connections: "gw:{u:<id>}:conns",
+      revoked: "gw:{u:<id>}:revoked",
+      message: "gw:{u:<id>}:msg:<messageId>",
+      rateLimit: "gw:{rl:<id>}",
+      userChannel: "gw:{u:<id>}:ch",
+      instanceChannel: "gw:{i:<id>}:ch",
+    });
+  });
+
+  describe("faults", () => {
+    let server: RedisServerHandle;
+    beforeAll(async () => {
+      server = await startRedis();
+    });
+    afterAll(() => server.stop());
+
+    it("rejects every call with StoreUnavailableError within 1.5 s while Redis is down, and recovers without a new store", async () => {
+      const store = createRedisStore({ url: server.url, commandTimeoutMs: 1000 });
+      const userId = uid("user");
+      try {
+        await waitFor(async () => (await store.check()).bus);
+        await store.subscribeUser(userId);
+        const before = await store.publishEvent(userId, event(1), LIMITS);
+        await server.kill();
+
+        // At once (commands meet the dying connection), then while it reconnects.
+        for (const pause of [0, 300]) {
+          await sleep(pause);
+          const failures = await timeAll(allCalls(store, userId));
+          for (const [name, { error, ms }] of Object.entries(failures)) {
+            expect(error, `${name} after ${pause} ms`).toBeInstanceOf(StoreUnavailableError);
+            expect(ms, `${name} after ${pause} ms`).toBeLessThan(2500);
+          }
+        }
+        const started = performance.now();
+        expect(await store.check()).toEqual({ store: false, bus: false });
+        expect(performance.now() - started).toBeLessThan(2500);
+
+        await server.restart();
+        await waitFor(async () => (await store.check()).bus, 10_000);
+        const successes = await timeAll(allCalls(store, userId));
+        for (const [name, { error }] of Object.entries(successes)) expect(error, name).toBeUndefined();
+        // `--save ""`: the restart lost the data, so the stream has a new epoch.
+        const head = await store.head(userId);
+        expect(head.epoch).not.toBe(before.epoch);
+      } finally {
+        await store.close();
+      }
+    });
+
+    it("times a call out after commandTimeoutMs when Redis hangs, and recovers when it answers again", async () => {
+      const store = createRedisStore({ url: server.url, commandTimeoutMs: 500 });
+      try {
+        await waitFor(async () => (await store.check()).bus, 10_000);
+        server.pause();
+        const failures = await timeAll({
+          put: () => store.putTicket(uid("t"), record(Date.now(), 1000), 1000),
+          publish: () => store.publishEvent(uid("user"), event(1), LIMITS),
+          read: () => store.readHistory(uid("user"), 0, LIMITS),
+          subscribe: () => store.subscribeUser(uid("user")),
+        });
+        for (const [name, { error, ms }] of Object.entries(failures)) {
+          expect(error, name).toBeInstanceOf(StoreUnavailableError);
+          expect(ms, name).toBeGreaterThanOrEqual(450);
+          expect(ms, name).toBeLessThan(1500);
+        }
+        server.resume();
+        await waitFor(async () => (await store.check()).bus, 10_000);
+        expect((await store.hit(uid("rl"), 1000)).count).toBe(1);
+      } finally {
+        server.resume();
+        await store.close();
+      }
+    });
+
+    it("reports the bus down and up again across a restart, with its subscriptions restored", async () => {
+      const store = createRedisStore({ url: server.url });
+      const publisher = createRedisStore({ url: server.url });
+      const userId = uid("user");
+      const instanceId = uid("instance");
+      try {
+        await waitFor(async () => (await store.check()).bus, 10_000);
+        const statuses: boolean[] = [];
+        store.onBusStatus((up) => statuses.push(up));
+        const got = collect(store);
+        await store.subscribeUser(userId);
+        await store.subscribeInstance(instanceId);
+
+        await server.kill();
+        await waitFor(() => statuses.length === 1);
+        expect(statuses).toEqual([false]);
+        await server.restart();
+        await waitFor(() => statuses.length === 2, 10_000);
+        expect(statuses).toEqual([false, true]);
+
+        const { seq, epoch } = await publisher.publishEvent(userId, event(1), LIMITS);
+        await publisher.publishInstance(instanceId, "after restart");
+        await waitFor(() => got.length === 2);
+        expect(got).toEqual([
+          { kind: "event", userId, epoch, event: { seq, body: JSON.stringify(event(1)) } },
+          { kind: "instance_control", payload: "after restart" },
+        ]);
+        expect(statuses).toEqual([false, true]);
+      } finally {
+        await Promise.all([store.close(), publisher.close()]);
+      }
+    });
+
+    it("leaves no handles after close: a process that used stores, even one whose Redis is down, exits by itself", async () => {
+      const dir = await mkdtemp(join(tmpdir(), "gw-store-exit-"));
+      const index = resolve("service/src/plugins/store/index.ts");
+      const script = join(dir, "exit.mts");
+      await writeFile(
+        script,
+        `import { createMemoryStore, createRedisStore } from ${JSON.stringify(index)};
+const [url] = process.argv.slice(2);
+const limits = { maxEvents: 10, ttlMs: 60_000 };
+const input = { type: "agent_started", event_id: "e", run_id: "r", thread_id: "t", ts: new Date().toISOString(), data: {} } as const;
+const redis = createRedisStore({ url });
+await redis.subscribeUser("u");
+await redis.subscribeInstance("i");
+await redis.publishEvent("u", input, limits);
+await Promise.all([redis.close(), redis.close()]);
+await redis.close();
+const down = createRedisStore({ url: "redis://127.0.0.1:1", commandTimeoutMs: 200 });
+await down.head("u").catch(() => undefined);
+await down.close();
+const memory = createMemoryStore();
+await memory.subscribeUser("u");
+await memory.publishEvent("u", input, limits);
+await memory.close();
+await memory.close();
+console.log("closed");
+`,
+      );
+      try {
+        const child = spawn(process.execPath, ["--import", "tsx", script, server.url], { cwd: process.cwd(), stdio: ["ignore", "pipe", "pipe"] });
+        let output = "";
+        child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+        child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+        const code = await new Promise<number | null>((done) => {
+          const timer = setTimeout(() => {
+            child.kill("SIGKILL");
+            done(null);
+          }, 15_000);
+          child.once("exit", (exitCode) => {
+            clearTimeout(timer);
+            done(exitCode);
+          });
+        });
+        expect({ code, output: output.trim() }).toEqual({ code: 0, output: "closed" });
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+  });
+});
+
+// ── helpers ──
+
+function allCalls(store: Store, userId: string): Record<string, () => Promise<unknown>> {
+  const t = uid("ticket");
+  return {
+    putTicket: () => store.putTicket(t, record(Date.now(), 30_000), 30_000),
+    redeemTicket: () => store.redeemTicket(t),
+    hit: () => store.hit(uid("rl"), 1000),
+    revokeUser: () => store.revokeUser(userId, 1, 1000),
+    revokedAt: () => store.revokedAt(userId),
+    addConnection: () => store.addConnection(userId, "c", 5, 1000),
+    removeConnection: () => store.removeConnection(userId, "c"),
+    refreshConnections: () => store.refreshConnections([{ userId, connectionId: "c" }], 1000),
+    claimMessage: () => store.claimMessage(userId, uid("m"), 1000),
+    publishEvent: () => store.publishEvent(userId, event(2), LIMITS),
+    head: () => store.head(userId),
+    readHistory: () => store.readHistory(userId, 0, LIMITS),
+    subscribeUser: () => store.subscribeUser(uid("user")),
+    publishUserControl: () => store.publishUserControl(userId, "x"),
+    subscribeInstance: () => store.subscribeInstance(uid("instance")),
+    publishInstance: () => store.publishInstance(uid("instance"), "x"),
+  };
+}
+
+async function timeAll(calls: Record<string, () => Promise<unknown>>) {
+  const entries = await Promise.all(
+    Object.entries(calls).map(async ([name, call]) => {
+      const started = performance.now();
+      const error = await call().then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      return [name, { error, ms: performance.now() - started }] as const;
+    }),
+  );
+  return Object.fromEntries(entries);
+}
+
+function collect(store: Store): BusMessage[] {
+  const got: BusMessage[] = [];
+  store.onMessage((message) => got.push(message));
+  return got;
+}
+
+function eventsOf(got: BusMessage[], userId: string) {
+  return got.filter((m): m is Extract<BusMessage, { kind: "event" }> => m.kind === "event" && m.userId === userId);
+}
+
+function record(now: number, ttlMs: number): TicketRecord {
+  return { sub: uid("user"), sessionExpiresAt: now + 3_600_000, origin: "https://chat.example.com", issuedAt: now, expiresAt: now + ttlMs };
+}
+
+function event(n: number): AgentEventInput {
+  return { type: "agent_thinking", event_id: `e${n}`, run_id: "run-1", thread_id: "thread-1", ts: "2026-01-01T00:00:00.000Z", data: { n } };
+}
+
+function uid(prefix: string): string {
+  return `${prefix}-${randomUUID()}`;
+}
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((done) => setTimeout(done, ms));
+}
+
+async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}

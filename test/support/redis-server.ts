@@ -1,0 +1,159 @@
+/**
+ * A private redis-server per test file: its own port, no persistence, a temp
+ * dir. Test files run in parallel workers, so a port is picked by the OS and a
+ * collision (another worker's server took it first) is retried; the server we
+ * reach is checked to be ours by its process id.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { connect, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export interface RedisServerHandle {
+  readonly port: number;
+  readonly url: string;
+  /** Graceful: SIGTERM, then waits for the exit. Removes the temp dir. */
+  stop(): Promise<void>;
+  /** SIGKILL, then waits for the exit: the data is gone (`--save ""`). */
+  kill(): Promise<void>;
+  /** Starts the server again on the same port (after kill or stop). */
+  restart(): Promise<void>;
+  /** SIGSTOP: the server keeps its sockets but answers nothing, like a hung host. */
+  pause(): void;
+  /** SIGCONT after pause(). */
+  resume(): void;
+}
+
+const REDIS_SERVER = process.env.REDIS_SERVER_BIN ?? "/usr/bin/redis-server";
+const START_TIMEOUT_MS = 5_000;
+const live = new Set<ChildProcess>();
+
+// A worker that dies without running afterAll must not leave servers behind.
+process.once("exit", () => {
+  for (const child of live) child.kill("SIGKILL");
+});
+
+export async function startRedis(options: { args?: string[] } = {}): Promise<RedisServerHandle> {
+  const dir = await mkdtemp(join(tmpdir(), "gw-redis-"));
+  const extraArgs = options.args ?? [];
+  let child: ChildProcess | undefined;
+  let port = 0;
+
+  const launch = async (fixedPort?: number): Promise<void> => {
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    let lastError: unknown;
+    for (let attempt = 0; Date.now() < deadline; attempt++) {
+      const candidate = fixedPort ?? (await freePort());
+      try {
+        child = await spawnServer(candidate, dir, extraArgs, deadline);
+        port = candidate;
+        return;
+      } catch (err) {
+        lastError = err;
+        // The same port is needed after a restart: wait for it to be released.
+        if (fixedPort !== undefined) await sleep(50);
+      }
+    }
+    throw new Error(`redis-server did not start: ${String(lastError)}`);
+  };
+
+  const waitExit = async (signal: NodeJS.Signals): Promise<void> => {
+    const c = child;
+    child = undefined;
+    if (c === undefined || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => c.once("exit", () => resolve()));
+    if (signal !== "SIGKILL") c.kill("SIGCONT");
+    c.kill(signal);
+    await exited;
+  };
+
+  await launch();
+  return {
+    get port() {
+      return port;
+    },
+    get url() {
+      return `redis://127.0.0.1:${port}`;
+    },
+    async stop() {
+      await waitExit("SIGTERM");
+      await rm(dir, { recursive: true, force: true });
+    },
+    kill: () => waitExit("SIGKILL"),
+    async restart() {
+      await waitExit("SIGKILL");
+      await launch(port);
+    },
+    pause() {
+      child?.kill("SIGSTOP");
+    },
+    resume() {
+      child?.kill("SIGCONT");
+    },
+  };
+}
+
+async function spawnServer(port: number, dir: string, extraArgs: string[], deadline: number): Promise<ChildProcess> {
+  const logfile = join(dir, `redis-${port}.log`);
+  const child = spawn(
+    REDIS_SERVER,
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile", logfile, ...extraArgs],
+    { stdio: "ignore" },
+  );
+  live.add(child);
+  child.once("exit", () => live.delete(child));
+  // The test process must be able to exit even if a test forgets stop().
+  child.unref();
+  const spawnError = new Promise<never>((_, reject) => child.once("error", reject));
+  spawnError.catch(() => {});
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      const log = await readFile(logfile, "utf8").catch(() => "");
+      throw new Error(`redis-server exited (${child.exitCode ?? child.signalCode}): ${log.trim().split("\n").slice(-2).join(" | ")}`);
+    }
+    const pid = await Promise.race([serverPid(port), spawnError]);
+    if (pid === child.pid) return child;
+    await sleep(20);
+  }
+  child.kill("SIGKILL");
+  throw new Error(`redis-server on port ${port} did not answer within ${START_TIMEOUT_MS} ms`);
+}
+
+/** The process id of the redis-server answering on the port, or undefined. */
+function serverPid(port: number): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port });
+    let data = "";
+    const done = (pid: number | undefined) => {
+      socket.destroy();
+      resolve(pid);
+    };
+    socket.setTimeout(500, () => done(undefined));
+    socket.once("error", () => done(undefined));
+    socket.once("connect", () => socket.write("INFO server\r\n"));
+    socket.on("data", (chunk) => {
+      data += chunk.toString("utf8");
+      const match = /process_id:(\d+)/.exec(data);
+      if (match) done(Number(match[1]));
+      else if (data.startsWith("-")) done(undefined); // e.g. LOADING
+    });
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
