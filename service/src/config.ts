@@ -155,7 +155,8 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     : url("REDIS_URL", ["redis:", "rediss:"]);
 
   const origins = (str("ALLOWED_ORIGINS") ?? "").split(",").map((o) => o.trim()).filter(Boolean);
-  if (production && origins.length === 0) required("ALLOWED_ORIGINS", "in production: comma-separated exact origins");
+  // Not `required()`: a value of only commas or blanks ("," or " , ") is set but names no origin.
+  if (production && origins.length === 0) problems.push("ALLOWED_ORIGINS is required (in production: comma-separated exact origins)");
   for (const origin of origins) {
     let canonical: string | undefined;
     try {
@@ -163,7 +164,8 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     } catch {
       /* reported below */
     }
-    if (canonical !== origin) problems.push(`ALLOWED_ORIGINS entry "${origin}" is not an exact origin like https://chat.example.com`);
+    // WHATWG URL accepts `https://*.example.com` as an origin, but no browser sends it: a wildcard would match nothing.
+    if (canonical !== origin || origin.includes("*")) problems.push(`ALLOWED_ORIGINS entry "${origin}" is not an exact origin like https://chat.example.com`);
   }
 
   const logLevel = str("LOG_LEVEL") ?? "info";
