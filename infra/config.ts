@@ -1,0 +1,354 @@
+import * as pulumi from "@pulumi/pulumi";
+
+/**
+ * The stack configuration of the chat gateway, typed and range-checked in one
+ * place. Like the service's own `parseConfig`, it reads everything, applies
+ * the defaults and reports *every* problem at once in a single error that
+ * names each key and the reason, before a single resource is registered: a
+ * broken `Pulumi.<stack>.yaml` is fixed in one round, not discovered by the
+ * GCP API one 400 at a time.
+ *
+ * Secrets (`jwtSecretKey`, `jwtSecretKeyPrevious`) come from
+ * `pulumi config set --secret` and leave this module only wrapped in
+ * `pulumi.secret`, so they never appear in plain text in the state or logs.
+ */
+
+export const REDIS_TIERS = ["BASIC", "STANDARD_HA"] as const;
+export type RedisTier = (typeof REDIS_TIERS)[number];
+
+/** Cloud Run accepts exactly these CPU limits. */
+export const CPU_LIMITS = ["1", "2", "4", "6", "8"] as const;
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+/** The service refuses shorter secrets (service/src/config.ts, MIN_SECRET_BYTES). */
+const MIN_SECRET_BYTES = 32;
+
+export const DEFAULT_RUNBOOK_BASE_URL = "https://github.com/example-org/chat-gateway/blob/main/docs/operations.md";
+
+export interface StackConfig {
+  /** The Pulumi stack name, e.g. `staging`. */
+  readonly stack: string;
+  /** Stacks named `production` or `prod…` must be highly available and protected. */
+  readonly production: boolean;
+  readonly project: string;
+  readonly region: string;
+  /** Cloud Run service name, SERVICE_ID of the gateway and the prefix of every secret id. */
+  readonly serviceId: string;
+  readonly image: string;
+  /** The public host name of the load balancer, e.g. `chat.example.com`. */
+  readonly domain: string;
+  readonly alertEmails: readonly string[];
+  readonly allowedOrigins: readonly string[];
+  readonly redisTier: RedisTier;
+  readonly redisSizeGb: number;
+  readonly redisVersion: string;
+  readonly minInstances: number;
+  readonly maxInstances: number;
+  /** Requests (each open WebSocket is one) per instance. */
+  readonly concurrency: number;
+  readonly cpu: string;
+  readonly memory: string;
+  /** The subnet Cloud Run's Direct VPC egress takes its addresses from. */
+  readonly subnetCidr: string;
+  readonly deletionProtection: boolean;
+  /** The URL of docs/operations.md; alert policies link `${runbookBaseUrl}#<anchor>`. */
+  readonly runbookBaseUrl: string;
+  readonly logLevel: string;
+  readonly jwtIssuer: string | undefined;
+  readonly jwtAudience: string | undefined;
+  /** Cloud Armor: ticket requests per client IP per minute before the edge answers 429. */
+  readonly ticketEdgeRateLimitPerMinute: number;
+  readonly alerts: {
+    /** Rejected / all WebSocket authentications over 5 minutes. */
+    readonly authFailureRatio: number;
+    /** 5xx / all Cloud Run requests over 5 minutes. */
+    readonly http5xxRatio: number;
+    /** 1011 INTERNAL_ERROR closes in 5 minutes. */
+    readonly internalErrorCloses: number;
+  };
+}
+
+export interface StackSecrets {
+  readonly jwtSecretKey: pulumi.Output<string>;
+  /** Only set during a JWT key rotation. */
+  readonly jwtSecretKeyPrevious: pulumi.Output<string> | undefined;
+}
+
+export class StackConfigError extends Error {
+  constructor(
+    readonly stackName: string,
+    readonly problems: readonly string[],
+  ) {
+    super(
+      `Invalid configuration of stack "${stackName}" (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n  - ${problems.join("\n  - ")}`,
+    );
+    this.name = "StackConfigError";
+  }
+}
+
+/** Reads one raw config value (as Pulumi hands it over: a string, JSON for lists). */
+export type ConfigSource = (key: string) => string | undefined;
+
+/**
+ * Parses and range-checks the plain (non-secret) settings. Pure, so the checks
+ * can be tested without a Pulumi runtime. Throws a StackConfigError naming
+ * every problem.
+ */
+export function parseStackConfig(get: ConfigSource, stack: string): StackConfig {
+  const problems: string[] = [];
+  const production = stack === "production" || stack.startsWith("prod");
+
+  const str = (key: string): string | undefined => {
+    const v = get(key)?.trim();
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const required = (key: string, what: string): string => {
+    const v = str(key);
+    if (v === undefined) problems.push(`${key} is required (${what})`);
+    return v ?? "";
+  };
+  const matching = (key: string, value: string, pattern: RegExp, what: string): string => {
+    if (value !== "" && !pattern.test(value)) problems.push(`${key} must be ${what}; got "${value}"`);
+    return value;
+  };
+  const int = (key: string, def: number, min: number, max: number, unit: string): number => {
+    const raw = str(key);
+    if (raw === undefined) return def;
+    const n = Number(raw);
+    if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max) {
+      problems.push(`${key} must be an integer from ${min} to ${max} (${unit}); got "${raw}"`);
+      return def;
+    }
+    return n;
+  };
+  const ratio = (key: string, def: number): number => {
+    const raw = str(key);
+    if (raw === undefined) return def;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n <= 0 || n >= 1) {
+      problems.push(`${key} must be a ratio between 0 and 1 exclusive (0.01 is 1%); got "${raw}"`);
+      return def;
+    }
+    return n;
+  };
+  const bool = (key: string, def: boolean): boolean => {
+    const raw = str(key);
+    if (raw === undefined) return def;
+    if (raw !== "true" && raw !== "false") {
+      problems.push(`${key} must be true or false; got "${raw}"`);
+      return def;
+    }
+    return raw === "true";
+  };
+  const oneOf = <T extends string>(key: string, allowed: readonly T[], def: T): T => {
+    const raw = str(key);
+    if (raw === undefined) return def;
+    if (!(allowed as readonly string[]).includes(raw)) {
+      problems.push(`${key} must be one of ${allowed.join(", ")}; got "${raw}"`);
+      return def;
+    }
+    return raw as T;
+  };
+  /** A YAML list (JSON from Pulumi) or a comma-separated string (`pulumi config set k "a,b"`). */
+  const list = (key: string): string[] => {
+    const raw = str(key);
+    if (raw === undefined) return [];
+    if (raw.startsWith("[")) {
+      try {
+        const parsed: unknown = JSON.parse(raw);
+        if (Array.isArray(parsed) && parsed.every((x) => typeof x === "string")) return parsed.map((x) => x.trim()).filter(Boolean);
+      } catch {
+        /* reported below */
+      }
+      problems.push(`${key} must be a list of strings`);
+      return [];
+    }
+    return raw.split(",").map((x) => x.trim()).filter(Boolean);
+  };
+
+  const project = matching(
+    "project",
+    required("project", "the GCP project id"),
+    /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/,
+    "a GCP project id (6-30 lower-case letters, digits, dashes)",
+  );
+  const region = matching("region", required("region", "the GCP region, e.g. europe-west1"), /^[a-z]+-[a-z]+\d+$/, "a GCP region like europe-west1");
+
+  // 20 characters at most: the Redis instance id (40 max) is `${serviceId}-redis-` plus
+  // Pulumi's 7-character suffix, and the service account id (30 max) is `${serviceId}-run`.
+  const serviceId = matching(
+    "serviceId",
+    str("serviceId") ?? "chat-gateway",
+    /^[a-z](?:[a-z0-9-]{0,18}[a-z0-9])?$/,
+    "lower-case letters, digits and dashes, at most 20 characters (it names the Cloud Run service, the secrets and the service account)",
+  );
+
+  const image = required("image", "the container image, e.g. REGION-docker.pkg.dev/PROJECT/REPO/gateway@sha256:…");
+  if (image !== "") {
+    if (!/^[a-z0-9.-]+(?::\d+)?\/[a-z0-9._\/-]+(?::[\w.-]+)?(?:@sha256:[0-9a-f]{64})?$/.test(image)) {
+      problems.push(`image must be a registry image reference like europe-west1-docker.pkg.dev/PROJECT/REPO/gateway:TAG; got "${image}"`);
+    } else if (!/[:@][\w.:-]+$/.test(image.slice(image.lastIndexOf("/")))) {
+      problems.push("image must name a tag or a digest (an untagged image means :latest, which moves)");
+    } else if (/:latest(?:@|$)/.test(image)) {
+      problems.push("image must not use the :latest tag (it moves: revisions would not be reproducible)");
+    } else if (production && !/@sha256:[0-9a-f]{64}$/.test(image)) {
+      problems.push("image must be pinned by digest (…@sha256:<64 hex>) in a production stack");
+    }
+  }
+
+  const domain = matching(
+    "domain",
+    required("domain", "the public host name, e.g. chat.example.com"),
+    /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/,
+    "a lower-case host name without scheme or path, like chat.example.com",
+  );
+
+  const alertEmails = list("alertEmails");
+  if (alertEmails.length === 0 && str("alertEmails") === undefined) problems.push("alertEmails is required (at least one address that receives alerts)");
+  for (const email of alertEmails) {
+    if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email)) problems.push(`alertEmails entry "${email}" is not an e-mail address`);
+  }
+
+  const allowedOrigins = list("allowedOrigins");
+  if (allowedOrigins.length === 0 && str("allowedOrigins") === undefined) {
+    problems.push("allowedOrigins is required (the exact origins of the chat web app; the service refuses to start without them in production)");
+  }
+  for (const origin of allowedOrigins) {
+    let canonical: string | undefined;
+    try {
+      canonical = new URL(origin).origin;
+    } catch {
+      /* reported below */
+    }
+    if (canonical !== origin) problems.push(`allowedOrigins entry "${origin}" is not an exact origin like https://chat.example.com`);
+    else if (production && !origin.startsWith("https://")) problems.push(`allowedOrigins entry "${origin}" must use https in a production stack`);
+  }
+
+  const redisTier = oneOf("redisTier", REDIS_TIERS, production ? "STANDARD_HA" : "BASIC");
+  if (production && redisTier !== "STANDARD_HA") {
+    problems.push("redisTier must be STANDARD_HA in a production stack (a BASIC instance loses every ticket and the event history on any failure)");
+  }
+  const redisSizeGb = int("redisSizeGb", 1, 1, 300, "GiB, Memorystore's range");
+  const redisVersion = matching("redisVersion", str("redisVersion") ?? "REDIS_7_2", /^REDIS_\d+_\d+$/, "a Memorystore version like REDIS_7_2");
+
+  const minInstances = int("minInstances", production ? 1 : 0, 0, 100, "instances");
+  const maxInstances = int("maxInstances", 10, 1, 1000, "instances");
+  if (minInstances > maxInstances) problems.push(`minInstances (${minInstances}) must not exceed maxInstances (${maxInstances})`);
+  if (production && minInstances < 1) {
+    problems.push("minInstances must be at least 1 in a production stack (a cold start delays the first WebSocket upgrades by seconds)");
+  }
+  const concurrency = int("concurrency", 250, 1, 1000, "concurrent requests per instance; every open WebSocket counts as one");
+
+  const cpu = oneOf("cpu", CPU_LIMITS, "1");
+  const memory = matching("memory", str("memory") ?? "1Gi", /^(?:[1-9]\d{2,4}Mi|[1-9]\d?Gi)$/, "a Cloud Run memory limit like 512Mi or 2Gi");
+
+  const subnetCidr = str("subnetCidr") ?? "10.8.0.0/24";
+  const cidr = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(subnetCidr);
+  const prefix = cidr ? Number(cidr[5]) : NaN;
+  if (!cidr || cidr.slice(1, 5).some((o) => Number(o) > 255)) {
+    problems.push(`subnetCidr must be an IPv4 CIDR range like 10.8.0.0/24; got "${subnetCidr}"`);
+  } else if (prefix < 16 || prefix > 26) {
+    // https://cloud.google.com/run/docs/configuring/vpc-direct-vpc#ip-address-allocation
+    problems.push(`subnetCidr must be a /16 to /26 range (Direct VPC egress needs at least a /26); got /${prefix}`);
+  } else {
+    // Direct VPC egress uses up to two addresses per instance (during a revision rollout both
+    // revisions hold addresses), and GCP reserves four per subnet.
+    const usable = 2 ** (32 - prefix) - 4;
+    if (maxInstances * 2 > usable) {
+      problems.push(`maxInstances (${maxInstances}) needs ${maxInstances * 2} addresses for Direct VPC egress, but subnetCidr /${prefix} has ${usable}; use a larger range`);
+    }
+  }
+
+  const deletionProtection = bool("deletionProtection", true);
+  if (production && !deletionProtection) problems.push("deletionProtection must be true in a production stack");
+
+  const runbookBaseUrl = str("runbookBaseUrl") ?? DEFAULT_RUNBOOK_BASE_URL;
+  try {
+    const u = new URL(runbookBaseUrl);
+    if (u.protocol !== "https:" || u.hash !== "") throw new Error();
+  } catch {
+    problems.push(`runbookBaseUrl must be an https URL of docs/operations.md without a #fragment; got "${runbookBaseUrl}"`);
+  }
+
+  const logLevel = oneOf("logLevel", LOG_LEVELS, "info");
+  const ticketEdgeRateLimitPerMinute = int("ticketEdgeRateLimitPerMinute", 1200, 10, 100_000, "ticket requests per client IP per minute at Cloud Armor");
+
+  const config: StackConfig = {
+    stack,
+    production,
+    project,
+    region,
+    serviceId,
+    image,
+    domain,
+    alertEmails,
+    allowedOrigins,
+    redisTier,
+    redisSizeGb,
+    redisVersion,
+    minInstances,
+    maxInstances,
+    concurrency,
+    cpu,
+    memory,
+    subnetCidr,
+    deletionProtection,
+    runbookBaseUrl,
+    logLevel,
+    jwtIssuer: str("jwtIssuer"),
+    jwtAudience: str("jwtAudience"),
+    ticketEdgeRateLimitPerMinute,
+    alerts: {
+      authFailureRatio: ratio("authFailureRatioAlert", 0.01),
+      http5xxRatio: ratio("http5xxRatioAlert", 0.02),
+      internalErrorCloses: int("internalErrorClosesAlert", 20, 1, 100_000, "1011 closes per 5 minutes"),
+    },
+  };
+  if (problems.length > 0) throw new StackConfigError(stack, problems);
+  return config;
+}
+
+/**
+ * Checks the secret settings. `get` returns the decrypted value: it is read
+ * here only to check its length, then wrapped in `pulumi.secret` at once.
+ */
+export function parseStackSecrets(get: ConfigSource, stack: string): StackSecrets {
+  const problems: string[] = [];
+  const check = (key: string, value: string | undefined, isRequired: boolean): pulumi.Output<string> | undefined => {
+    if (value === undefined || value.trim() === "") {
+      if (isRequired) problems.push(`${key} is required: pulumi config set --secret ${key} <value> (shared with the auth service)`);
+      return undefined;
+    }
+    if (Buffer.byteLength(value) < MIN_SECRET_BYTES) problems.push(`${key} must be at least ${MIN_SECRET_BYTES} bytes long (the gateway refuses shorter keys)`);
+    return pulumi.secret(value);
+  };
+  const jwtSecretKey = check("jwtSecretKey", get("jwtSecretKey"), true);
+  const jwtSecretKeyPrevious = check("jwtSecretKeyPrevious", get("jwtSecretKeyPrevious"), false);
+  if (problems.length > 0 || jwtSecretKey === undefined) throw new StackConfigError(stack, problems);
+  return { jwtSecretKey, jwtSecretKeyPrevious };
+}
+
+/** Reads the current stack's configuration from Pulumi (`chat-gateway:<key>`). */
+export function loadStackConfig(): { config: StackConfig; secrets: StackSecrets } {
+  const cfg = new pulumi.Config("chat-gateway");
+  const stack = pulumi.getStack();
+  // `cfg.get` on a secret key returns the decrypted text exactly as `getSecret`
+  // does before wrapping it; parseStackSecrets wraps it before it goes anywhere.
+  const get: ConfigSource = (key) => cfg.get(key);
+  let config: StackConfig | undefined;
+  const problems: string[] = [];
+  try {
+    config = parseStackConfig(get, stack);
+  } catch (err) {
+    if (!(err instanceof StackConfigError)) throw err;
+    problems.push(...err.problems);
+  }
+  let secrets: StackSecrets | undefined;
+  try {
+    secrets = parseStackSecrets(get, stack);
+  } catch (err) {
+    if (!(err instanceof StackConfigError)) throw err;
+    problems.push(...err.problems);
+  }
+  if (problems.length > 0 || config === undefined || secrets === undefined) throw new StackConfigError(stack, problems);
+  return { config, secrets };
+}

@@ -1,0 +1,124 @@
+/**
+ * The chat gateway on Google Cloud: Cloud Run behind a global external
+ * Application Load Balancer, Memorystore for Redis over Direct VPC egress,
+ * secrets in Secret Manager, and the alerts and dashboard on-call uses
+ * (docs/operations.md). This file only reads the configuration and wires the
+ * components together; each component says what it guarantees.
+ */
+import * as gcp from "@pulumi/gcp";
+import * as pulumi from "@pulumi/pulumi";
+import { Apis } from "./apis.js";
+import { loadStackConfig } from "./config.js";
+import { LoadBalancer } from "./loadBalancer.js";
+import { Monitoring } from "./monitoring.js";
+import { Network } from "./network.js";
+import { Redis } from "./redis.js";
+import { Secrets } from "./secrets.js";
+import { Service } from "./service.js";
+
+// Throws one error naming every bad or missing key before anything is registered.
+const { config: cfg, secrets: secretConfig } = loadStackConfig();
+const id = cfg.serviceId;
+
+// Every resource goes through this provider, so the stack's project and region
+// come from its own config, never from whatever gcloud happens to point at.
+const gcpProvider = new gcp.Provider("gcp", {
+  project: cfg.project,
+  region: cfg.region,
+  defaultLabels: { service: id, stack: cfg.stack, managed_by: "pulumi" },
+});
+const opts = (...dependsOn: pulumi.Resource[]): pulumi.ComponentResourceOptions => ({ providers: [gcpProvider], dependsOn });
+
+const apis = new Apis(id, { project: cfg.project }, { providers: [gcpProvider] });
+
+const network = new Network(id, { region: cfg.region, subnetCidr: cfg.subnetCidr }, opts(apis));
+
+const redis = new Redis(
+  id,
+  {
+    region: cfg.region,
+    tier: cfg.redisTier,
+    memorySizeGb: cfg.redisSizeGb,
+    redisVersion: cfg.redisVersion,
+    network: network.network.id,
+    reservedIpRange: network.privateServiceRange.name,
+    privateServiceAccess: network.privateServiceAccess,
+    deletionProtection: cfg.deletionProtection,
+  },
+  opts(apis),
+);
+
+const secrets = new Secrets(
+  id,
+  {
+    serviceId: id,
+    values: {
+      "jwt-secret-key": secretConfig.jwtSecretKey,
+      "jwt-secret-key-previous": secretConfig.jwtSecretKeyPrevious,
+      "redis-auth-string": redis.authString,
+      "redis-tls-ca": redis.caCertificates,
+    },
+    generate: ["service-secret"],
+    deletionProtection: cfg.deletionProtection,
+  },
+  opts(apis),
+);
+
+const service = new Service(
+  id,
+  {
+    project: cfg.project,
+    region: cfg.region,
+    serviceId: id,
+    image: cfg.image,
+    network: network.network.id,
+    subnetwork: network.subnetwork.id,
+    redisUrl: redis.url,
+    allowedOrigins: cfg.allowedOrigins,
+    secrets: secrets.entries,
+    minInstances: cfg.minInstances,
+    maxInstances: cfg.maxInstances,
+    concurrency: cfg.concurrency,
+    cpu: cfg.cpu,
+    memory: cfg.memory,
+    logLevel: cfg.logLevel,
+    jwtIssuer: cfg.jwtIssuer,
+    jwtAudience: cfg.jwtAudience,
+    deletionProtection: cfg.deletionProtection,
+  },
+  opts(apis),
+);
+
+const lb = new LoadBalancer(
+  id,
+  {
+    region: cfg.region,
+    cloudRunService: service.serviceName,
+    domain: cfg.domain,
+    ticketRateLimitPerMinute: cfg.ticketEdgeRateLimitPerMinute,
+  },
+  opts(apis),
+);
+
+new Monitoring(
+  id,
+  {
+    project: cfg.project,
+    serviceId: id,
+    serviceName: service.serviceName,
+    domain: cfg.domain,
+    alertEmails: cfg.alertEmails,
+    runbookBaseUrl: cfg.runbookBaseUrl,
+    thresholds: cfg.alerts,
+  },
+  opts(apis),
+);
+
+/** Point the domain's A record here (docs/operations.md#deploying). */
+export const loadBalancerIp = lb.ipAddress;
+export const url = lb.url;
+export const serviceName = service.serviceName;
+/** The run.app URL: reachable from the VPC only (agent backends call /internal/ here). */
+export const serviceUri = service.uri;
+export const redisHost = redis.host;
+export const secretIds = secrets.secretIds;

@@ -1,0 +1,197 @@
+import * as gcp from "@pulumi/gcp";
+import * as pulumi from "@pulumi/pulumi";
+
+/**
+ * The paths the internet may reach. Everything else, `/internal/…` (the agent
+ * backends' API) in particular, is answered 404 by the load balancer itself
+ * and never reaches Cloud Run. (Agent backends call `/internal/` on the
+ * run.app URL from inside the VPC.)
+ */
+export const PUBLIC_PATHS = ["/api/*", "/ws", "/healthz", "/readyz"] as const;
+export const TICKET_PATH = "/api/v1/auth/websocket_ticket";
+/** Cloud Armor's lowest-priority rule; every policy must have it. */
+export const DEFAULT_RULE_PRIORITY = 2147483647;
+
+export interface LoadBalancerArgs {
+  readonly region: string;
+  /** The Cloud Run service behind the serverless NEG. */
+  readonly cloudRunService: pulumi.Input<string>;
+  /** The public host name; a Google-managed certificate is issued for it. */
+  readonly domain: string;
+  /** Ticket requests per client IP per minute before Cloud Armor answers 429. */
+  readonly ticketRateLimitPerMinute: number;
+}
+
+/**
+ * The only way in from the internet: a global external Application Load
+ * Balancer (EXTERNAL_MANAGED) on a static IP, terminating TLS with a
+ * Google-managed certificate for the domain, redirecting plain HTTP to HTTPS,
+ * routing only the public paths to Cloud Run through a serverless NEG, and
+ * answering everything else 404 at the edge. Cloud Armor throttles the ticket
+ * endpoint per client IP before requests cost an instance anything.
+ *
+ * The backend service sets no `timeoutSec`, `sessionAffinity` or
+ * `connectionDrainingTimeoutSec`: for a serverless NEG backend the API refuses
+ * them (HTTP 400), and the Cloud Run service's own request timeout (3600 s)
+ * is what bounds a WebSocket's life.
+ * https://cloud.google.com/load-balancing/docs/negs/serverless-neg-concepts#limitations
+ * https://cloud.google.com/load-balancing/docs/backend-service#timeout-setting
+ */
+export class LoadBalancer extends pulumi.ComponentResource {
+  readonly address: gcp.compute.GlobalAddress;
+  readonly neg: gcp.compute.RegionNetworkEndpointGroup;
+  readonly securityPolicy: gcp.compute.SecurityPolicy;
+  readonly backendService: gcp.compute.BackendService;
+  readonly urlMap: gcp.compute.URLMap;
+  readonly certificate: gcp.compute.ManagedSslCertificate;
+  readonly httpsProxy: gcp.compute.TargetHttpsProxy;
+  readonly httpsForwardingRule: gcp.compute.GlobalForwardingRule;
+  readonly redirectUrlMap: gcp.compute.URLMap;
+  readonly httpProxy: gcp.compute.TargetHttpProxy;
+  readonly httpForwardingRule: gcp.compute.GlobalForwardingRule;
+  readonly ipAddress: pulumi.Output<string>;
+  readonly url: pulumi.Output<string>;
+
+  constructor(name: string, args: LoadBalancerArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("chat-gateway:infra:LoadBalancer", name, {}, opts);
+    const child = { parent: this, dependsOn: opts?.dependsOn };
+
+    this.address = new gcp.compute.GlobalAddress(
+      `${name}-ip`,
+      { addressType: "EXTERNAL", ipVersion: "IPV4", description: `Chat gateway: the A record of ${args.domain}` },
+      child,
+    );
+
+    this.neg = new gcp.compute.RegionNetworkEndpointGroup(
+      `${name}-neg`,
+      { region: args.region, networkEndpointType: "SERVERLESS", cloudRun: { service: args.cloudRunService } },
+      child,
+    );
+
+    this.securityPolicy = new gcp.compute.SecurityPolicy(
+      `${name}-armor`,
+      {
+        type: "CLOUD_ARMOR",
+        description: "Chat gateway: throttles ticket issuance per client IP",
+        rules: [
+          {
+            priority: 1000,
+            description: `At most ${args.ticketRateLimitPerMinute} ticket requests per client IP per minute`,
+            match: { expr: { expression: `request.path.matches('${TICKET_PATH}')` } },
+            action: "throttle",
+            rateLimitOptions: {
+              enforceOnKey: "IP",
+              rateLimitThreshold: { count: args.ticketRateLimitPerMinute, intervalSec: 60 },
+              conformAction: "allow",
+              exceedAction: "deny(429)",
+            },
+          },
+          {
+            // Defence in depth: the URL map already sends /internal/ nowhere.
+            priority: 1100,
+            description: "The internal API is not reachable from the internet",
+            match: { expr: { expression: "request.path.lower().urlDecode().contains('/internal/')" } },
+            action: "deny(404)",
+          },
+          {
+            priority: DEFAULT_RULE_PRIORITY,
+            description: "Default: allow",
+            match: { versionedExpr: "SRC_IPS_V1", config: { srcIpRanges: ["*"] } },
+            action: "allow",
+          },
+        ],
+      },
+      child,
+    );
+
+    // No timeoutSec, sessionAffinity or connectionDrainingTimeoutSec: see the class comment.
+    this.backendService = new gcp.compute.BackendService(
+      `${name}-backend`,
+      {
+        loadBalancingScheme: "EXTERNAL_MANAGED",
+        protocol: "HTTPS",
+        backends: [{ group: this.neg.id }],
+        securityPolicy: this.securityPolicy.selfLink,
+        logConfig: { enable: true, sampleRate: 1 },
+        description: "Chat gateway on Cloud Run (serverless NEG)",
+      },
+      { parent: this },
+    );
+
+    // Unlisted paths get a 404 from the load balancer itself (an abort on every
+    // request of the default route), so they never reach Cloud Run.
+    const notFound = {
+      weightedBackendServices: [{ backendService: this.backendService.id, weight: 100 }],
+      faultInjectionPolicy: { abort: { httpStatus: 404, percentage: 100 } },
+    };
+    this.urlMap = new gcp.compute.URLMap(
+      `${name}-urlmap`,
+      {
+        description: `Routes ${PUBLIC_PATHS.join(", ")} to the gateway; everything else is 404`,
+        defaultRouteAction: notFound,
+        hostRules: [{ hosts: [args.domain], pathMatcher: "gateway" }],
+        pathMatchers: [
+          {
+            name: "gateway",
+            defaultRouteAction: notFound,
+            pathRules: [{ paths: [...PUBLIC_PATHS], service: this.backendService.id }],
+          },
+        ],
+      },
+      { parent: this },
+    );
+
+    this.certificate = new gcp.compute.ManagedSslCertificate(
+      `${name}-cert`,
+      // Provisioning starts once the domain's A record points at the address
+      // (docs/operations.md#deploying); until then the certificate is PROVISIONING.
+      { managed: { domains: [args.domain] } },
+      child,
+    );
+
+    this.httpsProxy = new gcp.compute.TargetHttpsProxy(
+      `${name}-https-proxy`,
+      { urlMap: this.urlMap.id, sslCertificates: [this.certificate.id] },
+      { parent: this },
+    );
+
+    this.httpsForwardingRule = new gcp.compute.GlobalForwardingRule(
+      `${name}-https`,
+      {
+        loadBalancingScheme: "EXTERNAL_MANAGED",
+        ipAddress: this.address.address,
+        ipProtocol: "TCP",
+        portRange: "443",
+        target: this.httpsProxy.id,
+      },
+      { parent: this },
+    );
+
+    this.redirectUrlMap = new gcp.compute.URLMap(
+      `${name}-http-redirect`,
+      {
+        description: "Redirects plain HTTP to HTTPS",
+        defaultUrlRedirect: { httpsRedirect: true, redirectResponseCode: "MOVED_PERMANENTLY_DEFAULT", stripQuery: false },
+      },
+      child,
+    );
+
+    this.httpProxy = new gcp.compute.TargetHttpProxy(`${name}-http-proxy`, { urlMap: this.redirectUrlMap.id }, { parent: this });
+
+    this.httpForwardingRule = new gcp.compute.GlobalForwardingRule(
+      `${name}-http`,
+      {
+        loadBalancingScheme: "EXTERNAL_MANAGED",
+        ipAddress: this.address.address,
+        ipProtocol: "TCP",
+        portRange: "80",
+        target: this.httpProxy.id,
+      },
+      { parent: this },
+    );
+
+    this.ipAddress = this.address.address;
+    this.url = pulumi.output(`https://${args.domain}`);
+    this.registerOutputs({ ipAddress: this.ipAddress, url: this.url });
+  }
+}

@@ -1,0 +1,199 @@
+import { createHash } from "node:crypto";
+import * as gcp from "@pulumi/gcp";
+import * as pulumi from "@pulumi/pulumi";
+import type { SecretEntry } from "./secrets.js";
+
+/**
+ * Cloud Run ends every request, WebSockets included, at the service's request
+ * timeout, at most 60 minutes:
+ * https://cloud.google.com/run/docs/configuring/request-timeout and
+ * https://cloud.google.com/run/docs/triggering/websockets
+ */
+export const REQUEST_TIMEOUT_SECONDS = 3600;
+/** The gateway closes each socket with 1012 CONNECTION_AGE first, so no client meets the platform's cut. */
+export const MAX_CONNECTION_AGE_SECONDS = 3300;
+/** Cloud Run sends SIGTERM and kills the instance 10 s later; the gateway drains within 8 s. */
+export const SHUTDOWN_GRACE_MS = 8000;
+export const CONTAINER_PORT = 8080;
+export const METRICS_PORT = 9464;
+/**
+ * Proxies whose X-Forwarded-For entries the gateway trusts for the client IP
+ * (its per-IP ticket limit): Google's external load balancer, then Cloud Run's front end.
+ */
+export const TRUST_PROXY_HOPS = 2;
+
+export interface ServiceArgs {
+  readonly project: string;
+  readonly region: string;
+  /** The Cloud Run service name and the gateway's SERVICE_ID (the secret id prefix). */
+  readonly serviceId: string;
+  readonly image: string;
+  readonly network: pulumi.Input<string>;
+  readonly subnetwork: pulumi.Input<string>;
+  /** `rediss://host:port`, without credentials. */
+  readonly redisUrl: pulumi.Input<string>;
+  readonly allowedOrigins: readonly string[];
+  /** The secrets the service reads at startup; its identity gets access to exactly these. */
+  readonly secrets: readonly SecretEntry[];
+  readonly minInstances: number;
+  readonly maxInstances: number;
+  readonly concurrency: number;
+  readonly cpu: string;
+  readonly memory: string;
+  readonly logLevel: string;
+  readonly jwtIssuer?: string | undefined;
+  readonly jwtAudience?: string | undefined;
+  readonly deletionProtection: boolean;
+}
+
+/**
+ * The gateway on Cloud Run, run by an identity of its own that can read its
+ * secrets and nothing else, reachable only through the external load balancer
+ * (ingress INTERNAL_LOAD_BALANCER; the run.app URL answers 404 from the
+ * internet), and shaped for long-lived WebSockets: a 3600 s request timeout
+ * with the gateway closing sockets at 3300 s itself, CPU always allocated
+ * (heartbeats and fan-out happen between requests), session affinity (best
+ * effort: reconnects usually land on a warm instance), startup CPU boost, and
+ * a startup probe on /readyz, so a revision that cannot read its secrets or
+ * reach Redis never receives traffic. The revision is created only after its
+ * secret versions and their IAM grants exist, and a new secret version rolls a
+ * new revision (the gateway reads secrets at startup only).
+ */
+export class Service extends pulumi.ComponentResource {
+  readonly serviceAccount: gcp.serviceaccount.Account;
+  readonly secretAccess: readonly gcp.secretmanager.SecretIamMember[];
+  readonly service: gcp.cloudrunv2.Service;
+  readonly publicInvoker: gcp.cloudrunv2.ServiceIamMember;
+  readonly serviceName: pulumi.Output<string>;
+  /** The run.app URL; closed to the internet by the ingress setting, open from the VPC. */
+  readonly uri: pulumi.Output<string>;
+  /** The plain (non-secret) environment the container gets. */
+  readonly env: Readonly<Record<string, pulumi.Input<string>>>;
+
+  constructor(name: string, args: ServiceArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("chat-gateway:infra:Service", name, {}, opts);
+    const child = { parent: this, dependsOn: opts?.dependsOn };
+
+    this.serviceAccount = new gcp.serviceaccount.Account(
+      `${name}-sa`,
+      {
+        accountId: `${args.serviceId}-run`,
+        displayName: "Chat gateway (Cloud Run runtime)",
+        description: "Runs the chat gateway; reads its own secrets and nothing else",
+      },
+      child,
+    );
+    const member = pulumi.interpolate`serviceAccount:${this.serviceAccount.email}`;
+
+    // One grant per secret: no project-wide secretAccessor, nothing for other principals.
+    this.secretAccess = args.secrets.map(
+      (entry) =>
+        new gcp.secretmanager.SecretIamMember(
+          `${name}-reads-${entry.spec.id}`,
+          { secretId: entry.secret.id, role: "roles/secretmanager.secretAccessor", member },
+          { parent: this },
+        ),
+    );
+
+    // Secrets are not in here: the gateway reads them from Secret Manager itself
+    // (SECRETS_SOURCE=gcp), so they appear neither in the revision nor in `gcloud run describe`.
+    this.env = {
+      NODE_ENV: "production",
+      SECRETS_SOURCE: "gcp",
+      GCP_PROJECT: args.project,
+      SERVICE_ID: args.serviceId,
+      REDIS_URL: args.redisUrl,
+      ALLOWED_ORIGINS: args.allowedOrigins.join(","),
+      MAX_CONNECTION_AGE_SECONDS: String(MAX_CONNECTION_AGE_SECONDS),
+      SHUTDOWN_GRACE_MS: String(SHUTDOWN_GRACE_MS),
+      METRICS_PORT: String(METRICS_PORT),
+      TRUST_PROXY_HOPS: String(TRUST_PROXY_HOPS),
+      LOG_LEVEL: args.logLevel,
+      ...(args.jwtIssuer !== undefined ? { JWT_ISSUER: args.jwtIssuer } : {}),
+      ...(args.jwtAudience !== undefined ? { JWT_AUDIENCE: args.jwtAudience } : {}),
+    };
+
+    // A new secret version (a rotation, a Redis CA change) changes this label and so
+    // rolls a new revision: the gateway reads its secrets at startup only.
+    const versions = args.secrets.flatMap((e) => (e.version ? [e.version] : []));
+    const secretsRevision = pulumi
+      .all(versions.map((v) => v.name))
+      .apply((names) => createHash("sha256").update(names.join("\n")).digest("hex").slice(0, 16));
+
+    this.service = new gcp.cloudrunv2.Service(
+      `${name}-run`,
+      {
+        name: args.serviceId,
+        location: args.region,
+        description: "Chat gateway: ticket-authenticated WebSockets for AI-agent chat",
+        // Only the external load balancer (and the VPC) may call it; the allUsers
+        // invoker grant below is for the load balancer's unauthenticated browser traffic.
+        ingress: "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
+        deletionProtection: args.deletionProtection,
+        template: {
+          serviceAccount: this.serviceAccount.email,
+          // WebSockets live at most this long on Cloud Run; the gateway closes them
+          // at MAX_CONNECTION_AGE_SECONDS (3300 s) with 1012 so clients reconnect cleanly.
+          timeout: `${REQUEST_TIMEOUT_SECONDS}s`,
+          // Best effort: a reconnecting browser usually lands on the instance that
+          // still holds its state. Nothing relies on it (Redis is the source of truth).
+          sessionAffinity: true,
+          maxInstanceRequestConcurrency: args.concurrency,
+          scaling: { minInstanceCount: args.minInstances, maxInstanceCount: args.maxInstances },
+          executionEnvironment: "EXECUTION_ENVIRONMENT_GEN2",
+          labels: { "secrets-revision": secretsRevision },
+          vpcAccess: {
+            // Direct VPC egress: only private ranges (Memorystore) go through the VPC.
+            networkInterfaces: [{ network: args.network, subnetwork: args.subnetwork }],
+            egress: "PRIVATE_RANGES_ONLY",
+          },
+          containers: [
+            {
+              image: args.image,
+              ports: { containerPort: CONTAINER_PORT, name: "http1" },
+              resources: {
+                limits: { cpu: args.cpu, memory: args.memory },
+                // Sockets need CPU between requests: heartbeats, fan-out, session expiry.
+                cpuIdle: false,
+                startupCpuBoost: true,
+              },
+              envs: Object.entries(this.env).map(([envName, value]) => ({ name: envName, value })),
+              // Ready means: secrets loaded, Redis and the bus reachable (docs/protocol.md §6).
+              // 30 × 2 s leaves room for the 5 s secret-loading budget and a Redis TLS handshake.
+              startupProbe: {
+                httpGet: { path: "/readyz", port: CONTAINER_PORT },
+                periodSeconds: 2,
+                timeoutSeconds: 1,
+                failureThreshold: 30,
+              },
+              livenessProbe: {
+                httpGet: { path: "/healthz", port: CONTAINER_PORT },
+                periodSeconds: 15,
+                timeoutSeconds: 3,
+                failureThreshold: 3,
+              },
+            },
+          ],
+        },
+      },
+      { parent: this, dependsOn: [...versions, ...this.secretAccess] },
+    );
+
+    // The load balancer forwards browsers' unauthenticated requests, so the invoker
+    // check must let everyone through; the ingress setting keeps the run.app URL
+    // closed to the internet. This is the only public grant in the program.
+    this.publicInvoker = new gcp.cloudrunv2.ServiceIamMember(
+      `${name}-public-invoker`,
+      { name: this.service.name, location: args.region, role: "roles/run.invoker", member: "allUsers" },
+      { parent: this },
+    );
+
+    this.serviceName = this.service.name;
+    this.uri = this.service.uri;
+    this.registerOutputs({
+      serviceName: this.serviceName,
+      uri: this.uri,
+      serviceAccountEmail: this.serviceAccount.email,
+    });
+  }
+}
