@@ -1,0 +1,232 @@
+import { spawnSync } from "node:child_process";
+import * as pulumi from "@pulumi/pulumi";
+import { describe, expect, it } from "vitest";
+import { parseStackConfig, parseStackSecrets, StackConfigError, type ConfigSource } from "../../infra/config.js";
+import { PROJECT, readYaml, resolve, ROOT, runProgram, STACKS, stackConfig, stackFile, TEST_JWT_SECRET, type StackName } from "./harness.js";
+
+/** The stack file's settings as Pulumi hands them to the program, with overrides (undefined removes a key). */
+function source(stack: StackName, overrides: Record<string, string | undefined> = {}): ConfigSource {
+  const config = stackConfig(stack, overrides);
+  return (key) => config[`${PROJECT}:${key}`];
+}
+
+function problemsOf(fn: () => unknown): readonly string[] {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(StackConfigError);
+    return (err as StackConfigError).problems;
+  }
+  throw new Error("expected a StackConfigError");
+}
+
+describe("the example stack files", () => {
+  it.each(STACKS)("Pulumi.%s.yaml passes every check", (stack) => {
+    expect(() => parseStackConfig(source(stack), stack)).not.toThrow();
+  });
+
+  it("every key in the stack files is a setting the program reads", () => {
+    const known = new Set([
+      "project", "region", "serviceId", "image", "domain", "alertEmails", "allowedOrigins", "redisTier", "redisSizeGb",
+      "redisVersion", "minInstances", "maxInstances", "concurrency", "cpu", "memory", "subnetCidr", "deletionProtection",
+      "runbookBaseUrl", "logLevel", "jwtIssuer", "jwtAudience", "ticketEdgeRateLimitPerMinute", "authFailureRatioAlert",
+      "http5xxRatioAlert", "internalErrorClosesAlert",
+    ]);
+    for (const stack of STACKS) {
+      for (const key of Object.keys(stackFile(stack))) {
+        const [namespace, name] = key.split(":");
+        expect(namespace, key).toBe(PROJECT);
+        expect(known.has(name ?? ""), `${key} in Pulumi.${stack}.yaml`).toBe(true);
+      }
+    }
+  });
+
+  it("production has its own example project and domain, HA Redis, warm instances and deletion protection", () => {
+    const staging = parseStackConfig(source("staging"), "staging");
+    const production = parseStackConfig(source("production"), "production");
+    expect(production.project).not.toBe(staging.project);
+    expect(production.domain).not.toBe(staging.domain);
+    for (const c of [staging, production]) {
+      expect(c.project).toMatch(/example/);
+      expect(c.domain).toMatch(/\.example\.com$/);
+      expect(c.image).toContain(c.project);
+    }
+    expect(production.redisTier).toBe("STANDARD_HA");
+    expect(production.minInstances).toBeGreaterThanOrEqual(1);
+    expect(production.deletionProtection).toBe(true);
+    expect(production.image).toMatch(/@sha256:[0-9a-f]{64}$/);
+    expect(staging.redisTier).toBe("BASIC");
+  });
+
+  it("the stack files hold no secret", () => {
+    for (const stack of STACKS) {
+      const keys = Object.keys(stackFile(stack)).join(" ");
+      expect(keys).not.toMatch(/secret|password|auth/i);
+    }
+  });
+});
+
+describe("out-of-range values throw with the reason", () => {
+  const cases: [string, string | undefined, RegExp][] = [
+    ["project", undefined, /project is required/],
+    ["project", "Bad_Project", /project must be a GCP project id/],
+    ["region", "europe", /region must be a GCP region/],
+    ["serviceId", "a-service-id-that-is-far-too-long", /serviceId must be .*at most 20 characters/],
+    ["image", "gateway", /image must be a registry image reference/],
+    ["image", "europe-west1-docker.pkg.dev/p/r/gateway", /image must name a tag or a digest/],
+    ["image", "europe-west1-docker.pkg.dev/p/r/gateway:latest", /must not use the :latest tag/],
+    ["domain", "https://chat.example.com", /domain must be a lower-case host name/],
+    ["alertEmails", undefined, /alertEmails is required/],
+    ["alertEmails", '["not-an-address"]', /alertEmails entry "not-an-address" is not an e-mail address/],
+    ["allowedOrigins", undefined, /allowedOrigins is required/],
+    ["allowedOrigins", '["https://app.example.com/"]', /allowedOrigins entry "https:\/\/app.example.com\/" is not an exact origin/],
+    ["redisTier", "PREMIUM", /redisTier must be one of BASIC, STANDARD_HA/],
+    ["redisSizeGb", "0", /redisSizeGb must be an integer from 1 to 300/],
+    ["redisSizeGb", "1.5", /redisSizeGb must be an integer from 1 to 300/],
+    ["minInstances", "-1", /minInstances must be an integer from 0 to 100/],
+    ["maxInstances", "0", /maxInstances must be an integer from 1 to 1000/],
+    ["minInstances", "5", /minInstances \(5\) must not exceed maxInstances \(4\)/],
+    ["concurrency", "1001", /concurrency must be an integer from 1 to 1000/],
+    ["cpu", "3", /cpu must be one of 1, 2, 4, 6, 8/],
+    ["memory", "1GB", /memory must be a Cloud Run memory limit/],
+    ["subnetCidr", "10.8.0.0/28", /subnetCidr must be a \/16 to \/26 range/],
+    ["subnetCidr", "10.8.0.300/24", /subnetCidr must be an IPv4 CIDR range/],
+    ["deletionProtection", "yes", /deletionProtection must be true or false/],
+    ["runbookBaseUrl", "http://example.com/ops.md", /runbookBaseUrl must be an https URL/],
+    ["runbookBaseUrl", "https://example.com/ops.md#x", /without a #fragment/],
+    ["logLevel", "verbose", /logLevel must be one of/],
+    ["ticketEdgeRateLimitPerMinute", "5", /ticketEdgeRateLimitPerMinute must be an integer from 10 to 100000/],
+    ["authFailureRatioAlert", "1", /authFailureRatioAlert must be a ratio between 0 and 1/],
+    ["http5xxRatioAlert", "0", /http5xxRatioAlert must be a ratio between 0 and 1/],
+    ["internalErrorClosesAlert", "0", /internalErrorClosesAlert must be an integer from 1/],
+  ];
+  it.each(cases)("%s = %j", (key, value, reason) => {
+    const problems = problemsOf(() => parseStackConfig(source("staging", { [key]: value }), "staging"));
+    expect(problems.join("\n")).toMatch(reason);
+  });
+
+  it("maxInstances beyond the subnet's addresses (two per instance) is refused", () => {
+    const problems = problemsOf(() => parseStackConfig(source("staging", { subnetCidr: "10.8.0.0/26", maxInstances: "40" }), "staging"));
+    expect(problems.join("\n")).toMatch(/maxInstances \(40\) needs 80 addresses for Direct VPC egress, but subnetCidr \/26 has 60/);
+  });
+
+  it("every problem is reported at once", () => {
+    const problems = problemsOf(() =>
+      parseStackConfig(source("staging", { project: undefined, redisSizeGb: "999", cpu: "3", domain: "x" }), "staging"),
+    );
+    expect(problems).toHaveLength(4);
+    const error = new StackConfigError("staging", problems);
+    expect(error.message).toMatch(/Invalid configuration of stack "staging" \(4 problems\)/);
+  });
+
+  it("a production stack must be highly available, protected and pinned by digest", () => {
+    const problems = problemsOf(() =>
+      parseStackConfig(
+        source("production", {
+          redisTier: "BASIC",
+          minInstances: "0",
+          deletionProtection: "false",
+          image: "europe-west1-docker.pkg.dev/example-chat-prod/chat-gateway/gateway:1.0.0",
+          allowedOrigins: '["http://app.example.com"]',
+        }),
+        "production",
+      ),
+    ).join("\n");
+    expect(problems).toMatch(/redisTier must be STANDARD_HA in a production stack/);
+    expect(problems).toMatch(/minInstances must be at least 1 in a production stack/);
+    expect(problems).toMatch(/deletionProtection must be true in a production stack/);
+    expect(problems).toMatch(/image must be pinned by digest/);
+    expect(problems).toMatch(/must use https in a production stack/);
+  });
+
+  it("defaults fill what a stack file leaves out", () => {
+    const c = parseStackConfig(source("staging"), "staging");
+    expect(c.serviceId).toBe("chat-gateway");
+    expect(c.redisVersion).toBe("REDIS_7_2");
+    expect(c.cpu).toBe("1");
+    expect(c.alerts).toEqual({ authFailureRatio: 0.01, http5xxRatio: 0.02, internalErrorCloses: 20 });
+    expect(parseStackConfig(source("staging", { runbookBaseUrl: undefined }), "staging").runbookBaseUrl).toMatch(
+      /^https:\/\/github\.com\/[^/]+\/chat-gateway\/blob\/main\/docs\/operations\.md$/,
+    );
+  });
+
+  it("lists may also be given comma-separated (pulumi config set allowedOrigins 'a,b')", () => {
+    const c = parseStackConfig(source("staging", { allowedOrigins: "https://a.example.com, https://b.example.com" }), "staging");
+    expect(c.allowedOrigins).toEqual(["https://a.example.com", "https://b.example.com"]);
+  });
+});
+
+describe("secrets", () => {
+  it("jwtSecretKey is required and names the command that sets it", () => {
+    const problems = problemsOf(() => parseStackSecrets(() => undefined, "staging"));
+    expect(problems.join("\n")).toMatch(/jwtSecretKey is required: pulumi config set --secret jwtSecretKey/);
+  });
+
+  it("a JWT key shorter than 32 bytes is refused, as the gateway would", () => {
+    const problems = problemsOf(() => parseStackSecrets((k) => (k === "jwtSecretKey" ? "short" : undefined), "staging"));
+    expect(problems.join("\n")).toMatch(/jwtSecretKey must be at least 32 bytes/);
+  });
+
+  it("the JWT keys leave the config only as Pulumi secrets", async () => {
+    const s = parseStackSecrets((k) => (k === "jwtSecretKey" || k === "jwtSecretKeyPrevious" ? TEST_JWT_SECRET : undefined), "staging");
+    expect(await pulumi.isSecret(s.jwtSecretKey)).toBe(true);
+    expect(await pulumi.isSecret(s.jwtSecretKeyPrevious!)).toBe(true);
+    expect(await resolve(s.jwtSecretKey)).toBe(TEST_JWT_SECRET);
+  });
+
+  it("jwtSecretKeyPrevious is optional", () => {
+    const s = parseStackSecrets((k) => (k === "jwtSecretKey" ? TEST_JWT_SECRET : undefined), "staging");
+    expect(s.jwtSecretKeyPrevious).toBeUndefined();
+  });
+});
+
+describe("the program", () => {
+  it("refuses to run with a bad configuration and names every problem, before registering anything", async () => {
+    await expect(runProgram("staging", { redisTier: "PREMIUM", jwtSecretKey: undefined })).rejects.toThrow(
+      /redisTier must be one of BASIC, STANDARD_HA[\s\S]*jwtSecretKey is required/,
+    );
+  });
+});
+
+describe("Pulumi.yaml", () => {
+  const project = readYaml("Pulumi.yaml") as { name: string; main: string; runtime: { name: string; options: Record<string, unknown> } };
+
+  it("names the project chat-gateway and its program infra/index.ts", () => {
+    expect(project.name).toBe(PROJECT);
+    expect(project.main).toBe("infra/index.ts");
+    expect(project.runtime.name).toBe("nodejs");
+  });
+
+  it("runs the ESM TypeScript program through tsx, not Pulumi's CommonJS ts-node", () => {
+    expect(project.runtime.options.typescript).toBe(false);
+    expect(project.runtime.options.nodeargs).toBe("--import tsx");
+  });
+
+  it("node --import tsx loads infra/index.ts as an ES module and registers the stack", () => {
+    // What the nodejs language host does with these options: node <nodeargs>, then import(main).
+    const config = stackConfig("staging");
+    const script = `
+      import * as pulumi from "@pulumi/pulumi";
+      import { pathToFileURL } from "node:url";
+      let count = 0;
+      await pulumi.runtime.setMocks({
+        newResource: (a) => { count++; return { id: a.name + "-id", state: { ...a.inputs, address: "203.0.113.7", host: "10.0.0.3", port: 6378, serverCaCerts: [{ cert: "pem" }], authString: "x" } }; },
+        call: (a) => a.inputs,
+      }, "chat-gateway", "staging", false);
+      const program = await import(pathToFileURL(${JSON.stringify(project.main)}).href);
+      await new Promise((r) => setTimeout(r, 500));
+      console.log(JSON.stringify({ count, exports: Object.keys(program).sort() }));
+    `;
+    const result = spawnSync(process.execPath, [...String(project.runtime.options.nodeargs).split(" "), "--input-type=module", "-e", script], {
+      cwd: ROOT,
+      env: { ...process.env, PULUMI_CONFIG: JSON.stringify(config), PULUMI_CONFIG_SECRET_KEYS: JSON.stringify([`${PROJECT}:jwtSecretKey`]) },
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    expect(result.stderr).not.toMatch(/Error/);
+    expect(result.status).toBe(0);
+    const out = JSON.parse(result.stdout.trim().split("\n").pop() ?? "{}") as { count: number; exports: string[] };
+    expect(out.count).toBeGreaterThan(50);
+    expect(out.exports).toEqual(expect.arrayContaining(["loadBalancerIp", "redisHost", "secretIds", "serviceName", "url"]));
+  });
+});
