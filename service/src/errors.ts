@@ -28,7 +28,6 @@ export const ERRORS = {
   NOT_FOUND: { status: 404, message: "No such route." },
   UPGRADE_REQUIRED: { status: 426, message: "This endpoint speaks WebSocket only: open it with new WebSocket(url)." },
   SERVICE_UNAUTHORIZED: { status: 401, message: "Internal API: send Authorization: Bearer <SERVICE_SECRET> and X-Service-Id." },
-  NOT_READY: { status: 503, message: "The gateway is not ready." },
 
   // ── WebSocket: reconnect with a new ticket (4000-4499) ──
   TICKET_MISSING: { close: 4400, message: "No ticket. Get one from POST /api/v1/auth/websocket_ticket and open /ws?ticket=…" },
