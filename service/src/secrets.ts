@@ -26,7 +26,7 @@ export interface SecretLoadResult {
   readonly reported: ReadonlySet<string>;
 }
 
-const GRPC = { NOT_FOUND: 5, PERMISSION_DENIED: 7, FAILED_PRECONDITION: 9, UNAUTHENTICATED: 16, DEADLINE_EXCEEDED: 4 } as const;
+const GRPC = { NOT_FOUND: 5, PERMISSION_DENIED: 7, FAILED_PRECONDITION: 9, UNAUTHENTICATED: 16, DEADLINE_EXCEEDED: 4, UNAVAILABLE: 14 } as const;
 /** Startup must fail within 5 s: leave room for the rest. */
 const ACCESS_TIMEOUT_MS = 3500;
 
@@ -70,6 +70,8 @@ function describe(code: unknown): string {
       return "FAILED_PRECONDITION: the latest version is disabled or destroyed.";
     case GRPC.UNAUTHENTICATED:
       return "UNAUTHENTICATED: no valid Google credentials.";
+    case GRPC.UNAVAILABLE:
+      return "UNAVAILABLE: Secret Manager could not be reached (network, DNS or Private Google Access).";
     case "TIMEOUT":
     case GRPC.DEADLINE_EXCEEDED:
       return `no answer within ${ACCESS_TIMEOUT_MS} ms.`;
