@@ -63,6 +63,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     // Trust exactly the configured number of proxy hops for the client IP.
     trustProxy: (_address: string, hop: number) => hop < config.trustProxyHops,
     bodyLimit: 64 * 1024,
+    // Reject unknown fields instead of silently dropping them: a publisher
+    // that sends `seq` should learn that it does not choose it.
+    ajv: { customOptions: { removeAdditional: false } },
   });
   app.decorate("config", config);
 
