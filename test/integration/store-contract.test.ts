@@ -5,9 +5,10 @@
  * second gateway instance on the same data: a second Redis store on the same
  * server, or, for the single-instance memory store, the store itself.
  */
-import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { execFile, spawn } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { promisify } from "node:util";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Redis } from "ioredis";
@@ -495,6 +496,44 @@ describe("redis store specifics", () => {
     });
   });
 
+  it("authenticates with the password option over the URL's, and never logs credentials", async () => {
+    const server = await startRedis({ args: ["--requirepass", "s3cret-pass"] });
+    const logs: string[] = [];
+    const logger = { warn: (obj: object, msg: string) => logs.push(JSON.stringify([obj, msg])), info: () => {} };
+    const url = `redis://:url-pass@127.0.0.1:${server.port}`;
+    const good = createRedisStore({ url, password: "s3cret-pass", logger });
+    const bad = createRedisStore({ url, logger, commandTimeoutMs: 300 });
+    try {
+      await waitFor(async () => (await good.check()).bus);
+      expect((await good.hit(uid("rl"), 1000)).count).toBe(1);
+      await expect(bad.head(uid("user"))).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(logs.length).toBeGreaterThan(0); // the refused login was reported…
+      for (const line of logs) expect(line).not.toMatch(/s3cret-pass|url-pass/); // …without its password
+    } finally {
+      await Promise.all([good.close(), bad.close()]);
+      await server.stop();
+    }
+  });
+
+  it("speaks TLS to a rediss:// URL, trusting the CA given as tlsCa", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "gw-tls-"));
+    const files = await makeCertificates(dir);
+    const server = await startRedis({ tls: files });
+    const trusting = createRedisStore({ url: server.url, tlsCa: await readFile(files.caFile, "utf8") });
+    const doubting = createRedisStore({ url: server.url, commandTimeoutMs: 300 });
+    try {
+      expect(server.url.startsWith("rediss://")).toBe(true);
+      await waitFor(async () => (await trusting.check()).bus);
+      expect((await trusting.publishEvent(uid("user"), event(1), LIMITS)).seq).toBe(1);
+      await expect(doubting.head(uid("user"))).rejects.toBeInstanceOf(StoreUnavailableError);
+      expect(await doubting.check()).toEqual({ store: false, bus: false });
+    } finally {
+      await Promise.all([trusting.close(), doubting.close()]);
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   describe("faults", () => {
     let server: RedisServerHandle;
     beforeAll(async () => {
@@ -503,7 +542,9 @@ describe("redis store specifics", () => {
     afterAll(() => server.stop());
 
     it("rejects every call with StoreUnavailableError within 1.5 s while Redis is down, and recovers without a new store", async () => {
-      const store = createRedisStore({ url: server.url, commandTimeoutMs: 1000 });
+      const warnings: string[] = [];
+      const logger = { warn: (obj: object) => warnings.push(JSON.stringify(obj)), info: () => {} };
+      const store = createRedisStore({ url: server.url, commandTimeoutMs: 1000, logger });
       const userId = uid("user");
       try {
         await waitFor(async () => (await store.check()).bus);
@@ -531,6 +572,9 @@ describe("redis store specifics", () => {
         // `--save ""`: the restart lost the data, so the stream has a new epoch.
         const head = await store.head(userId);
         expect(head.epoch).not.toBe(before.epoch);
+        // Several failed reconnects, but the log got one line per connection.
+        expect(warnings.filter((w) => w.includes('"connection":"command"'))).toHaveLength(1);
+        expect(warnings.filter((w) => w.includes('"connection":"bus"'))).toHaveLength(1);
       } finally {
         await store.close();
       }
@@ -566,10 +610,11 @@ describe("redis store specifics", () => {
       const publisher = createRedisStore({ url: server.url });
       const userId = uid("user");
       const instanceId = uid("instance");
+      const statuses: boolean[] = [];
+      store.onBusStatus((up) => statuses.push(up));
       try {
         await waitFor(async () => (await store.check()).bus, 10_000);
-        const statuses: boolean[] = [];
-        store.onBusStatus((up) => statuses.push(up));
+        expect(statuses).toEqual([]); // the first connect is no transition
         const got = collect(store);
         await store.subscribeUser(userId);
         await store.subscribeInstance(instanceId);
@@ -591,6 +636,27 @@ describe("redis store specifics", () => {
         expect(statuses).toEqual([false, true]);
       } finally {
         await Promise.all([store.close(), publisher.close()]);
+      }
+    });
+
+    it("starts while Redis is down: reports the bus down, then up once Redis arrives, and works from then on", async () => {
+      await server.kill();
+      const store = createRedisStore({ url: server.url, commandTimeoutMs: 300 });
+      const statuses: boolean[] = [];
+      store.onBusStatus((up) => statuses.push(up));
+      const userId = uid("user");
+      try {
+        await expect(store.subscribeInstance(uid("instance"))).rejects.toBeInstanceOf(StoreUnavailableError);
+        expect(statuses).toEqual([false]);
+        await server.restart();
+        await waitFor(() => statuses.length === 2, 10_000);
+        expect(statuses).toEqual([false, true]);
+        const got = collect(store);
+        await store.subscribeUser(userId);
+        await store.publishEvent(userId, event(1), LIMITS);
+        await waitFor(() => eventsOf(got, userId).length === 1);
+      } finally {
+        await store.close();
       }
     });
 
@@ -645,6 +711,21 @@ console.log("closed");
 });
 
 // ── helpers ──
+
+/** A throwaway CA and a server certificate for 127.0.0.1 signed by it. */
+async function makeCertificates(dir: string) {
+  const run = promisify(execFile);
+  const path = (name: string) => join(dir, name);
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  await run("openssl", ["req", "-x509", ...ec, "-keyout", path("ca.key"), "-out", path("ca.crt"), "-days", "1", "-subj", "/CN=gw-test-ca"]);
+  await run("openssl", ["req", ...ec, "-keyout", path("server.key"), "-out", path("server.csr"), "-subj", "/CN=127.0.0.1"]);
+  await writeFile(path("san.ext"), "subjectAltName=IP:127.0.0.1\n");
+  await run("openssl", [
+    "x509", "-req", "-in", path("server.csr"), "-CA", path("ca.crt"), "-CAkey", path("ca.key"), "-CAcreateserial",
+    "-out", path("server.crt"), "-days", "1", "-extfile", path("san.ext"),
+  ]);
+  return { certFile: path("server.crt"), keyFile: path("server.key"), caFile: path("ca.crt") };
+}
 
 function allCalls(store: Store, userId: string): Record<string, () => Promise<unknown>> {
   const t = uid("ticket");

@@ -6,7 +6,8 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { connect, createServer } from "node:net";
+import { connect, createServer, type Socket } from "node:net";
+import { connect as connectTls } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -34,19 +35,29 @@ process.once("exit", () => {
   for (const child of live) child.kill("SIGKILL");
 });
 
-export async function startRedis(options: { args?: string[] } = {}): Promise<RedisServerHandle> {
+export interface StartRedisOptions {
+  args?: string[];
+  /** Serve TLS only (PEM file paths); the url is then `rediss://`. */
+  tls?: { certFile: string; keyFile: string; caFile: string };
+}
+
+export async function startRedis(options: StartRedisOptions = {}): Promise<RedisServerHandle> {
   const dir = await mkdtemp(join(tmpdir(), "gw-redis-"));
-  const extraArgs = options.args ?? [];
+  const { tls } = options;
+  const tlsArgs = tls
+    ? ["--tls-cert-file", tls.certFile, "--tls-key-file", tls.keyFile, "--tls-ca-cert-file", tls.caFile, "--tls-auth-clients", "no"]
+    : [];
+  const extraArgs = [...(options.args ?? []), ...tlsArgs];
   let child: ChildProcess | undefined;
   let port = 0;
 
   const launch = async (fixedPort?: number): Promise<void> => {
     const deadline = Date.now() + START_TIMEOUT_MS;
     let lastError: unknown;
-    for (let attempt = 0; Date.now() < deadline; attempt++) {
+    while (Date.now() < deadline) {
       const candidate = fixedPort ?? (await freePort());
       try {
-        child = await spawnServer(candidate, dir, extraArgs, deadline);
+        child = await spawnServer(candidate, dir, extraArgs, tls !== undefined, deadline);
         port = candidate;
         return;
       } catch (err) {
@@ -68,13 +79,18 @@ export async function startRedis(options: { args?: string[] } = {}): Promise<Red
     await exited;
   };
 
-  await launch();
+  try {
+    await launch();
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     get port() {
       return port;
     },
     get url() {
-      return `redis://127.0.0.1:${port}`;
+      return `${tls ? "rediss" : "redis"}://127.0.0.1:${port}`;
     },
     async stop() {
       await waitExit("SIGTERM");
@@ -94,11 +110,12 @@ export async function startRedis(options: { args?: string[] } = {}): Promise<Red
   };
 }
 
-async function spawnServer(port: number, dir: string, extraArgs: string[], deadline: number): Promise<ChildProcess> {
+async function spawnServer(port: number, dir: string, extraArgs: string[], tls: boolean, deadline: number): Promise<ChildProcess> {
   const logfile = join(dir, `redis-${port}.log`);
+  const listen = tls ? ["--port", "0", "--tls-port", String(port)] : ["--port", String(port)];
   const child = spawn(
     REDIS_SERVER,
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile", logfile, ...extraArgs],
+    [...listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--logfile", logfile, ...extraArgs],
     { stdio: "ignore" },
   );
   live.add(child);
@@ -112,7 +129,9 @@ async function spawnServer(port: number, dir: string, extraArgs: string[], deadl
       const log = await readFile(logfile, "utf8").catch(() => "");
       throw new Error(`redis-server exited (${child.exitCode ?? child.signalCode}): ${log.trim().split("\n").slice(-2).join(" | ")}`);
     }
-    const pid = await Promise.race([serverPid(port), spawnError]);
+    const passwordAt = extraArgs.indexOf("--requirepass");
+    const password = passwordAt >= 0 ? extraArgs[passwordAt + 1] : undefined;
+    const pid = await Promise.race([serverPid(port, tls, password), spawnError]);
     if (pid === child.pid) return child;
     await sleep(20);
   }
@@ -121,9 +140,11 @@ async function spawnServer(port: number, dir: string, extraArgs: string[], deadl
 }
 
 /** The process id of the redis-server answering on the port, or undefined. */
-function serverPid(port: number): Promise<number | undefined> {
+function serverPid(port: number, tls: boolean, password: string | undefined): Promise<number | undefined> {
   return new Promise((resolve) => {
-    const socket = connect({ host: "127.0.0.1", port });
+    const socket: Socket = tls
+      ? connectTls({ host: "127.0.0.1", port, rejectUnauthorized: false })
+      : connect({ host: "127.0.0.1", port });
     let data = "";
     const done = (pid: number | undefined) => {
       socket.destroy();
@@ -131,12 +152,15 @@ function serverPid(port: number): Promise<number | undefined> {
     };
     socket.setTimeout(500, () => done(undefined));
     socket.once("error", () => done(undefined));
-    socket.once("connect", () => socket.write("INFO server\r\n"));
+    const command = (...args: string[]) => `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join("")}`;
+    socket.once(tls ? "secureConnect" : "connect", () =>
+      socket.write((password === undefined ? "" : command("AUTH", password)) + command("INFO", "server")),
+    );
     socket.on("data", (chunk) => {
       data += chunk.toString("utf8");
       const match = /process_id:(\d+)/.exec(data);
       if (match) done(Number(match[1]));
-      else if (data.startsWith("-")) done(undefined); // e.g. LOADING
+      else if (/^-|\r\n-/.test(data)) done(undefined); // e.g. LOADING
     });
   });
 }

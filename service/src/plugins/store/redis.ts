@@ -296,7 +296,9 @@ export function createRedisStore(options: RedisStoreOptions): Store {
   let closing: Promise<void> | undefined;
   const handlers: ((message: BusMessage) => void)[] = [];
   const statusHandlers: ((up: boolean) => void)[] = [];
-  let busUp = false;
+  // Up until the first drop: nothing can have been missed before anything was
+  // subscribed, so the first connect is no transition worth reporting.
+  let busUp = true;
 
   const closedError = () => new StoreUnavailableError(new Error("store closed"));
   const guard = <T>(send: () => Promise<T>): Promise<T> =>
