@@ -639,6 +639,26 @@ describe("redis store specifics", () => {
       }
     });
 
+    it("counts a subscribe that failed, so releasing it does not drop another caller's subscription", async () => {
+      const store = createRedisStore({ url: server.url, commandTimeoutMs: 300 });
+      const publisher = createRedisStore({ url: server.url });
+      const userId = uid("user");
+      try {
+        await waitFor(async () => (await store.check()).bus, 10_000);
+        await server.kill();
+        await expect(store.subscribeUser(userId)).rejects.toBeInstanceOf(StoreUnavailableError);
+        await server.restart();
+        await waitFor(async () => (await store.check()).bus, 10_000);
+        await store.subscribeUser(userId);
+        await store.unsubscribeUser(userId); // releases the failed one
+        const got = collect(store);
+        await publisher.publishEvent(userId, event(1), LIMITS);
+        await waitFor(() => eventsOf(got, userId).length === 1);
+      } finally {
+        await Promise.all([store.close(), publisher.close()]);
+      }
+    });
+
     it("starts while Redis is down: reports the bus down, then up once Redis arrives, and works from then on", async () => {
       await server.kill();
       const store = createRedisStore({ url: server.url, commandTimeoutMs: 300 });

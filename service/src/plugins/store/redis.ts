@@ -1,12 +1,12 @@
 /**
  * The production Store: Redis (Memorystore), shared by every gateway instance.
  *
- * Two connections: commands, and the bus (SUBSCRIBE). Both fail fast instead
- * of queueing while Redis is away (no offline queue, no resend of
- * unanswered commands: a resent publishEvent could assign a second seq to an
- * event the caller was already told had failed), and every call is bounded by
- * `commandTimeoutMs`, so a caller sees StoreUnavailableError rather than a
- * hang. Each multi-key step is one Lua script on keys of one hash tag.
+ * Two connections: commands, and the bus (SUBSCRIBE). A call waits at most
+ * `commandTimeoutMs` in all, for a reconnect included, then rejects with
+ * StoreUnavailableError. Nothing is queued inside ioredis (no offline queue,
+ * no resend of unanswered commands): a call sent after its caller was told it
+ * failed could, for publishEvent, give a seq to an event reported as lost.
+ * Each multi-key step is one Lua script on keys of one hash tag.
  */
 import { randomBytes } from "node:crypto";
 import { Redis, type RedisOptions } from "ioredis";
@@ -333,8 +333,8 @@ export function createRedisStore(options: RedisStoreOptions): Store {
 
   // ── bus ──
   type Route = { readonly kind: "user"; readonly userId: string } | { readonly kind: "instance" };
-  /** Channel → what it carries, how many callers want it, and its SUBSCRIBE. */
-  const channels = new Map<string, { route: Route; refs: number; subscribed: Promise<unknown> }>();
+  /** Channel → what it carries and how many callers want it: the truth a reconnect restores. */
+  const channels = new Map<string, { route: Route; refs: number }>();
 
   const setBus = (up: boolean) => {
     if (up === busUp || closing !== undefined) return;
@@ -376,27 +376,15 @@ export function createRedisStore(options: RedisStoreOptions): Store {
   }, BUS_WATCHDOG_MS);
   watchdog.unref();
 
+  // Every subscribe counts, even one that failed: callers release each with
+  // one unsubscribe, and what is still wanted is subscribed again on reconnect.
   const subscribeChannel = async (channel: string, route: Route): Promise<void> => {
     if (closing !== undefined) throw closedError();
-    let entry = channels.get(channel);
-    if (entry === undefined) {
-      const created = { route, refs: 0, subscribed: bounded(sub, timeoutMs, () => sub.subscribe(channel)) };
-      entry = created;
-      channels.set(channel, created);
-      created.subscribed.catch(() => {
-        if (channels.get(channel) !== created) return;
-        channels.delete(channel);
-        // The SUBSCRIBE may have reached the server after all.
-        if (sub.status === "ready") sub.unsubscribe(channel).catch(() => {});
-      });
-    }
+    const entry = channels.get(channel) ?? { route, refs: 0 };
     entry.refs++;
-    try {
-      await entry.subscribed;
-    } catch (err) {
-      entry.refs--;
-      throw err;
-    }
+    channels.set(channel, entry);
+    // Redis ignores a repeated SUBSCRIBE; one sent after the last release would leak.
+    await bounded(sub, timeoutMs, () => (channels.has(channel) ? sub.subscribe(channel) : Promise.resolve(0)));
   };
 
   const store: Store = {
