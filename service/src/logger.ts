@@ -51,9 +51,34 @@ export function createLogger(options: { level?: string; destination?: Destinatio
   );
 }
 
-const CREDENTIAL_PARAMS = /([?&](?:ticket|token|access_token|jwt)=)[^&#]*/gi;
+const CREDENTIAL_PARAMS = new Set(["ticket", "token", "access_token", "jwt"]);
 
-/** `/ws?ticket=abc&x=1` → `/ws?ticket=[REDACTED]&x=1`. */
+/**
+ * `/ws?ticket=abc&x=1` → `/ws?ticket=[REDACTED]&x=1`. Parameters are found the
+ * way the router reads them, or a credential the route did read could be
+ * logged: the query starts at the first `?` or `#` (find-my-way), and a
+ * name's `+` and `%xx` are decoded (fast-querystring), so `/ws#ticket=…` and
+ * `/ws?%74icket=…` are redacted too.
+ */
 export function redactUrl(url: string): string {
-  return url.replace(CREDENTIAL_PARAMS, "$1[REDACTED]");
+  const start = url.search(/[?#]/);
+  if (start < 0) return url;
+  const pairs = url
+    .slice(start + 1)
+    .split("&")
+    .map((pair) => {
+      const eq = pair.indexOf("=");
+      if (eq < 0) return pair;
+      const name = pair.slice(0, eq);
+      return CREDENTIAL_PARAMS.has(decodeParamName(name).toLowerCase()) ? `${name}=[REDACTED]` : pair;
+    });
+  return `${url.slice(0, start + 1)}${pairs.join("&")}`;
+}
+
+function decodeParamName(name: string): string {
+  try {
+    return decodeURIComponent(name.replace(/\+/g, " "));
+  } catch {
+    return name;
+  }
 }
