@@ -77,7 +77,15 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     if (up && wasDown) for (const conn of connections) conn.catchUp();
   });
 
-  const ready = store.subscribeInstance(instanceId);
+  // The reply channel of revokes. Retried on the next revoke if the store was
+  // down when the hub started (and never left as an unhandled rejection).
+  let instanceChannel: Promise<void> | undefined;
+  const subscribeInstance = () =>
+    (instanceChannel ??= store.subscribeInstance(instanceId).catch((err: unknown) => {
+      instanceChannel = undefined;
+      throw err;
+    }));
+  subscribeInstance().catch(() => undefined);
 
   return {
     instanceId,
@@ -115,7 +123,7 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
      * the instances that answered within 1 s.
      */
     async revoke(userId: string, revokedAt: number, keepMs: number): Promise<number> {
-      await ready;
+      await subscribeInstance();
       await store.revokeUser(userId, revokedAt, keepMs);
       const req = randomUUID();
       let closed = 0;

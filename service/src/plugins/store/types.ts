@@ -72,8 +72,9 @@ export interface StreamHead {
   /** 0 when the user has no events yet. */
   readonly latestSeq: number;
   /**
-   * Changes whenever the seq counter is created anew (first event ever, or
-   * the store lost its data, e.g. a BASIC-tier Memorystore restart). A client
+   * Created the first time the user's stream is read or written, and changes
+   * whenever the seq counter is created anew after the store lost its data
+   * (e.g. a BASIC-tier Memorystore restart). A client
    * that resumes across an epoch change must resync; it is never silently
    * handed a different stream's seqs.
    */
@@ -144,8 +145,14 @@ export interface Store {
   readHistory(userId: string, afterSeq: number, limits: HistoryLimits): Promise<HistoryRead>;
 
   // ── bus ──
-  /** Receives the user's events (and control messages on the user's channel). Reference-counted per user. */
+  /**
+   * Receives the user's events (and control messages on the user's channel).
+   * Reference-counted per user: every call counts, even one that rejected, and
+   * is released by exactly one unsubscribeUser. Subscriptions still wanted are
+   * restored after a reconnect.
+   */
   subscribeUser(userId: string): Promise<void>;
+  /** Never rejects: the local reference count is the truth. */
   unsubscribeUser(userId: string): Promise<void>;
   /** Publishes a control payload to the user's channel; resolves to the number of instances subscribed to it. */
   publishUserControl(userId: string, payload: string): Promise<number>;
@@ -155,7 +162,8 @@ export interface Store {
   /** One handler for everything the bus delivers. */
   onMessage(handler: (message: BusMessage) => void): void;
   /**
-   * Called with false when the bus connection drops and true when it is back
+   * The bus counts as up until its first drop. Called with false when the bus
+   * connection drops and true when it is back
    * (with every subscription restored). After a drop, events may have been
    * missed: the hub then catches every connection up from history.
    */
