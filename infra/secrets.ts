@@ -41,16 +41,17 @@ export class Secrets extends pulumi.ComponentResource {
   readonly secretIds: pulumi.Output<string[]>;
 
   constructor(name: string, args: SecretsArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("chat-gateway:infra:Secrets", name, {}, opts);
-    const child = { parent: this, dependsOn: opts?.dependsOn };
+    // Checked before anything is registered.
     const generate = new Set<string>(args.generate ?? []);
-
     const missing = SECRETS.filter((spec) => spec.required && args.values[spec.id] === undefined && !generate.has(spec.id));
     if (missing.length > 0) {
       throw new Error(`Secrets: no value for the required secret(s) ${missing.map((s) => `${s.id} (${s.env})`).join(", ")}`);
     }
     const unknown = [...Object.keys(args.values), ...generate].filter((id) => !SECRETS.some((s) => s.id === id));
     if (unknown.length > 0) throw new Error(`Secrets: ${unknown.join(", ")} is not a secret the service reads (service/src/secretNames.ts)`);
+
+    super("chat-gateway:infra:Secrets", name, {}, opts);
+    const child = { parent: this, dependsOn: opts?.dependsOn };
 
     this.entries = SECRETS.map((spec): SecretEntry => {
       const secret = new gcp.secretmanager.Secret(
