@@ -1,0 +1,158 @@
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { RUNBOOK_ANCHORS } from "../../infra/monitoring.js";
+import { cachedRuns, ROOT, STACKS, T, type ProgramRun, type Registered } from "./harness.js";
+
+const run = cachedRuns();
+const runbook = readFileSync(`${ROOT}docs/operations.md`, "utf8");
+
+/** GitHub's heading anchors: lower-case, punctuation dropped, spaces to dashes. */
+function headingAnchors(markdown: string): Set<string> {
+  const anchors = new Set<string>();
+  for (const line of markdown.split("\n")) {
+    const heading = /^#{1,6}\s+(.*)$/.exec(line);
+    if (heading) anchors.add(heading[1]!.trim().toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, "").replace(/\s/g, "-"));
+  }
+  return anchors;
+}
+
+const metric = (r: ProgramRun, key: string) => r.ofType(T.logMetric).find((m) => m.inputs.name === `chat-gateway/${key}`)!;
+const policies = (r: ProgramRun) => r.ofType(T.alert);
+const policy = (r: ProgramRun, anchor: string) => policies(r).find((p) => String(p.inputs.documentation.content).includes(`#${anchor}`))!;
+const threshold = (p: Registered): Record<string, any> => p.inputs.conditions[0].conditionThreshold;
+const SERVICE_LOGS = 'resource.type="cloud_run_revision" AND resource.labels.service_name="chat-gateway"';
+
+describe.each(STACKS)("%s stack: monitoring", (stack) => {
+  it("a log-based metric counts WebSocket authentications by outcome and reason", async () => {
+    const m = metric(await run(stack), "ws_auth");
+    expect(m.inputs.filter).toBe(`${SERVICE_LOGS} AND jsonPayload.event="ws_auth"`);
+    expect(m.inputs.labelExtractors).toEqual({ outcome: "EXTRACT(jsonPayload.outcome)", reason: "EXTRACT(jsonPayload.reason)" });
+    expect(m.inputs.metricDescriptor).toMatchObject({ metricKind: "DELTA", valueType: "INT64" });
+  });
+
+  it("a log-based metric counts closes by code", async () => {
+    const m = metric(await run(stack), "ws_close");
+    expect(m.inputs.filter).toBe(`${SERVICE_LOGS} AND jsonPayload.event="ws_close"`);
+    expect(m.inputs.labelExtractors.code).toBe("EXTRACT(jsonPayload.code)");
+  });
+
+  it("a log-based metric counts ticket store unavailability at severity ERROR", async () => {
+    const m = metric(await run(stack), "store_unavailable");
+    expect(m.inputs.filter).toBe(`${SERVICE_LOGS} AND jsonPayload.event="store_unavailable" AND severity>=ERROR`);
+    expect(m.inputs.labelExtractors.operation).toBe("EXTRACT(jsonPayload.operation)");
+  });
+
+  it("log-based metrics count tickets issued and agent events published", async () => {
+    const r = await run(stack);
+    expect(metric(r, "tickets_issued").inputs.filter).toBe(`${SERVICE_LOGS} AND jsonPayload.event="ticket_issued"`);
+    const events = metric(r, "events_published");
+    expect(events.inputs.filter).toContain('log_id("run.googleapis.com/requests")');
+    expect(events.inputs.filter).toContain('httpRequest.requestUrl=~"/internal/v1/users/[^/?]+/events"');
+  });
+
+  it("every label of every log-based metric has an extractor, and nothing else does", async () => {
+    for (const m of (await run(stack)).ofType(T.logMetric)) {
+      const labels = (m.inputs.metricDescriptor.labels ?? []).map((l: { key: string }) => l.key).sort();
+      expect(Object.keys(m.inputs.labelExtractors ?? {}).sort(), m.inputs.name).toEqual(labels);
+    }
+  });
+
+  it("the auth failure alert fires when more than 1% of authentications over 5 minutes are rejected", async () => {
+    const r = await run(stack);
+    const c = threshold(policy(r, RUNBOOK_ANCHORS.authFailures));
+    expect(c.filter).toContain('metric.type="logging.googleapis.com/user/chat-gateway/ws_auth"');
+    expect(c.filter).toContain('metric.label.outcome="rejected"');
+    expect(c.denominatorFilter).toContain('metric.type="logging.googleapis.com/user/chat-gateway/ws_auth"');
+    expect(c.denominatorFilter).not.toContain("outcome");
+    expect(c.aggregations).toEqual(c.denominatorAggregations);
+    expect(c.aggregations[0]).toMatchObject({ alignmentPeriod: "300s", perSeriesAligner: "ALIGN_DELTA", crossSeriesReducer: "REDUCE_SUM" });
+    expect(c).toMatchObject({ comparison: "COMPARISON_GT", thresholdValue: 0.01 });
+  });
+
+  it("the 5xx alert is the ratio of the Cloud Run service's 5xx requests to all of them", async () => {
+    const c = threshold(policy(await run(stack), RUNBOOK_ANCHORS.http5xx));
+    const all = 'metric.type="run.googleapis.com/request_count" AND resource.type="cloud_run_revision" AND resource.label.service_name="chat-gateway"';
+    expect(c.filter).toBe(`${all} AND metric.label.response_code_class="5xx"`);
+    expect(c.denominatorFilter).toBe(all);
+    expect(c).toMatchObject({ comparison: "COMPARISON_GT", thresholdValue: 0.02 });
+  });
+
+  it("the ticket store alert fires on any store_unavailable line", async () => {
+    const c = threshold(policy(await run(stack), RUNBOOK_ANCHORS.storeUnavailable));
+    expect(c.filter).toContain('metric.type="logging.googleapis.com/user/chat-gateway/store_unavailable"');
+    expect(c).toMatchObject({ comparison: "COMPARISON_GT", thresholdValue: 0 });
+  });
+
+  it("a surge of 1011 closes alerts", async () => {
+    const c = threshold(policy(await run(stack), RUNBOOK_ANCHORS.internalErrorCloses));
+    expect(c.filter).toContain('metric.type="logging.googleapis.com/user/chat-gateway/ws_close"');
+    expect(c.filter).toContain('metric.label.code="1011"');
+    expect(c).toMatchObject({ comparison: "COMPARISON_GT", thresholdValue: 20 });
+  });
+
+  it("an uptime check fetches /healthz over HTTPS through the load balancer's domain, and its failure alerts", async () => {
+    const r = await run(stack);
+    const check = r.one(T.uptime);
+    expect(check.inputs.monitoredResource).toEqual({
+      type: "uptime_url",
+      labels: { project_id: r.config["chat-gateway:project"], host: r.config["chat-gateway:domain"] },
+    });
+    expect(check.inputs.httpCheck).toMatchObject({ path: "/healthz", port: 443, useSsl: true, validateSsl: true });
+    const c = threshold(policy(r, RUNBOOK_ANCHORS.uptime));
+    expect(c.filter).toContain('metric.type="monitoring.googleapis.com/uptime_check/check_passed"');
+    expect(c.filter).toContain(`metric.label.check_id="${check.state.uptimeCheckId}"`);
+  });
+
+  it("every alert policy links its runbook section", async () => {
+    const r = await run(stack);
+    const base = r.config["chat-gateway:runbookBaseUrl"];
+    const anchors = headingAnchors(runbook);
+    expect(policies(r)).toHaveLength(Object.keys(RUNBOOK_ANCHORS).length);
+    for (const anchor of Object.values(RUNBOOK_ANCHORS)) {
+      const p = policy(r, anchor);
+      expect(p, anchor).toBeDefined();
+      expect(p.inputs.documentation.content).toContain(`${base}#${anchor}`);
+      expect(p.inputs.documentation.mimeType).toBe("text/markdown");
+      expect(anchors.has(anchor), `docs/operations.md has a section #${anchor}`).toBe(true);
+    }
+  });
+
+  it("every alert notifies every address in alertEmails", async () => {
+    const r = await run(stack);
+    const emails = JSON.parse(r.config["chat-gateway:alertEmails"]!) as string[];
+    const channels = r.ofType(T.channel);
+    expect(channels.map((c) => c.inputs.labels.email_address)).toEqual(emails);
+    for (const c of channels) expect(c.inputs.type).toBe("email");
+    for (const p of policies(r)) expect(p.inputs.notificationChannels).toEqual(channels.map((c) => c.state.name));
+  });
+
+  it("every metric an alert or the dashboard reads is one the stack defines or Cloud Run/Monitoring provides", async () => {
+    const r = await run(stack);
+    const defined = new Set(r.ofType(T.logMetric).map((m) => `logging.googleapis.com/user/${m.inputs.name}`));
+    const builtIn = /^(run\.googleapis\.com|monitoring\.googleapis\.com)\//;
+    const text = [JSON.stringify(policies(r).map((p) => p.inputs.conditions)), String(r.one(T.dashboard).inputs.dashboardJson)].join("\n");
+    const used = [...text.matchAll(/metric\.type=\\+"([^"\\]+)\\+"/g)].map((m) => m[1]!);
+    expect(used.length).toBeGreaterThan(10);
+    for (const type of used) expect(defined.has(type) || builtIn.test(type), type).toBe(true);
+  });
+
+  it("the dashboard shows connections, auth outcomes, closes by code, ticket rate, latency and event delivery", async () => {
+    const r = await run(stack);
+    const dashboard = JSON.parse(String(r.one(T.dashboard).inputs.dashboardJson)) as {
+      mosaicLayout: { tiles: { widget: { title: string; xyChart: { dataSets: { timeSeriesQuery: { timeSeriesFilter: { filter: string; aggregation: { groupByFields: string[] } } } }[] } } }[] };
+    };
+    const tiles = dashboard.mosaicLayout.tiles.map((t) => ({
+      title: t.widget.title,
+      filters: t.widget.xyChart.dataSets.map((d) => d.timeSeriesQuery.timeSeriesFilter.filter).join(" | "),
+      groupBy: t.widget.xyChart.dataSets.flatMap((d) => d.timeSeriesQuery.timeSeriesFilter.aggregation.groupByFields),
+    }));
+    const tile = (title: RegExp) => tiles.find((t) => title.test(t.title))!;
+    expect(tile(/^Connections/).filters).toMatch(/ws_auth.*outcome="accepted".*\|.*ws_close/);
+    expect(tile(/^Authentication outcomes/).groupBy).toEqual(["metric.label.outcome", "metric.label.reason"]);
+    expect(tile(/^Closes by code/).groupBy).toEqual(["metric.label.code"]);
+    expect(tile(/^Tickets issued/).filters).toContain("chat-gateway/tickets_issued");
+    expect(tile(/^Request latency/).filters).toContain("run.googleapis.com/request_latencies");
+    expect(tile(/^Event delivery/).filters).toContain("chat-gateway/events_published");
+    for (const t of dashboard.mosaicLayout.tiles) expect(t.widget.title).toBeTruthy();
+  });
+});
