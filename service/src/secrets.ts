@@ -31,15 +31,17 @@ const GRPC = { NOT_FOUND: 5, PERMISSION_DENIED: 7, FAILED_PRECONDITION: 9, UNAUT
 const ACCESS_TIMEOUT_MS = 3500;
 
 export async function loadSecrets(env: Env, connect: () => Promise<SecretClient>): Promise<SecretLoadResult> {
-  if ((env.SECRETS_SOURCE ?? "env") !== "gcp") return { values: {}, problems: [], reported: new Set() };
-  const project = env.GCP_PROJECT ?? env.GOOGLE_CLOUD_PROJECT;
-  const serviceId = env.SERVICE_ID ?? "chat-gateway";
+  // Read exactly as parseConfig reads them (trimmed; empty is unset), or the two disagree on the source, project or names.
+  const str = (name: string) => env[name]?.trim() || undefined;
+  if ((str("SECRETS_SOURCE") ?? "env") !== "gcp") return { values: {}, problems: [], reported: new Set() };
+  const project = str("GCP_PROJECT") ?? str("GOOGLE_CLOUD_PROJECT");
+  const serviceId = str("SERVICE_ID") ?? "chat-gateway";
   if (!project) return { values: {}, problems: [], reported: new Set() }; // parseConfig reports the missing project
   const client = await connect();
   const values: Partial<Record<SecretEnvName, string>> = {};
   const problems: string[] = [];
   const reported = new Set<string>();
-  const usesJwks = Boolean(env.AUTH_JWKS_URL);
+  const usesJwks = str("AUTH_JWKS_URL") !== undefined;
 
   await Promise.all(
     SECRETS.map(async (spec) => {
