@@ -8,7 +8,7 @@
  * and `vi.resetModules()` before each run so the program runs again.
  */
 import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
+import yaml from "js-yaml";
 import { fileURLToPath } from "node:url";
 import * as pulumi from "@pulumi/pulumi";
 import { vi } from "vitest";
@@ -18,9 +18,6 @@ export const PROJECT = "chat-gateway";
 export const STACKS = ["staging", "production"] as const;
 export type StackName = (typeof STACKS)[number];
 
-// js-yaml is already installed (a dependency of @pulumi/pulumi) but has no
-// types; this is the only call the tests make.
-const yaml = createRequire(import.meta.url)("js-yaml") as { load(text: string): unknown };
 
 export function readYaml(relativePath: string): unknown {
   return yaml.load(readFileSync(new URL(relativePath, `file://${ROOT}`), "utf8"));
