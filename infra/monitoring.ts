@@ -56,6 +56,7 @@ export class Monitoring extends pulumi.ComponentResource {
   readonly uptimeCheck: gcp.monitoring.UptimeCheckConfig;
   readonly alertPolicies: Readonly<Record<AlertName, gcp.monitoring.AlertPolicy>>;
   readonly dashboard: gcp.monitoring.Dashboard;
+  readonly ticketUrlExclusion: gcp.logging.ProjectExclusion;
 
   constructor(name: string, args: MonitoringArgs, opts?: pulumi.ComponentResourceOptions) {
     super("chat-gateway:infra:Monitoring", name, {}, opts);
@@ -117,6 +118,20 @@ export class Monitoring extends pulumi.ComponentResource {
         { status: { extractor: "EXTRACT(httpRequest.status)", description: "HTTP status (202: accepted and fanned out)" } },
       ),
     };
+    // The gateway redacts `?ticket=` from its own log lines, but the load
+    // balancer's and Cloud Run's request logs record full URLs. A ticket is
+    // single-use and lives 30 s, yet "no ticket in any log" must hold for the
+    // platform's logs too: drop those request entries before they are stored.
+    // The gateway's own ws_auth/ws_close lines carry everything on-call needs.
+    this.ticketUrlExclusion = new gcp.logging.ProjectExclusion(
+      `${name}-ticket-urls`,
+      {
+        name: `${args.serviceId}-ticket-urls`,
+        description: "Request log entries whose URL carries a WebSocket ticket (/ws?ticket=…)",
+        filter: pulumi.interpolate`(resource.type="http_load_balancer" OR (${gatewayLogs} AND log_id("run.googleapis.com/requests"))) AND httpRequest.requestUrl=~"[?&]ticket="`,
+      },
+      child,
+    );
     const metricType = (m: gcp.logging.Metric) => pulumi.interpolate`logging.googleapis.com/user/${m.name}`;
 
     // --- Uptime check --------------------------------------------------------

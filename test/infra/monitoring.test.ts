@@ -50,6 +50,16 @@ describe.each(STACKS)("%s stack: monitoring", (stack) => {
     expect(events.inputs.filter).toContain('httpRequest.requestUrl=~"/internal/v1/users/[^/?]+/events"');
   });
 
+  it("no request log entry that carries a ticket in its URL is stored (load balancer and Cloud Run request logs)", async () => {
+    const exclusions = (await run(stack)).resources.filter((r) => r.type === "gcp:logging/projectExclusion:ProjectExclusion");
+    expect(exclusions).toHaveLength(1);
+    const filter = String(exclusions[0]!.inputs.filter);
+    expect(filter).toContain('resource.type="http_load_balancer"');
+    expect(filter).toContain(`${SERVICE_LOGS} AND log_id("run.googleapis.com/requests")`);
+    expect(filter).toContain('httpRequest.requestUrl=~"[?&]ticket="');
+    expect(exclusions[0]!.inputs.disabled).not.toBe(true);
+  });
+
   it("every label of every log-based metric has an extractor, and nothing else does", async () => {
     for (const m of (await run(stack)).ofType(T.logMetric)) {
       const labels = (m.inputs.metricDescriptor.labels ?? []).map((l: { key: string }) => l.key).sort();
