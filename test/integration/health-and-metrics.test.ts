@@ -1,0 +1,176 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
+import { publishEvent, startGateway, TestClient, ticketFor, type TestGateway } from "../support/gateway.js";
+
+/**
+ * docs/protocol.md §6: /healthz while the process serves, /readyz while the
+ * store and the bus answer, Prometheus metrics on their own listener and
+ * never on the public port.
+ */
+
+const METRIC_NAMES = [
+  "gateway_tickets_issued_total",
+  "gateway_ws_auth_total",
+  "gateway_ws_connections",
+  "gateway_ws_closes_total",
+  "gateway_ticket_redeem_seconds",
+  "gateway_events_published_total",
+  "gateway_events_delivered_total",
+  "gateway_resume_total",
+  "gateway_bus_lag_seconds",
+];
+
+async function getJson(url: string): Promise<{ status: number; body: Record<string, unknown>; ms: number }> {
+  const started = Date.now();
+  const res = await fetch(url);
+  const text = await res.text();
+  return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {}, ms: Date.now() - started };
+}
+
+async function until<T>(what: string, probe: () => Promise<T>, ok: (value: T) => boolean, ms = 10_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: T | undefined;
+  while (Date.now() < deadline) {
+    last = await probe();
+    if (ok(last)) return last;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what} not reached within ${ms} ms; last: ${JSON.stringify(last)}`);
+}
+
+/** The value of one sample line (`name{labels} value`), or undefined. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+describe("health", () => {
+  let redis: RedisServerHandle;
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    gw = await startGateway({ env: { REDIS_URL: redis.url } });
+  });
+  afterAll(async () => {
+    redis?.resume();
+    await gw?.close();
+    await redis?.stop();
+  });
+
+  it("/healthz is 200 while the process serves", async () => {
+    const { status, body } = await getJson(`${gw.url}/healthz`);
+    expect(status).toBe(200);
+    expect(body).toEqual({ status: "ok" });
+  });
+
+  it("/readyz is 200 with its checks when the store and the bus answer", async () => {
+    const { status, body } = await until("ready", () => getJson(`${gw.url}/readyz`), (r) => r.status === 200);
+    expect(status).toBe(200);
+    expect(body).toEqual({ status: "ok", checks: { secrets: "ok", store: "ok", bus: "ok" } });
+  });
+
+  it("with Redis down, /readyz is 503 degraded within ~1 s, /healthz stays 200, and /readyz is 200 again after a restart", async () => {
+    await redis.kill();
+    const down = await getJson(`${gw.url}/readyz`);
+    expect(down.status).toBe(503);
+    expect(down.body).toEqual({ status: "degraded", checks: { secrets: "ok", store: "unreachable", bus: "unreachable" } });
+    expect(down.ms).toBeLessThan(2000);
+    expect((await getJson(`${gw.url}/healthz`)).status).toBe(200);
+
+    await redis.restart();
+    const up = await until("ready again", () => getJson(`${gw.url}/readyz`), (r) => r.status === 200);
+    expect(up.body).toEqual({ status: "ok", checks: { secrets: "ok", store: "ok", bus: "ok" } });
+  });
+
+  it("with Redis hung, /readyz is 503 degraded within ~1 s and /healthz stays 200", async () => {
+    await until("ready", () => getJson(`${gw.url}/readyz`), (r) => r.status === 200);
+    redis.pause();
+    try {
+      const down = await getJson(`${gw.url}/readyz`);
+      expect(down.status).toBe(503);
+      expect(down.body.status).toBe("degraded");
+      expect(down.body.checks).toMatchObject({ secrets: "ok", store: "unreachable" });
+      expect(down.ms).toBeLessThan(2000);
+      expect((await getJson(`${gw.url}/healthz`)).status).toBe(200);
+    } finally {
+      redis.resume();
+    }
+    await until("ready again", () => getJson(`${gw.url}/readyz`), (r) => r.status === 200);
+  });
+});
+
+describe("metrics", () => {
+  let redis: RedisServerHandle;
+  let gw: TestGateway;
+  let metricsUrl: string;
+
+  beforeAll(async () => {
+    redis = await startRedis();
+    gw = await startGateway({ env: { REDIS_URL: redis.url }, metrics: true });
+    const port = gw.app.metricsPort();
+    expect(port).toBeTypeOf("number");
+    metricsUrl = `http://127.0.0.1:${port}/metrics`;
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await redis?.stop();
+  });
+
+  it("are served on their own port, not the public one", () => {
+    expect(gw.app.metricsPort()).not.toBe(Number(new URL(gw.url).port));
+  });
+
+  it("carry every §6 metric name, in Prometheus text format", async () => {
+    const res = await fetch(metricsUrl);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^text\/plain/);
+    const text = await res.text();
+    for (const name of METRIC_NAMES) expect(text, name).toMatch(new RegExp(`^# TYPE ${name} `, "m"));
+  });
+
+  it("count what happened: tickets issued, a WebSocket accepted and closed, an event published and delivered", async () => {
+    const ticket = await ticketFor(gw, "metrics-user-7f3a");
+    const client = await TestClient.connect(gw, ticket);
+    await client.waitForType("connection_established");
+    expect((await publishEvent(gw, "metrics-user-7f3a")).status).toBe(202);
+    await client.waitFor((f) => f.seq === 1);
+    const open = await (await fetch(metricsUrl)).text();
+    expect(sample(open, "gateway_tickets_issued_total")).toBeGreaterThanOrEqual(1);
+    expect(sample(open, 'gateway_ws_auth_total{outcome="accepted",reason="OK"}')).toBe(1);
+    expect(sample(open, "gateway_ws_connections")).toBe(1);
+    expect(sample(open, "gateway_events_published_total")).toBe(1);
+    expect(sample(open, "gateway_events_delivered_total")).toBe(1);
+    expect(sample(open, "gateway_ticket_redeem_seconds_count")).toBe(1);
+
+    client.close();
+    await client.closed;
+    const closed = await until("the close counted", async () => (await fetch(metricsUrl)).text(), (t) => sample(t, "gateway_ws_connections") === 0);
+    expect(sample(closed, 'gateway_ws_closes_total{code="1000"}')).toBe(1);
+
+    // Labels are codes and outcomes only: no user id or ticket reaches a metric.
+    expect(closed).not.toContain("metrics-user-7f3a");
+    expect(closed).not.toContain(ticket);
+  });
+
+  it("GET /metrics on the public port is 404", async () => {
+    const res = await fetch(`${gw.url}/metrics`);
+    expect(res.status).toBe(404);
+    expect(await res.json()).toEqual({ error: { code: "NOT_FOUND", message: expect.any(String) } });
+  });
+
+  it("the metrics listener serves nothing else", async () => {
+    const base = metricsUrl.replace(/\/metrics$/, "");
+    expect((await fetch(`${base}/healthz`)).status).toBe(404);
+    expect((await fetch(`${base}/api/v1/auth/websocket_ticket`, { method: "POST" })).status).toBe(404);
+    expect((await fetch(metricsUrl, { method: "POST" })).status).toBe(404);
+  });
+
+  it("the public port answers no metrics path under another spelling either", async () => {
+    for (const path of ["/metrics/", "/Metrics", "/metrics?x=1"]) {
+      const res = await fetch(`${gw.url}${path}`);
+      expect(res.status, path).toBe(404);
+      expect(await res.text()).not.toContain("gateway_");
+    }
+  });
+});
