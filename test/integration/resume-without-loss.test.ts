@@ -168,12 +168,16 @@ describe("resume", () => {
     // The established socket stayed open through the outage.
     expect(client.socket.readyState).toBe(client.socket.OPEN);
     await expect.poll(async () => (await publishEvent(a, "redis-restart")).status, { timeout: 10_000, interval: 200 }).toBe(202);
-    // The counter started again at 1 in a new epoch: the client is told, never handed seq 1 as if nothing happened.
+    // The counter started again at 1 in a new epoch: the client is told (resync_required with the new
+    // baseline), never handed the new stream's seqs as if nothing happened, and continues from there.
     const resync = await client.waitForType("resync_required", { timeoutMs: 10_000 });
-    expect(resync.latest_seq).toBe(0);
-    await client.waitFor((f) => f.seq === 1 && user.resyncs.length === 1);
-    expect(user.seqs[0]).toBe(1);
-    expect(user.seqs.every((s) => s > 0)).toBe(true);
+    const base = resync.latest_seq as number;
+    const after = client.frames.indexOf(resync);
+    const last = await publishEvent(a, "redis-restart");
+    const lastSeq = (last.body as { seq: number }).seq;
+    await client.waitFor((f) => f.seq === lastSeq, { from: after });
+    expect(user.resyncs).toHaveLength(1);
+    expect(user.seqs, JSON.stringify(client.frames.map((f) => [f.type, f.seq, f.latest_seq]))).toEqual(range(base + 1, lastSeq));
     client.close();
   });
 });

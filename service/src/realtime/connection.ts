@@ -20,6 +20,10 @@ import { eventFrame } from "./events.js";
  * what the interval lacks. So every event reaches the socket once, and none
  * is skipped silently: when history cannot fill a gap the client is told
  * `resync_required`.
+ *
+ * A new connection holds its live events until the client has said where it
+ * is (its first frame, normally `resume`) or LIVE_HOLD_MS has passed, so that
+ * a resume's replay of older seqs always goes out before newer live ones.
  */
 export interface ConnectionDeps {
   readonly socket: WebSocket;
@@ -42,6 +46,8 @@ type Task =
   | { kind: "catch_up" };
 
 const SESSION_WARNING_MS = 60_000;
+/** How long a new connection waits for the client's first frame before live events flow anyway. */
+const LIVE_HOLD_MS = 1000;
 /** A closing handshake the peer never answers ends in terminate() after this. */
 const CLOSE_TIMEOUT_MS = 3000;
 /** Bad frames cost more of the inbound budget than good ones: a flood of them trips 4429 sooner. */
@@ -70,6 +76,8 @@ export class Connection {
   private sentLow = 0;
   private sentHigh = 0;
   private busy = false;
+  private held = true;
+  private holdTimer: NodeJS.Timeout | undefined;
   private readonly queue: Task[] = [];
   private readonly limits: HistoryLimits;
 
@@ -105,6 +113,7 @@ export class Connection {
       epoch: head.epoch,
     });
     this.schedule();
+    this.holdTimer = setTimeout(() => this.release(), LIVE_HOLD_MS);
     this.deps.socket.on("message", (data, isBinary) => this.onFrame(data, isBinary));
     for (const [data, isBinary] of pending) this.onFrame(data, isBinary);
   }
@@ -126,7 +135,7 @@ export class Connection {
 
   deliverLive(epoch: string, event: StoredEvent): void {
     // Fast path, no allocation: the next event in order, nothing queued.
-    if (!this.busy && this.queue.length === 0 && epoch === this.epoch) {
+    if (!this.busy && !this.held && this.queue.length === 0 && epoch === this.epoch) {
       if (event.seq === this.sentHigh + 1) return this.sendEvent(event);
       if (event.seq <= this.sentHigh) return; // already sent (a replay got there first)
     }
@@ -140,7 +149,16 @@ export class Connection {
 
   private enqueue(task: Task): void {
     this.queue.push(task);
-    if (!this.busy) void this.drain();
+    if (!this.busy && !this.held) void this.drain();
+  }
+
+  /** Ends the hold of a new connection; a first `resume` goes ahead of the live events held meanwhile. */
+  private release(first?: Task): void {
+    if (!this.held) return;
+    this.held = false;
+    clearTimeout(this.holdTimer);
+    if (first) this.queue.unshift(first);
+    if (!this.busy && this.queue.length > 0) void this.drain();
   }
 
   private async drain(): Promise<void> {
@@ -269,6 +287,10 @@ export class Connection {
     // UTF-8 is checked here rather than by ws (which would close with 1007),
     // so a bad frame gets a non-fatal error like any other malformed frame.
     const frame = isUtf8(bytes) ? parseClientFrame(bytes.toString("utf8")) : ({ error: "MESSAGE_MALFORMED", detail: "not UTF-8" } as const);
+    if (this.held) {
+      if (!("error" in frame) && frame.type === "resume") return this.release({ kind: "resume", lastSeq: frame.last_seq, epoch: frame.epoch });
+      this.release();
+    }
     if ("error" in frame) {
       if (!this.spend(BAD_FRAME_COST - 1)) return;
       this.send(errorFrame(frame.error, { fatal: false, message: `${ERRORS[frame.error].message} (${frame.detail})` }));
@@ -371,6 +393,7 @@ export class Connection {
   private onSocketClose(peerCode: number): void {
     this.finished = true;
     clearTimeout(this.timer);
+    clearTimeout(this.holdTimer);
     this.queue.length = 0;
     // The code we sent if we started the close, else what the peer said.
     const code = this.closing ? this.closeCode : peerCode;

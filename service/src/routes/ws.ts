@@ -3,6 +3,7 @@ import type { FastifyInstance } from "fastify";
 import type { RawData, WebSocket } from "ws";
 import { closeCodeOf, GatewayError, isGatewayError, type ErrorCode } from "../errors.js";
 import { storeCall } from "../auth/tickets.js";
+import { redactUrl } from "../logger.js";
 import { Connection } from "../realtime/connection.js";
 import { errorFrame } from "../realtime/frames.js";
 
@@ -38,7 +39,7 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
       const log = request.log;
       const refuse = (code: ErrorCode, message?: string) => {
         metrics.wsAuth.inc({ outcome: "rejected", reason: code });
-        log.info({ event: "ws_auth", outcome: "rejected", reason: code }, "websocket authentication refused");
+        log.info({ event: "ws_auth", outcome: "rejected", reason: code, url: redactUrl(request.url) }, "websocket authentication refused");
         closeUnauthenticated(socket, code, message);
         metrics.wsCloses.inc({ code: String(closeCodeOf(code)) });
         log.info({ event: "ws_close", code: closeCodeOf(code), reason: code }, "websocket closed");
@@ -88,14 +89,14 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
         if (revokedAt >= record.issuedAt) throw new GatewayError("SESSION_REVOKED");
         socket.off("message", keep);
         metrics.wsAuth.inc({ outcome: "accepted", reason: "OK" });
-        log.info({ event: "ws_auth", outcome: "accepted", reason: "OK", connection_id: id }, "websocket authenticated");
+        log.info({ event: "ws_auth", outcome: "accepted", reason: "OK", connection_id: id, url: redactUrl(request.url) }, "websocket authenticated");
         conn.start(head, early);
       } catch (err) {
         const code: ErrorCode = isGatewayError(err) && closeCodeOf(err.code) !== undefined ? err.code : "INTERNAL_ERROR";
         if (code === "INTERNAL_ERROR") log.error({ err, event: "ws_internal_error" }, "unexpected error while authenticating a websocket");
         if (conn) {
           metrics.wsAuth.inc({ outcome: "rejected", reason: code });
-          log.info({ event: "ws_auth", outcome: "rejected", reason: code }, "websocket authentication refused");
+          log.info({ event: "ws_auth", outcome: "rejected", reason: code, url: redactUrl(request.url) }, "websocket authentication refused");
           conn.close(code, isGatewayError(err) ? err.message : undefined);
         } else {
           refuse(code, isGatewayError(err) ? err.message : undefined);
