@@ -53,7 +53,9 @@ export async function loadSecrets(env: Env, connect: () => Promise<SecretClient>
         values[spec.env] = value;
       } catch (err) {
         const code = (err as { code?: unknown }).code;
-        if (code === GRPC.NOT_FOUND && !required) return; // e.g. no previous JWT key outside a rotation
+        // An optional secret with no version, or whose latest version was disabled
+        // when a key rotation ended, is simply absent.
+        if ((code === GRPC.NOT_FOUND || code === GRPC.FAILED_PRECONDITION) && !required) return;
         reported.add(spec.env);
         problems.push(`Secret ${spec.env} could not be read from Secret Manager (${name}): ${describe(code)}`);
       }

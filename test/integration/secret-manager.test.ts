@@ -183,6 +183,12 @@ describe("all secrets deployed", () => {
     expect(config.jwt.secretKey).toBe(VALUES.JWT_SECRET_KEY);
   });
 
+  it("the optional jwt-secret-key-previous may have its latest version disabled (FAILED_PRECONDITION) after a rotation", async () => {
+    serve({ JWT_SECRET_KEY_PREVIOUS: { code: grpc.status.FAILED_PRECONDITION } });
+    const config = await loadConfig(BASE_ENV, connect());
+    expect(config.jwt.previousSecretKey).toBeUndefined();
+  });
+
   it("with AUTH_JWKS_URL, a missing jwt-secret-key is fine", async () => {
     serve({ JWT_SECRET_KEY: { code: grpc.status.NOT_FOUND }, JWT_SECRET_KEY_PREVIOUS: { code: grpc.status.NOT_FOUND } });
     const config = await loadConfig({ ...BASE_ENV, AUTH_JWKS_URL: "https://auth.example.test/jwks.json" }, connect());
