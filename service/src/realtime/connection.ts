@@ -53,6 +53,8 @@ const CLOSE_TIMEOUT_MS = 3000;
 /** Bad frames cost more of the inbound budget than good ones: a flood of them trips 4429 sooner. */
 const BAD_FRAME_COST = 10;
 const STORE_RETRY_MS = 500;
+/** A replay waits for the socket to drain; a client that reads nothing for this long is a slow consumer. */
+const REPLAY_STALL_MS = 5000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const PEER_CLOSES: Record<number, string> = { 1000: "NORMAL", 1001: "GOING_AWAY", 1005: "NO_STATUS", 1006: "ABNORMAL" };
 
@@ -200,7 +202,11 @@ export class Connection {
       this.resync(read.latestSeq, read.epoch);
       return true;
     }
-    for (const e of read.events) if (e.seq === this.sentHigh + 1) this.sendEvent(e);
+    for (const e of read.events) {
+      if (e.seq !== this.sentHigh + 1) continue;
+      if (!(await this.drained())) return true;
+      this.sendEvent(e);
+    }
     if (this.sentHigh < through - 1) {
       // History no longer covers the gap: the client must reload rather than miss events silently.
       this.resync(through - 1, read.epoch);
@@ -223,6 +229,7 @@ export class Connection {
     let replayed = 0;
     for (const e of read.events) {
       if (e.seq > lastSeq && (e.seq <= this.sentLow || e.seq > this.sentHigh)) {
+        if (!(await this.drained())) return true;
         this.sendFrame(eventFrame(e.seq, e.body));
         replayed++;
       }
@@ -232,6 +239,26 @@ export class Connection {
     this.deps.metrics.resumes.inc({ outcome: "ok" });
     this.send({ type: "resume_complete", replayed });
     return true;
+  }
+
+  /**
+   * Flow control for replays: a backlog of history can be far larger than the
+   * send buffer's bound, so a replay waits for the socket to drain below half
+   * of it instead of tripping SLOW_CONSUMER. Only a client that reads nothing
+   * for REPLAY_STALL_MS is cut. Resolves false when the connection is gone.
+   */
+  private async drained(): Promise<boolean> {
+    const socket = this.deps.socket;
+    const limit = this.deps.config.maxSendBufferBytes / 2;
+    for (let waited = 0; socket.bufferedAmount > limit; waited += 10) {
+      if (!this.open) return false;
+      if (waited >= REPLAY_STALL_MS) {
+        this.close("SLOW_CONSUMER");
+        return false;
+      }
+      await sleep(10);
+    }
+    return this.open;
   }
 
   private resync(latestSeq: number, epoch: string): void {
