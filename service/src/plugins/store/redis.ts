@@ -1,15 +1,27 @@
 /**
- * The production Store: Redis (Memorystore), shared by every gateway instance.
+ * The production Store: one Redis (Memorystore for Redis) or a Redis Cluster
+ * (Memorystore for Redis Cluster), shared by every gateway instance. The
+ * choice is configuration only: the keys, the scripts and the bus are the
+ * same on both.
  *
- * Two connections: commands, and the bus (SUBSCRIBE). A call waits at most
+ * Commands go over one connection (a `Cluster` client on a cluster, which
+ * routes each command to the primary of its key's slot). A call waits at most
  * `commandTimeoutMs` in all, for a reconnect included, then rejects with
- * StoreUnavailableError. Nothing is queued inside ioredis (no offline queue,
- * no resend of unanswered commands): a call sent after its caller was told it
- * failed could, for publishEvent, give a seq to an event reported as lost.
- * Each multi-key step is one Lua script on keys of one hash tag.
+ * StoreUnavailableError. Nothing is queued inside ioredis while it is down
+ * (no offline queue, no resend of unanswered commands): a call sent after its
+ * caller was told it failed could, for publishEvent, give a seq to an event
+ * reported as lost.
+ *
+ * Every key one operation touches shares one hash tag (`{u:<id>}` for a
+ * user's keys, `{t:<hash>}` for a ticket's), so every script and command runs
+ * within one slot of a cluster. The bus is sharded pub/sub (SSUBSCRIBE /
+ * SPUBLISH, Redis 7): a user's channel carries the user's tag, so a message
+ * stays on the user's shard instead of being broadcast over the cluster bus
+ * (docs/fanout.md, "On Redis Cluster"). The bus keeps one subscriber
+ * connection per primary; on a single Redis that is one connection.
  */
 import { randomBytes } from "node:crypto";
-import { Redis, type RedisOptions } from "ioredis";
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
 import {
   StoreUnavailableError,
   type AgentEventInput,
@@ -28,12 +40,23 @@ export interface StoreLogger {
   info(obj: object, msg: string): void;
 }
 
+export interface RedisClusterNode {
+  readonly host: string;
+  readonly port: number;
+}
+
 export interface RedisStoreOptions {
-  /** `redis://` or `rediss://` (TLS). */
-  readonly url: string;
-  /** Overrides a password in the URL. */
+  /** One Redis: `redis://` or `rediss://` (TLS). Exactly one of `url` and `cluster`. */
+  readonly url?: string;
+  /**
+   * A Redis Cluster: some of its nodes (Memorystore for Redis Cluster's
+   * discovery endpoint is enough); the client learns the others. `tls`: speak
+   * TLS to every node, trusting `tlsCa` when given.
+   */
+  readonly cluster?: { readonly nodes: readonly RedisClusterNode[]; readonly tls?: boolean };
+  /** Overrides a password in the URL; the AUTH password of every node of a cluster. */
   readonly password?: string;
-  /** PEM of the CA that signed the server's certificate (`rediss://` only). */
+  /** PEM of the CA that signed the servers' certificates (`rediss://`, or a cluster with `tls`). */
   readonly tlsCa?: string;
   /** Default 1000. */
   readonly commandTimeoutMs?: number;
@@ -48,6 +71,10 @@ export const TICKET_USED_MARKER_MS = 10 * 60_000;
 const SEQ_TTL_MS = 30 * 24 * 3600_000;
 const RECONNECT_LOG_INTERVAL_MS = 10_000;
 const BUS_WATCHDOG_MS = 5_000;
+/** While part of the bus is down or out of date, how often the cluster map is re-read and the bus repaired. */
+const BUS_REPAIR_MS = 500;
+/** Channels per SSUBSCRIBE when a whole shard is subscribed again. */
+const SUBSCRIBE_BATCH = 500;
 
 /**
  * Makes an id safe inside a key: total (lone surrogates too, where
@@ -88,8 +115,56 @@ export function keyPatterns(): Record<keyof typeof redisKeys, string> {
   return Object.fromEntries(names.map((name) => [name, pattern(name)])) as Record<keyof typeof redisKeys, string>;
 }
 
+const CRC16_TABLE = (() => {
+  const table = new Uint16Array(256);
+  for (let i = 0; i < 256; i++) {
+    let crc = i << 8;
+    for (let bit = 0; bit < 8; bit++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+    table[i] = crc;
+  }
+  return table;
+})();
+
+/** The Redis Cluster hash slot of a key or shard channel (CRC16 of its hash tag, mod 16384), as CLUSTER KEYSLOT computes it. */
+export function hashSlot(key: string): number {
+  let bytes = Buffer.from(key, "utf8");
+  const open = bytes.indexOf(0x7b); // {
+  if (open >= 0) {
+    const close = bytes.indexOf(0x7d, open + 1); // }
+    if (close > open + 1) bytes = bytes.subarray(open + 1, close);
+  }
+  let crc = 0;
+  for (const byte of bytes) crc = ((crc << 8) & 0xffff) ^ CRC16_TABLE[((crc >> 8) ^ byte) & 0xff]!;
+  return crc & 16383;
+}
+
 // Lua: `now` is the server's clock, so instances with skewed clocks agree.
 const NOW = `local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
+// Lua: the epoch of the user's seq counter (KEYS[1]), created with `candidate`
+// when missing. The counter also records the replication history
+// (master_replid) it was last written under. Replication is asynchronous: a
+// replica promoted by a failover, or a restart that reloaded an older
+// snapshot, may hold an older counter than the one whose seqs clients have
+// already seen, and would hand those seqs out again to other events. Under
+// another history the epoch therefore changes, so clients resync instead of
+// taking a reissued seq for one they already have (a counter without the
+// field, written before this rule, adopts the current history). Without INFO
+// (a server that refuses it in scripts) the rule is skipped.
+const EPOCH = `
+  local function epoch_of(key, candidate)
+    local info = redis.pcall('INFO', 'replication')
+    local history = false
+    if type(info) == 'string' then history = string.match(info, 'master_replid:(%x+)') or false end
+    local h = redis.call('HMGET', key, 'epoch', 'r')
+    if h[1] and (not history or not h[2] or h[2] == history) then
+      if history and not h[2] then redis.call('HSET', key, 'r', history) end
+      return h[1]
+    end
+    redis.call('HSET', key, 'epoch', candidate)
+    if history then redis.call('HSET', key, 'r', history) end
+    return candidate
+  end`;
 
 const SCRIPTS = {
   // KEYS: ticket, used marker. ARGV: used marker ms.
@@ -154,26 +229,28 @@ const SCRIPTS = {
   gwHead: {
     keys: 1,
     lua: `
-      redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+      ${EPOCH}
+      local epoch = epoch_of(KEYS[1], ARGV[1])
       redis.call('PEXPIRE', KEYS[1], ${SEQ_TTL_MS})
-      local h = redis.call('HMGET', KEYS[1], 'n', 'epoch')
-      return {tonumber(h[1]) or 0, h[2]}`,
+      return {tonumber(redis.call('HGET', KEYS[1], 'n')) or 0, epoch}`,
   },
-  // KEYS: seq, hist. ARGV: epoch candidate, body, max events, ttl ms, channel.
-  // PUBLISH in the script makes seq order and channel order the same.
+  // KEYS: seq, hist, channel. ARGV: epoch candidate, body, max events, ttl ms.
+  // SPUBLISH in the script makes seq order and channel order the same; the
+  // channel is declared as a key so that a cluster checks it is in the slot
+  // of the other two (a sharded channel must be served by the script's node).
   gwPublish: {
-    keys: 2,
+    keys: 3,
     lua: `
       ${NOW}
+      ${EPOCH}
+      local epoch = epoch_of(KEYS[1], ARGV[1])
       local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
-      redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
-      local epoch = redis.call('HGET', KEYS[1], 'epoch')
       redis.call('PEXPIRE', KEYS[1], ${SEQ_TTL_MS})
       local ttl = tonumber(ARGV[4])
       redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '*', 's', n, 'b', ARGV[2])
       redis.call('XTRIM', KEYS[2], 'MINID', now - ttl)
       redis.call('PEXPIRE', KEYS[2], ttl)
-      redis.call('PUBLISH', ARGV[5], n .. ' ' .. epoch .. ' ' .. ARGV[2])
+      redis.call('SPUBLISH', KEYS[3], n .. ' ' .. epoch .. ' ' .. ARGV[2])
       return {n, epoch}`,
   },
   // KEYS: seq, hist. ARGV: epoch candidate, after seq, max events, ttl ms.
@@ -181,12 +258,12 @@ const SCRIPTS = {
   gwReadHistory: {
     keys: 2,
     lua: `
-      redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+      ${EPOCH}
+      local epoch = epoch_of(KEYS[1], ARGV[1])
       redis.call('PEXPIRE', KEYS[1], ${SEQ_TTL_MS})
-      local h = redis.call('HMGET', KEYS[1], 'n', 'epoch')
-      local n = tonumber(h[1]) or 0
+      local n = tonumber(redis.call('HGET', KEYS[1], 'n')) or 0
       local k = n - tonumber(ARGV[2])
-      if k <= 0 or k > tonumber(ARGV[3]) then return {n, h[2], {}} end
+      if k <= 0 or k > tonumber(ARGV[3]) then return {n, epoch, {}} end
       ${NOW}
       local oldest = now - tonumber(ARGV[4])
       local entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', k)
@@ -198,19 +275,23 @@ const SCRIPTS = {
           out[#out + 1] = e[2][4]
         end
       end
-      return {n, h[2], out}`,
+      return {n, epoch, out}`,
   },
 } as const satisfies Record<string, { keys: number; lua: string }>;
 
 type ScriptName = keyof typeof SCRIPTS;
 type Arg = string | number;
+/** The command connection: one Redis, or the cluster client. */
+type Commands = Redis | Cluster;
+/** What bounded() needs of a connection. */
+type Connection = { readonly status: string; on(event: "ready", listener: () => void): unknown };
 
 /**
  * Runs `send` once `conn` is ready, within `timeoutMs` in all (waiting for a
  * reconnect included), else rejects with StoreUnavailableError. A call that
  * gave up is never sent later: that is why this replaces ioredis' offline queue.
  */
-function bounded<T>(conn: Redis, timeoutMs: number, send: () => Promise<T>): Promise<T> {
+function bounded<T>(conn: Connection, timeoutMs: number, send: () => Promise<T>): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     let settled = false;
     const waiters = readyWaiters(conn);
@@ -241,8 +322,8 @@ function bounded<T>(conn: Redis, timeoutMs: number, send: () => Promise<T>): Pro
   });
 }
 
-const waitersByConnection = new WeakMap<Redis, Set<() => void>>();
-function readyWaiters(conn: Redis): Set<() => void> {
+const waitersByConnection = new WeakMap<Connection, Set<() => void>>();
+function readyWaiters(conn: Connection): Set<() => void> {
   let waiters = waitersByConnection.get(conn);
   if (waiters === undefined) {
     const set = new Set<() => void>();
@@ -256,39 +337,167 @@ function readyWaiters(conn: Redis): Set<() => void> {
   return waiters;
 }
 
-function connectionOptions(options: RedisStoreOptions, timeoutMs: number): RedisOptions {
-  const url = new URL(options.url);
-  if (url.protocol !== "redis:" && url.protocol !== "rediss:") throw new Error("the Redis URL must be redis:// or rediss://");
-  const db = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : 0;
+/** Timeouts and queueing shared by every connection, to one Redis or to a cluster node. */
+function commonOptions(timeoutMs: number) {
   return {
-    host: url.hostname.replace(/^\[|\]$/g, ""),
-    port: url.port === "" ? 6379 : Number(url.port),
-    username: url.username === "" ? undefined : decodeURIComponent(url.username),
-    password: options.password ?? (url.password === "" ? undefined : decodeURIComponent(url.password)),
-    db: Number.isInteger(db) ? db : 0,
-    tls: url.protocol === "rediss:" ? (options.tlsCa === undefined ? {} : { ca: options.tlsCa }) : undefined,
     connectTimeout: timeoutMs,
     commandTimeout: timeoutMs,
     // A socket that stops answering (a hung host, a silent network partition)
     // is dropped and reconnected instead of waiting for TCP keepalive.
     socketTimeout: Math.max(2 * timeoutMs, 2000),
-    enableOfflineQueue: false, // see bounded()
     autoResendUnfulfilledCommands: false,
     maxRetriesPerRequest: 1,
-    retryStrategy: (times) => Math.min(times * 100, 1000),
+  } satisfies RedisOptions;
+}
+
+const retryStrategy = (times: number) => Math.min(times * 100, 1000);
+
+function urlOptions(url: string, options: RedisStoreOptions, timeoutMs: number): RedisOptions {
+  const parsed = new URL(url);
+  if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") throw new Error("the Redis URL must be redis:// or rediss://");
+  const db = parsed.pathname.length > 1 ? Number(parsed.pathname.slice(1)) : 0;
+  return {
+    ...commonOptions(timeoutMs),
+    host: parsed.hostname.replace(/^\[|\]$/g, ""),
+    port: parsed.port === "" ? 6379 : Number(parsed.port),
+    username: parsed.username === "" ? undefined : decodeURIComponent(parsed.username),
+    password: options.password ?? (parsed.password === "" ? undefined : decodeURIComponent(parsed.password)),
+    db: Number.isInteger(db) ? db : 0,
+    tls: parsed.protocol === "rediss:" ? (options.tlsCa === undefined ? {} : { ca: options.tlsCa }) : undefined,
+    enableOfflineQueue: false, // see bounded()
+    retryStrategy,
     // After a failover the old primary answers READONLY until the client reconnects.
     reconnectOnError: (err) => err.message.startsWith("READONLY"),
   };
 }
 
+/** Options of every connection to a cluster node (the cluster client's own, and the bus's). */
+function clusterNodeOptions(options: RedisStoreOptions, timeoutMs: number) {
+  const tls = options.cluster?.tls === true;
+  return {
+    ...commonOptions(timeoutMs),
+    password: options.password,
+    tls: tls ? (options.tlsCa === undefined ? {} : { ca: options.tlsCa }) : undefined,
+  } satisfies RedisOptions;
+}
+
+/**
+ * Where the bus subscribes a channel: the node serving its slot. One Redis is
+ * one node for every channel; a cluster's map is ioredis' slot table, kept
+ * fresh by the cluster client.
+ */
+interface Topology {
+  /** The node (its `host:port`) that serves the channel now; undefined while the map is unknown. */
+  nodeOf(channel: string): string | undefined;
+  /** The nodes that serve slots (the primaries); empty while the map is unknown. */
+  nodes(): string[];
+  /** Options of a bus connection to the node. */
+  connectionOptions(node: string): RedisOptions;
+  /** The channels, in batches that one SSUBSCRIBE may carry (a cluster wants one slot per command). */
+  batches(channels: string[]): string[][];
+  /** Asks for a fresh map; `onChange` handlers run when it arrived. */
+  refresh(): void;
+  onChange(handler: () => void): void;
+  readonly clustered: boolean;
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+function singleTopology(options: RedisOptions): Topology {
+  const node = `${options.host ?? "127.0.0.1"}:${options.port ?? 6379}`;
+  return {
+    clustered: false,
+    nodeOf: () => node,
+    nodes: () => [node],
+    connectionOptions: () => options,
+    batches: (channels) => chunks(channels, SUBSCRIBE_BATCH),
+    refresh() {},
+    onChange() {},
+  };
+}
+
+function clusterTopology(cluster: Cluster, nodeOptions: RedisOptions): Topology {
+  let primaries: string[] = [];
+  const handlers: (() => void)[] = [];
+  cluster.on("refresh", () => {
+    primaries = [...new Set(cluster.slots.map((nodes) => nodes?.[0]).filter((node): node is string => node !== undefined))];
+    for (const handler of handlers) handler();
+  });
+  return {
+    clustered: true,
+    nodeOf: (channel) => cluster.slots[hashSlot(channel)]?.[0],
+    nodes: () => primaries,
+    connectionOptions(node) {
+      const at = node.lastIndexOf(":");
+      return { ...nodeOptions, host: node.slice(0, at).replace(/^\[|\]$/g, ""), port: Number(node.slice(at + 1)) };
+    },
+    batches(channels) {
+      const bySlot = new Map<number, string[]>();
+      for (const channel of channels) {
+        const slot = hashSlot(channel);
+        const list = bySlot.get(slot);
+        if (list === undefined) bySlot.set(slot, [channel]);
+        else list.push(channel);
+      }
+      return [...bySlot.values()].flatMap((list) => chunks(list, SUBSCRIBE_BATCH));
+    },
+    refresh() {
+      if (cluster.status === "ready") cluster.refreshSlotsCache();
+    },
+    onChange(handler) {
+      handlers.push(handler);
+    },
+  };
+}
+
+const isMoved = (err: unknown): boolean => {
+  const error = err instanceof StoreUnavailableError ? err.cause : err;
+  return error instanceof Error && /^(MOVED|ASK|CLUSTERDOWN|TRYAGAIN) /.test(error.message);
+};
+
 export function createRedisStore(options: RedisStoreOptions): Store {
   const timeoutMs = options.commandTimeoutMs ?? 1000;
   const logger = options.logger ?? { warn() {}, info() {} };
-  const base = connectionOptions(options, timeoutMs);
+  if ((options.url === undefined) === (options.cluster === undefined)) throw new Error("the Redis store takes either url or cluster");
 
-  const cmd = new Redis({ ...base, enableAutoPipelining: true, connectionName: "gw-cmd" });
-  // The bus restores its own subscriptions (see resubscribe) to know when they are back.
-  const sub = new Redis({ ...base, autoResubscribe: false, connectionName: "gw-bus" });
+  let cmd: Commands;
+  let topology: Topology;
+  if (options.cluster !== undefined) {
+    if (options.cluster.nodes.length === 0) throw new Error("a Redis Cluster needs at least one node");
+    const nodeOptions = clusterNodeOptions(options, timeoutMs);
+    const clusterOptions: ClusterOptions = {
+      redisOptions: { ...nodeOptions, connectionName: "gw-cmd" },
+      enableOfflineQueue: false, // see bounded()
+      enableReadyCheck: true,
+      enableAutoPipelining: true,
+      scaleReads: "master",
+      clusterRetryStrategy: retryStrategy,
+      slotsRefreshTimeout: timeoutMs,
+      slotsRefreshInterval: 5_000,
+      // A failover is noticed through the bus (see repair), and a command in
+      // flight meets MOVED or a closed connection: a few quick retries, no more.
+      maxRedirections: 6,
+      retryDelayOnFailover: 100,
+      retryDelayOnClusterDown: 100,
+      retryDelayOnTryAgain: 100,
+      // Node addresses as the cluster announces them, unresolved: TLS checks the certificate against them.
+      dnsLookup: (address, callback) => callback(null, address),
+    };
+    const cluster = new Cluster(
+      options.cluster.nodes.map((node) => ({ host: node.host, port: node.port })),
+      clusterOptions,
+    );
+    cmd = cluster;
+    topology = clusterTopology(cluster, nodeOptions);
+  } else {
+    const base = urlOptions(options.url!, options, timeoutMs);
+    cmd = new Redis({ ...base, enableAutoPipelining: true, connectionName: "gw-cmd" });
+    topology = singleTopology(base);
+  }
   for (const [name, script] of Object.entries(SCRIPTS)) {
     cmd.defineCommand(name, { lua: script.lua, numberOfKeys: script.keys });
   }
@@ -307,40 +516,54 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     guard(() => (cmd as unknown as Record<ScriptName, (...a: Arg[]) => Promise<unknown>>)[name](...args));
   const newEpoch = () => `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}`;
 
-  // An outage makes ioredis report every failed reconnect: one line per 10 s is enough.
-  const watchConnection = (conn: Redis, name: string) => {
+  // An outage makes ioredis report every failed reconnect: one line per 10 s per connection is enough.
+  const watchConnection = (conn: Commands, fields: { connection: string; node?: string }) => {
     let lastLog = 0;
     let suppressed = 0;
     let troubled = false;
-    conn.on("error", (err: Error & { code?: string }) => {
+    const report = (err: Error & { code?: string }) => {
       troubled = true;
       const now = Date.now();
       if (now - lastLog < RECONNECT_LOG_INTERVAL_MS) {
         suppressed++;
         return;
       }
-      logger.warn({ connection: name, err: { message: err.message, code: err.code }, suppressed }, "redis connection problem");
+      logger.warn({ ...fields, err: { message: err.message, code: err.code }, suppressed }, "redis connection problem");
       lastLog = now;
       suppressed = 0;
-    });
+    };
+    conn.on("error", report);
+    conn.on("node error", report);
     conn.on("ready", () => {
-      if (troubled) logger.info({ connection: name }, "redis connection ready");
+      if (troubled) logger.info(fields, "redis connection ready");
       troubled = false;
     });
   };
-  watchConnection(cmd, "command");
-  watchConnection(sub, "bus");
+  watchConnection(cmd, { connection: "command" });
 
   // ── bus ──
+  //
+  // One subscriber connection per node that serves slots (one in all on a
+  // single Redis). What is wanted is `channels`, with the node each channel
+  // was last subscribed on; the connections follow it: a connection that
+  // becomes ready subscribes all of its node's channels again, and a new
+  // cluster map moves the channels whose slot moved. The bus is reported down
+  // whenever a subscription may have missed messages (a connection dropped, a
+  // slot moved away) and up once every channel is subscribed on the node
+  // that serves it: the hub then catches every socket up from history.
   type Route = { readonly kind: "user"; readonly userId: string } | { readonly kind: "instance" };
-  /** Channel → what it carries and how many callers want it: the truth a reconnect restores. */
-  const channels = new Map<string, { route: Route; refs: number }>();
+  /** Channel → what it carries, how many callers want it, and where it is subscribed: the truth a reconnect restores. */
+  const channels = new Map<string, { route: Route; refs: number; node: string | undefined }>();
+  interface Shard {
+    readonly node: string;
+    readonly conn: Redis;
+    /** Every channel of the node was subscribed since the connection last became ready. */
+    synced: boolean;
+    /** Counts syncs, so that a late answer to an older one is ignored. */
+    generation: number;
+  }
+  const shards = new Map<string, Shard>();
 
-  const setBus = (up: boolean) => {
-    if (up === busUp || closing !== undefined) return;
-    busUp = up;
-    for (const handler of statusHandlers) safeCall(() => handler(up));
-  };
   const safeCall = (fn: () => void) => {
     try {
       fn();
@@ -348,44 +571,184 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       logger.warn({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, "bus handler threw");
     }
   };
-
-  const resubscribe = async () => {
-    const wanted = [...channels.keys()];
-    try {
-      if (wanted.length > 0) await bounded(sub, timeoutMs, () => sub.subscribe(...wanted));
-      setBus(true);
-    } catch (err) {
-      logger.warn({ err: { message: (err as Error).message }, channels: wanted.length }, "bus resubscribe failed; reconnecting");
-      sub.disconnect(true);
-    }
+  const setBus = (up: boolean) => {
+    if (up === busUp || closing !== undefined) return;
+    busUp = up;
+    for (const handler of statusHandlers) safeCall(() => handler(up));
   };
-  sub.on("ready", () => void resubscribe());
-  sub.on("close", () => setBus(false));
-  sub.on("end", () => setBus(false));
-  sub.on("message", (channel: string, message: string) => {
+  /** Up again once every node's connection is ready and has every one of its channels subscribed. */
+  const maybeUp = () => {
+    if (busUp || shards.size === 0) return;
+    for (const shard of shards.values()) if (!shard.synced || shard.conn.status !== "ready") return;
+    for (const entry of channels.values()) if (entry.node === undefined || !shards.has(entry.node)) return;
+    setBus(true);
+  };
+
+  const onMessage = (channel: string, message: string) => {
     const entry = channels.get(channel);
     if (entry === undefined) return; // unsubscribed meanwhile
     const parsed = parseBusMessage(entry.route, message);
     if (parsed === undefined) return;
     for (const handler of handlers) safeCall(() => handler(parsed));
-  });
+  };
+
+  /** Subscribes every channel of the shard's node (again: SSUBSCRIBE of a subscribed channel is a no-op). */
+  const sync = async (shard: Shard): Promise<void> => {
+    const generation = ++shard.generation;
+    shard.synced = false;
+    const mine = [...channels].filter(([, entry]) => entry.node === shard.node).map(([channel]) => channel);
+    try {
+      await Promise.all(
+        topology.batches(mine).map((batch) =>
+          bounded(shard.conn, timeoutMs, () => {
+            const still = batch.filter((channel) => channels.get(channel)?.node === shard.node);
+            return still.length > 0 ? shard.conn.ssubscribe(...still) : Promise.resolve(0);
+          }),
+        ),
+      );
+      if (generation !== shard.generation || shards.get(shard.node) !== shard) return;
+      shard.synced = true;
+      maybeUp();
+    } catch (err) {
+      if (generation !== shard.generation || shards.get(shard.node) !== shard || closing !== undefined) return;
+      if (isMoved(err)) {
+        // The map is out of date: the repair loop reads it again and moves the channels.
+        topology.refresh();
+        return;
+      }
+      logger.warn({ err: { message: (err as Error).message }, node: shard.node, channels: mine.length }, "bus resubscribe failed; reconnecting");
+      shard.conn.disconnect(true);
+    }
+  };
+
+  const openShard = (node: string): Shard => {
+    const conn = new Redis({
+      ...topology.connectionOptions(node),
+      enableOfflineQueue: false,
+      retryStrategy,
+      autoResubscribe: false, // sync() restores the subscriptions, to know when they are back
+      connectionName: "gw-bus",
+    });
+    const shard: Shard = { node, conn, synced: false, generation: 0 };
+    watchConnection(conn, topology.clustered ? { connection: "bus", node } : { connection: "bus" });
+    const drop = () => {
+      shard.synced = false;
+      shard.generation++;
+      if (shards.get(node) === shard) setBus(false);
+    };
+    conn.on("ready", () => void sync(shard));
+    conn.on("close", drop);
+    conn.on("end", drop);
+    // An SSUBSCRIBE answered MOVED, or the node dropped our channels of a slot
+    // it no longer serves (Redis 7 sends an unasked SUNSUBSCRIBE): read the
+    // map again; the channels that moved are reported and subscribed there.
+    conn.on("moved", () => {
+      shard.synced = false;
+      topology.refresh();
+    });
+    conn.on("smessage", onMessage);
+    shards.set(node, shard);
+    return shard;
+  };
+
+  /** Brings the shards and the channels' nodes in line with the current map. */
+  const reconcile = () => {
+    if (closing !== undefined) return;
+    const nodes = topology.nodes();
+    if (nodes.length === 0) return; // no map yet
+    const wanted = new Set(nodes);
+    let lost = false;
+    for (const [node, shard] of shards) {
+      if (wanted.has(node)) continue;
+      shards.delete(node);
+      shard.generation++;
+      shard.conn.disconnect();
+    }
+    for (const node of nodes) if (!shards.has(node)) openShard(node);
+    for (const [channel, entry] of channels) {
+      const node = topology.nodeOf(channel);
+      if (node === entry.node) continue;
+      // Published to its new node since the slot moved, and not heard here: lost.
+      if (entry.node !== undefined) lost = true;
+      entry.node = node;
+      const shard = node === undefined ? undefined : shards.get(node);
+      if (shard) shard.synced = false;
+    }
+    if (lost) setBus(false);
+    for (const shard of shards.values()) if (!shard.synced && shard.conn.status === "ready") void sync(shard);
+    maybeUp();
+  };
+  topology.onChange(reconcile);
+  reconcile();
+
+  // While anything is out of line, read the cluster map again and repair:
+  // after a failover it is how the bus finds the promoted replica.
+  const repair = setInterval(() => {
+    if (closing !== undefined) return;
+    let healthy = busUp;
+    for (const shard of shards.values()) if (!shard.synced || shard.conn.status !== "ready") healthy = false;
+    if (healthy) return;
+    topology.refresh();
+    reconcile();
+  }, BUS_REPAIR_MS);
+  repair.unref();
+
   // Nothing else is sent on the bus, so a dead socket would go unnoticed: a
   // ping arms socketTimeout, which drops a connection that stopped answering.
   const watchdog = setInterval(() => {
-    if (sub.status === "ready") sub.ping().catch(() => {});
+    for (const shard of shards.values()) if (shard.conn.status === "ready") shard.conn.ping().catch(() => {});
   }, BUS_WATCHDOG_MS);
   watchdog.unref();
 
+  /** The shard that serves the channel, waiting (within the deadline) for the cluster map if need be. */
+  const shardOf = async (channel: string, deadline: number): Promise<Shard> => {
+    if (topology.clustered && topology.nodes().length === 0) {
+      await bounded(cmd, Math.max(1, deadline - Date.now()), () => Promise.resolve());
+      reconcile();
+    }
+    const node = topology.nodeOf(channel);
+    const shard = node === undefined ? undefined : shards.get(node);
+    if (shard === undefined) throw new StoreUnavailableError(new Error("no node serves the channel's slot"));
+    return shard;
+  };
+
   // Every subscribe counts, even one that failed: callers release each with
-  // one unsubscribe, and what is still wanted is subscribed again on reconnect.
+  // one unsubscribe, and what is still wanted is subscribed again when its
+  // node's connection is back.
   const subscribeChannel = async (channel: string, route: Route): Promise<void> => {
     if (closing !== undefined) throw closedError();
-    const entry = channels.get(channel) ?? { route, refs: 0 };
+    const entry = channels.get(channel) ?? { route, refs: 0, node: undefined };
     entry.refs++;
     channels.set(channel, entry);
-    // Redis ignores a repeated SUBSCRIBE; one sent after the last release would leak.
-    await bounded(sub, timeoutMs, () => (channels.has(channel) ? sub.subscribe(channel) : Promise.resolve(0)));
+    const deadline = Date.now() + timeoutMs;
+    for (let attempt = 1; ; attempt++) {
+      const shard = await shardOf(channel, deadline);
+      entry.node ??= shard.node;
+      try {
+        // Redis ignores a repeated SSUBSCRIBE; one sent after the last release would leak.
+        await bounded(shard.conn, Math.max(1, deadline - Date.now()), () =>
+          channels.has(channel) ? shard.conn.ssubscribe(channel) : Promise.resolve(0),
+        );
+        return;
+      } catch (err) {
+        // A slot that moved since the map was read: read it again, then retry on the new node.
+        if (!isMoved(err) || attempt >= 3 || Date.now() >= deadline) throw err;
+        await refreshed(deadline);
+        reconcile();
+      }
+    }
   };
+
+  /** Resolves once a fresh cluster map arrived, or at the deadline. */
+  const refreshed = (deadline: number) =>
+    new Promise<void>((resolve) => {
+      if (!(cmd instanceof Cluster)) return resolve();
+      const timer = setTimeout(resolve, Math.max(0, Math.min(deadline - Date.now(), timeoutMs)));
+      cmd.refreshSlotsCache(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
 
   const store: Store = {
     kind: "redis",
@@ -444,11 +807,11 @@ export function createRedisStore(options: RedisStoreOptions): Store {
         "gwPublish",
         redisKeys.seq(userId),
         redisKeys.history(userId),
+        redisKeys.userChannel(userId),
         newEpoch(),
         JSON.stringify(event),
         limits.maxEvents,
         limits.ttlMs,
-        redisKeys.userChannel(userId),
       )) as [number, string];
       return { seq, epoch };
     },
@@ -480,22 +843,24 @@ export function createRedisStore(options: RedisStoreOptions): Store {
 
     async unsubscribeUser(userId: string): Promise<void> {
       // Local state is the truth (a reconnect restores only what is wanted),
-      // so an unsubscribe cannot fail: an UNSUBSCRIBE that does not arrive is moot.
+      // so an unsubscribe cannot fail: an SUNSUBSCRIBE that does not arrive is moot.
       const channel = redisKeys.userChannel(userId);
       const entry = channels.get(channel);
       if (entry === undefined || --entry.refs > 0) return;
       channels.delete(channel);
-      if (sub.status === "ready") await bounded(sub, timeoutMs, () => sub.unsubscribe(channel)).catch(() => {});
+      const shard = entry.node === undefined ? undefined : shards.get(entry.node);
+      if (shard?.conn.status === "ready") await bounded(shard.conn, timeoutMs, () => shard.conn.sunsubscribe(channel)).catch(() => {});
     },
 
     async publishUserControl(userId: string, payload: string): Promise<number> {
-      return guard(() => cmd.publish(redisKeys.userChannel(userId), `c ${payload}`));
+      // SPUBLISH counts the subscribers on the channel's primary, where every instance subscribes.
+      return Number(await guard(() => cmd.spublish(redisKeys.userChannel(userId), `c ${payload}`)));
     },
 
     subscribeInstance: (instanceId: string) => subscribeChannel(redisKeys.instanceChannel(instanceId), { kind: "instance" }),
 
     async publishInstance(instanceId: string, payload: string): Promise<void> {
-      await guard(() => cmd.publish(redisKeys.instanceChannel(instanceId), payload));
+      await guard(() => cmd.spublish(redisKeys.instanceChannel(instanceId), payload));
     },
 
     onMessage(handler) {
@@ -507,15 +872,31 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     },
 
     async check() {
-      const ping = (conn: Redis) => bounded(conn, timeoutMs, () => conn.ping()).then(() => true, () => false);
-      const [storeOk, busOk] = await Promise.all([ping(cmd), ping(sub)]);
-      return { store: storeOk, bus: busOk && busUp };
+      const ping = (conn: Connection & { ping(): Promise<string> }) =>
+        bounded(conn, timeoutMs, () => conn.ping()).then(() => true, () => false);
+      // On a cluster every primary must answer: one that does not serves some users no longer.
+      const commandNodes = cmd instanceof Cluster ? (cmd.status === "ready" ? cmd.nodes("master") : []) : [cmd];
+      const [storeOks, busOks] = await Promise.all([
+        Promise.all(
+          commandNodes.map((node) =>
+            cmd instanceof Cluster
+              ? withTimeout(node.ping(), timeoutMs).then(() => true, () => false) // lazily connected: ping connects
+              : ping(node),
+          ),
+        ),
+        Promise.all([...shards.values()].map((shard) => ping(shard.conn))),
+      ]);
+      return {
+        store: commandNodes.length > 0 && storeOks.every(Boolean),
+        bus: busOks.length > 0 && busOks.every(Boolean) && busUp,
+      };
     },
 
     close(): Promise<void> {
       closing ??= (async () => {
         clearInterval(watchdog);
-        await Promise.all([cmd, sub].map((conn) => closeConnection(conn, timeoutMs)));
+        clearInterval(repair);
+        await Promise.all([cmd, ...[...shards.values()].map((shard) => shard.conn)].map((conn) => closeConnection(conn, timeoutMs)));
       })();
       return closing;
     },
@@ -523,7 +904,23 @@ export function createRedisStore(options: RedisStoreOptions): Store {
   return store;
 }
 
-async function closeConnection(conn: Redis, timeoutMs: number): Promise<void> {
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
+}
+
+async function closeConnection(conn: Commands, timeoutMs: number): Promise<void> {
   if (conn.status === "ready") {
     try {
       await bounded(conn, timeoutMs, () => conn.quit());
