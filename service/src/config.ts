@@ -25,8 +25,14 @@ export interface Config {
   readonly serviceId: string;
   readonly serviceSecret: string;
   readonly redis: {
-    /** Unset: the embedded in-memory store (single instance, outside production only). */
+    /** One Redis (REDIS_URL). Unset with no cluster either: the embedded in-memory store (single instance, outside production only). */
     readonly url: string | undefined;
+    /**
+     * A Redis Cluster (REDIS_CLUSTER_NODES), instead of `url`: some of its
+     * nodes, and whether every node is reached over TLS (REDIS_TLS). Unset
+     * when REDIS_CLUSTER_NODES is.
+     */
+    readonly cluster?: { readonly nodes: readonly { readonly host: string; readonly port: number }[]; readonly tls: boolean };
     readonly password: string | undefined;
     readonly tlsCa: string | undefined;
   };
@@ -150,9 +156,22 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     : secret("JWT_SECRET_KEY", required("JWT_SECRET_KEY", "the HS256 key of user tokens, unless AUTH_JWKS_URL is set"));
   const serviceSecret = secret("SERVICE_SECRET", required("SERVICE_SECRET", "the bearer secret of the internal API"));
 
-  const redisUrl = production
-    ? url("REDIS_URL", ["redis:", "rediss:"]) ?? (required("REDIS_URL", "in production; the in-memory store serves one instance only"), undefined)
-    : url("REDIS_URL", ["redis:", "rediss:"]);
+  // One Redis (REDIS_URL) or one Redis Cluster (REDIS_CLUSTER_NODES), never both; in production one of them.
+  const redisUrl = url("REDIS_URL", ["redis:", "rediss:"]);
+  const redisCluster = clusterNodes(str("REDIS_CLUSTER_NODES"), problems);
+  const redisTls = str("REDIS_TLS");
+  if (redisTls !== undefined && redisTls !== "true" && redisTls !== "false") problems.push(`REDIS_TLS must be "true" or "false"; got "${redisTls}"`);
+  if (redisUrl !== undefined && redisCluster !== undefined) {
+    problems.push("REDIS_URL and REDIS_CLUSTER_NODES are mutually exclusive: set REDIS_URL for one Redis, or REDIS_CLUSTER_NODES for a Redis Cluster");
+  } else if (production && redisUrl === undefined && redisCluster === undefined && str("REDIS_CLUSTER_NODES") === undefined && !reported.has("REDIS_URL")) {
+    problems.push("REDIS_URL is required (in production, or REDIS_CLUSTER_NODES for a Redis Cluster; the in-memory store serves one instance only)");
+  }
+  if (redisTls !== undefined && str("REDIS_URL") !== undefined && (redisTls === "true") !== str("REDIS_URL")!.startsWith("rediss:")) {
+    problems.push("REDIS_TLS contradicts REDIS_URL: with REDIS_URL the scheme chooses TLS (rediss://); REDIS_TLS is for REDIS_CLUSTER_NODES");
+  }
+  if (redisCluster !== undefined && redisTls !== "true" && str("REDIS_TLS_CA") !== undefined) {
+    problems.push("REDIS_TLS_CA is set but REDIS_TLS is not \"true\": the cluster would be reached without TLS; set REDIS_TLS=true");
+  }
 
   const origins = (str("ALLOWED_ORIGINS") ?? "").split(",").map((o) => o.trim()).filter(Boolean);
   // Not `required()`: a value of only commas or blanks ("," or " , ") is set but names no origin.
@@ -191,7 +210,12 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     },
     serviceId,
     serviceSecret: serviceSecret ?? "",
-    redis: { url: redisUrl, password: str("REDIS_PASSWORD"), tlsCa: str("REDIS_TLS_CA") },
+    redis: {
+      url: redisUrl,
+      ...(redisCluster === undefined ? {} : { cluster: { nodes: redisCluster, tls: redisTls === "true" } }),
+      password: str("REDIS_PASSWORD"),
+      tlsCa: str("REDIS_TLS_CA"),
+    },
     allowedOrigins: origins,
     ticketTtlSeconds: int("TICKET_TTL_SECONDS"),
     ticketRatePerUser: int("TICKET_RATE_PER_USER"),
@@ -215,6 +239,30 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+/**
+ * REDIS_CLUSTER_NODES: comma-separated `host:port` (an IPv6 host in brackets,
+ * `[::1]:6379`). Undefined when unset; problems are pushed, not thrown.
+ */
+function clusterNodes(raw: string | undefined, problems: string[]): Array<{ host: string; port: number }> | undefined {
+  if (raw === undefined) return undefined;
+  const entries = raw.split(",").map((e) => e.trim()).filter(Boolean);
+  if (entries.length === 0) {
+    problems.push("REDIS_CLUSTER_NODES names no node (comma-separated host:port, e.g. 10.0.0.3:6379)");
+    return undefined;
+  }
+  const nodes: Array<{ host: string; port: number }> = [];
+  for (const entry of entries) {
+    const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(entry);
+    const port = Number(match?.[2]);
+    if (!match || port < 1 || port > 65535) {
+      problems.push(`REDIS_CLUSTER_NODES entry "${entry}" is not host:port (e.g. 10.0.0.3:6379)`);
+      continue;
+    }
+    nodes.push({ host: match[1]!.replace(/^\[|\]$/g, ""), port });
+  }
+  return nodes.length === entries.length ? nodes : undefined;
 }
 
 /** The settings table, for docs and tests: name → [default, min, max, unit]. */
