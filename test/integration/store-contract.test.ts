@@ -1,9 +1,11 @@
 /**
  * The Store contract (service/src/plugins/store/types.ts), run against both
- * implementations. Time moves through `h.advance`: the memory store's clock
- * jumps, Redis really waits (so its durations are kept short). A "peer" is a
- * second gateway instance on the same data: a second Redis store on the same
- * server, or, for the single-instance memory store, the store itself.
+ * implementations, the Redis one both on a single Redis and on a Redis
+ * Cluster (3 primaries, 3 replicas). Time moves through `h.advance`: the
+ * memory store's clock jumps, Redis really waits (so its durations are kept
+ * short). A "peer" is a second gateway instance on the same data: a second
+ * Redis store on the same server or cluster, or, for the single-instance
+ * memory store, the store itself.
  */
 import { randomUUID } from "node:crypto";
 import { execFile, spawn } from "node:child_process";
@@ -11,11 +13,12 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { Redis } from "ioredis";
+import { Cluster, Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   createMemoryStore,
   createRedisStore,
+  hashSlot,
   keyPatterns,
   redisKeys,
   StoreUnavailableError,
@@ -26,11 +29,12 @@ import {
   type TicketRecord,
 } from "../../service/src/plugins/store/index.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
+import { startRedisCluster, type RedisClusterHandle } from "../support/redis-cluster.js";
 
 const LIMITS: HistoryLimits = { maxEvents: 1000, ttlMs: 900_000 };
 
 interface Harness {
-  readonly name: "memory" | "redis";
+  readonly name: "memory" | "redis" | "redis cluster";
   readonly store: Store;
   readonly peer: Store;
   /** A new store on the same data (closed by teardown). */
@@ -103,9 +107,43 @@ async function redisHarness(): Promise<Harness> {
   };
 }
 
+async function clusterHarness(): Promise<Harness> {
+  const cluster = await startRedisCluster({ replicas: 1 });
+  const nodes = clusterNodes(cluster);
+  const raw = new Cluster(nodes);
+  const stores: Store[] = [];
+  const create = () => {
+    const store = createRedisStore({ cluster: { nodes } });
+    stores.push(store);
+    return store;
+  };
+  const store = create();
+  const peer = create();
+  await waitFor(async () => (await store.check()).bus && (await peer.check()).bus, 10_000);
+  return {
+    name: "redis cluster",
+    store,
+    peer,
+    create,
+    now: Date.now,
+    advance: sleep,
+    async loseData() {
+      await Promise.all(raw.nodes("master").map((node) => node.flushall()));
+      return store;
+    },
+    pttl: (key) => raw.pttl(key),
+    async teardown() {
+      await Promise.all(stores.map((s) => s.close()));
+      raw.disconnect();
+      await cluster.stop();
+    },
+  };
+}
+
 describe.each([
   { name: "memory", setup: memoryHarness },
   { name: "redis", setup: redisHarness },
+  { name: "redis cluster", setup: clusterHarness },
 ])("$name store", ({ setup }) => {
   let h: Harness;
   beforeAll(async () => {
@@ -374,7 +412,8 @@ describe.each([
   describe("bus", () => {
     it("delivers a user's events to subscribers on two instances in seq order, and no other user's", async () => {
       const userId = uid("user");
-      const stranger = uid("user");
+      // The same slot, so on a cluster the stranger's messages travel on the very connection that carries the user's.
+      const stranger = sameSlot("user", redisKeys.userChannel(userId), redisKeys.userChannel);
       const a = collect(h.store);
       const b = collect(h.peer);
       await h.store.subscribeUser(userId);
@@ -403,7 +442,8 @@ describe.each([
 
     it("keeps a user subscribed until the last of its subscriptions is released", async () => {
       const userId = uid("user");
-      const sentinel = uid("sentinel");
+      // On a cluster only channels of one slot share a subscriber connection, and so an order.
+      const sentinel = sameSlot("sentinel", redisKeys.userChannel(userId), redisKeys.userChannel);
       const got = collect(h.store);
       await h.store.subscribeUser(userId);
       await h.store.subscribeUser(userId);
@@ -438,7 +478,7 @@ describe.each([
       const me = uid("instance");
       const got = collect(h.store);
       await h.store.subscribeInstance(me);
-      await h.peer.publishInstance(uid("instance"), "not for me");
+      await h.peer.publishInstance(sameSlot("instance", redisKeys.instanceChannel(me), redisKeys.instanceChannel), "not for me");
       await h.peer.publishInstance(me, '{"op":"revoke_reply","closed":2}');
       // Both went out on one connection in this order: had the first been delivered, it would be in by now.
       await waitFor(() => got.some((m) => m.kind === "instance_control"));
@@ -799,6 +839,18 @@ function record(now: number, ttlMs: number): TicketRecord {
 
 function event(n: number): AgentEventInput {
   return { type: "agent_thinking", event_id: `e${n}`, run_id: "run-1", thread_id: "thread-1", ts: "2026-01-01T00:00:00.000Z", data: { n } };
+}
+
+/** A fresh id whose key (by `keyOf`) is in the slot of `key`: found by trying, as a cluster would hash it. */
+function sameSlot(prefix: string, key: string, keyOf: (id: string) => string): string {
+  const slot = hashSlot(key);
+  const base = uid(prefix);
+  for (let i = 0; i < 1_000_000; i++) if (hashSlot(keyOf(`${base}-${i}`)) === slot) return `${base}-${i}`;
+  throw new Error("no id found in the slot");
+}
+
+function clusterNodes(cluster: RedisClusterHandle) {
+  return cluster.startupNodes.split(",").map((address) => ({ host: "127.0.0.1", port: Number(address.split(":")[1]) }));
 }
 
 function uid(prefix: string): string {
