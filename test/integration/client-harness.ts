@@ -1,0 +1,231 @@
+/**
+ * Helpers for the SDK's integration tests: a GatewayClient wired to a real
+ * gateway (with a real redis-server), with every ticket request and every
+ * socket recorded, and sockets whose traffic a test can delay, drop or
+ * duplicate, to produce on purpose what a network produces by accident.
+ */
+import WebSocket from "ws";
+import { buildApp } from "../../service/src/app.js";
+import { createLogger } from "../../service/src/logger.js";
+import type { Env } from "../../service/src/config.js";
+import { GatewayClient, type GatewayClientOptions } from "../../service/client/GatewayClient.js";
+import type { AckEvent, AgentEvent, ClientError, ResyncEvent, StateChange, WebSocketLike } from "../../service/client/types.js";
+import { LogCapture, mintToken, ORIGIN, testConfig, type TestGateway } from "../support/gateway.js";
+
+/** A gateway on a given port (0: any), so a test can start a "restarted" instance where the old one listened. */
+export async function startGatewayOn(port: number, env: Env): Promise<TestGateway> {
+  const config = testConfig({ ...env, PORT: String(port) });
+  const logs = new LogCapture();
+  const app = await buildApp({ config, logger: createLogger({ level: "debug", destination: logs }), metricsPort: null });
+  const url = await app.listen({ port, host: "127.0.0.1" });
+  return { app, config, url, wsUrl: url.replace(/^http/, "ws"), logs, close: () => app.close() };
+}
+
+export function portOf(gateway: { url: string }): number {
+  return Number(new URL(gateway.url).port);
+}
+
+export interface TicketRequestRecord {
+  readonly at: number;
+  readonly authorization: string | undefined;
+  readonly status: number | "network-error";
+  readonly retryAfter?: string | null;
+}
+
+/** fetch that records the ticket requests and, like a browser, sends an Origin; `inner` is the fetch it wraps. */
+export function recordingFetch(origin: string | null = ORIGIN, inner: typeof fetch = fetch): { fetch: typeof fetch; requests: TicketRequestRecord[] } {
+  const requests: TicketRequestRecord[] = [];
+  const wrapped: typeof fetch = async (input, init) => {
+    const headers = new Headers(init?.headers);
+    if (origin !== null) headers.set("origin", origin);
+    const at = Date.now();
+    try {
+      const response = await inner(input, { ...init, headers });
+      requests.push({ at, authorization: headers.get("authorization") ?? undefined, status: response.status, retryAfter: response.headers.get("retry-after") });
+      return response;
+    } catch (err) {
+      requests.push({ at, authorization: headers.get("authorization") ?? undefined, status: "network-error" });
+      throw err;
+    }
+  };
+  return { fetch: wrapped, requests };
+}
+
+export interface SocketHooks {
+  /** Return "drop" to lose an incoming frame, "twice" to deliver it twice. */
+  incoming?: (data: string, socket: TestSocket) => "pass" | "drop" | "twice";
+  /** Called instead of sending; `send()` sends the frame for real (now or later). */
+  outgoing?: (data: string, send: (data: string | Buffer) => void) => void;
+}
+
+/** Every socket the SDK opened, in order, and every frame it sent. */
+export interface SocketLog {
+  readonly urls: string[];
+  readonly sent: Array<Record<string, unknown>>;
+  readonly sockets: TestSocket[];
+}
+
+/** A WebSocketLike over a real `ws` client, with the test's hooks in its path. */
+export class TestSocket implements WebSocketLike {
+  readonly real: WebSocket;
+  onopen: ((event: unknown) => void) | null = null;
+  onmessage: ((event: { data: unknown }) => void) | null = null;
+  onclose: ((event: { code: number; reason: string }) => void) | null = null;
+  onerror: ((event: unknown) => void) | null = null;
+
+  constructor(
+    readonly url: string,
+    private readonly log: SocketLog,
+    private readonly hooks: SocketHooks,
+    origin: string | null,
+  ) {
+    this.real = new WebSocket(url, origin === null ? {} : { origin });
+    log.urls.push(url);
+    log.sockets.push(this);
+    this.real.onopen = (event) => this.onopen?.(event);
+    this.real.onerror = (event) => this.onerror?.(event);
+    this.real.onclose = (event) => this.onclose?.({ code: event.code, reason: event.reason });
+    this.real.onmessage = (event) => {
+      const data = String(event.data);
+      const verdict = hooks.incoming?.(data, this) ?? "pass";
+      if (verdict === "drop") return;
+      this.onmessage?.({ data });
+      if (verdict === "twice") this.onmessage?.({ data });
+    };
+  }
+
+  get readyState(): number {
+    return this.real.readyState;
+  }
+
+  send(data: string): void {
+    this.log.sent.push(JSON.parse(data) as Record<string, unknown>);
+    if (this.hooks.outgoing) this.hooks.outgoing(data, (d) => this.real.readyState === WebSocket.OPEN && this.real.send(d));
+    else this.real.send(data);
+  }
+
+  close(code?: number, reason?: string): void {
+    this.real.close(code, reason);
+  }
+}
+
+export function socketFactory(options: { origin?: string | null; hooks?: SocketHooks } = {}): { WebSocket: GatewayClientOptions["WebSocket"] & object; log: SocketLog } {
+  const log: SocketLog = { urls: [], sent: [], sockets: [] };
+  const origin = options.origin === undefined ? ORIGIN : options.origin;
+  const hooks = options.hooks ?? {};
+  return {
+    log,
+    WebSocket: class extends TestSocket {
+      constructor(url: string) {
+        super(url, log, hooks, origin);
+      }
+    },
+  };
+}
+
+/** Everything a client reported, in order. */
+export class Recorder {
+  readonly states: StateChange[] = [];
+  readonly events: AgentEvent[] = [];
+  readonly resyncs: ResyncEvent[] = [];
+  readonly errors: ClientError[] = [];
+  readonly acks: AckEvent[] = [];
+
+  attach(client: GatewayClient): void {
+    client.on("state", (s) => this.states.push(s));
+    client.on("event", (e) => this.events.push(e));
+    client.on("resync", (r) => this.resyncs.push(r));
+    client.on("error", (e) => this.errors.push(e));
+    client.on("ack", (a) => this.acks.push(a));
+  }
+
+  get seqs(): number[] {
+    return this.events.map((e) => e.seq);
+  }
+
+  get opens(): number {
+    return this.states.filter((s) => s.state === "open").length;
+  }
+
+  /** Delays of the scheduled retries, in order. */
+  get retryDelays(): number[] {
+    return this.states.filter((s) => s.retryInMs !== undefined).map((s) => s.retryInMs!);
+  }
+}
+
+/** Polls until `check` returns a value other than undefined/false, or fails with `what` after `timeoutMs`. */
+export async function until<T>(what: string, check: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export interface ClientUnderTest {
+  readonly client: GatewayClient;
+  readonly rec: Recorder;
+  readonly tickets: TicketRequestRecord[];
+  readonly sockets: SocketLog;
+  readonly tokenRequests: Array<{ forceRefresh: boolean }>;
+}
+
+/**
+ * A client of `gateway` for `userId`, connected at once unless `connect: false`.
+ * Tokens are minted fresh for each getToken() call unless `getToken` is given.
+ */
+export function clientFor(
+  gateway: { url: string },
+  userId: string,
+  options: Partial<GatewayClientOptions> & {
+    connect?: boolean;
+    /** The Origin of the sockets (default ORIGIN; null: none). */
+    origin?: string | null;
+    /** The Origin of the ticket requests (default: the sockets'). */
+    fetchOrigin?: string | null;
+    hooks?: SocketHooks;
+  } = {},
+): ClientUnderTest {
+  const { connect = true, origin, fetchOrigin, hooks, fetch: innerFetch, ...rest } = options;
+  const socketOrigin = origin === undefined ? ORIGIN : origin;
+  const recorded = recordingFetch(fetchOrigin === undefined ? socketOrigin : fetchOrigin, innerFetch ?? fetch);
+  const sockets = socketFactory({ origin: socketOrigin, hooks });
+  const tokenRequests: Array<{ forceRefresh: boolean }> = [];
+  const getToken = rest.getToken ?? (() => mintToken({ sub: userId }));
+  const client = new GatewayClient({
+    url: gateway.url,
+    WebSocket: sockets.WebSocket,
+    fetch: recorded.fetch,
+    window: null,
+    ...rest,
+    getToken: (request) => {
+      tokenRequests.push(request);
+      return getToken(request);
+    },
+  });
+  const rec = new Recorder();
+  rec.attach(client);
+  if (connect) client.connect();
+  return { client, rec, tickets: recorded.requests, sockets: sockets.log, tokenRequests };
+}
+
+/** Resolves once the client is open (the nth time, counting from 1). */
+export function opened(c: ClientUnderTest, nth = 1, timeoutMs = 5000): Promise<true> {
+  return until(`open #${nth}`, () => c.rec.opens >= nth, timeoutMs);
+}
+
+/** The frames the client sent of one type. */
+export function sentOfType(c: ClientUnderTest, type: string): Array<Record<string, unknown>> {
+  return c.sockets.sent.filter((f) => f.type === type);
+}
+
+/** Seqs 1..n, checked as a contiguous run starting at `from`. */
+export function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}

@@ -1,0 +1,198 @@
+/**
+ * Chat messages and sessions through the SDK against a real gateway and
+ * redis-server: a message is sent until acked and the demo agent runs it
+ * once; sessions are refreshed before they end, and renewed after 4408.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
+import { mintToken, type TestGateway } from "../support/gateway.js";
+import { clientFor, opened, sentOfType, sleep, startGatewayOn, until, type ClientUnderTest } from "./client-harness.js";
+
+let redis: RedisServerHandle;
+let gw: TestGateway;
+const live: ClientUnderTest[] = [];
+const track = (c: ClientUnderTest) => (live.push(c), c);
+
+beforeAll(async () => {
+  redis = await startRedis();
+  gw = await startGatewayOn(0, { REDIS_URL: redis.url, TICKET_RATE_PER_USER: "1000" });
+});
+afterEach(() => {
+  for (const c of live.splice(0)) c.client.close();
+});
+afterAll(async () => {
+  await gw?.close();
+  await redis?.stop();
+});
+
+const runsOf = (c: ClientUnderTest, threadId: string, type = "agent_started") =>
+  c.rec.events.filter((e) => e.thread_id === threadId && e.type === type).length;
+
+describe("chat messages", () => {
+  it("queued before the connection opens, sent once it does, acked, run once", async () => {
+    const c = track(clientFor(gw, "msg-1", { connect: false }));
+    const id = c.client.send("hello", { threadId: "thread-q" });
+    expect(c.client.pendingMessageIds).toEqual([id]);
+    c.client.connect();
+    await until("ack", () => c.rec.acks.length === 1);
+    await until("completed", () => runsOf(c, "thread-q", "agent_completed") === 1);
+    expect(c.rec.acks).toEqual([{ messageId: id, threadId: "thread-q" }]);
+    expect(c.client.pendingMessageIds).toEqual([]);
+    expect(c.rec.events.filter((e) => e.thread_id === "thread-q").map((e) => e.type)).toEqual([
+      "agent_started",
+      "agent_thinking",
+      "agent_thinking",
+      "tool_executing",
+      "tool_completed",
+      "agent_completed",
+    ]);
+  });
+
+  it("resent after a reconnect when the ack was lost, and not run twice", async () => {
+    let lostOne = false;
+    const c = track(
+      clientFor(gw, "msg-2", {
+        backoff: { baseMs: 20, maxMs: 50 },
+        hooks: {
+          // The gateway accepted the message and acked it, but the connection died before the ack arrived.
+          incoming: (data, socket) => {
+            if (!lostOne && JSON.parse(data).type === "ack") {
+              lostOne = true;
+              socket.real.terminate();
+              return "drop";
+            }
+            return "pass";
+          },
+        },
+      }),
+    );
+    await opened(c);
+    const id = c.client.send("only once, please", { threadId: "thread-r" });
+    await until("ack", () => c.rec.acks.length === 1, 8000);
+    await until("completed", () => runsOf(c, "thread-r", "agent_completed") === 1);
+    await sleep(200); // room for a second run to show up, if there were one
+
+    expect(lostOne).toBe(true);
+    expect(c.rec.opens).toBe(2);
+    expect(sentOfType(c, "chat_message").map((f) => f.message_id)).toEqual([id, id]);
+    expect(c.rec.acks).toEqual([{ messageId: id, threadId: "thread-r" }]);
+    expect(runsOf(c, "thread-r")).toBe(1);
+  });
+
+  /** Sends one message while the store hangs; returns once the resend was acked. */
+  async function sendWhileStoreHangs(userId: string) {
+    const own = await startRedis();
+    const g = await startGatewayOn(0, { REDIS_URL: own.url });
+    const c = track(clientFor(g, userId));
+    const cleanup = async () => {
+      own.resume();
+      await g.close();
+      await own.stop();
+    };
+    try {
+      await opened(c);
+      own.pause();
+      const id = c.client.send("while the store hangs", { threadId: "thread-s" });
+      await until("not accepted", () => c.rec.errors.find((e) => e.messageId === id), 5000);
+      own.resume();
+      await until("ack", () => c.rec.acks.length === 1, 8000);
+      return { c, id, cleanup };
+    } catch (err) {
+      await cleanup();
+      throw err;
+    }
+  }
+
+  it("sent again when the gateway could not accept it (store unavailable, §8.2), on the same socket, and never run twice", async () => {
+    const { c, id, cleanup } = await sendWhileStoreHangs("msg-3");
+    try {
+      await sleep(300);
+      expect(c.rec.errors.find((e) => e.messageId === id)).toMatchObject({ code: "TICKET_STORE_UNAVAILABLE", fatal: false });
+      expect(sentOfType(c, "chat_message").map((f) => f.message_id)).toEqual([id, id]);
+      expect(c.rec.acks).toEqual([{ messageId: id, threadId: "thread-s" }]);
+      expect(c.rec.opens).toBe(1); // the socket stayed open
+      expect(runsOf(c, "thread-s")).toBeLessThanOrEqual(1);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  // Known gateway bug (reported, not fixed here): the claim that timed out was still
+  // executed by Redis once it answered again, so the resend finds the message_id
+  // claimed, is acked, and the message never runs. Flip to `it` once app.ts's
+  // chat handler tells "claimed and started" apart from "claimed".
+  it.fails("…and runs it exactly once (fails today: the timed-out claim landed, the resend is acked but never run)", async () => {
+    const { c, cleanup } = await sendWhileStoreHangs("msg-3b");
+    try {
+      await until("completed", () => runsOf(c, "thread-s", "agent_completed") === 1, 2000);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it("paces a burst below the gateway's frame limit instead of being closed with 4429", async () => {
+    const strict = await startGatewayOn(0, { REDIS_URL: redis.url, MAX_FRAMES_PER_SECOND: "12" }); // burst 24
+    try {
+      const c = track(clientFor(strict, "msg-4", { messagesPerSecond: 10 })); // burst 20, then 10/s
+      await opened(c);
+      const ids = Array.from({ length: 30 }, (_, i) => c.client.send(`message ${i}`, { threadId: "thread-b" }));
+      await until("all acked", () => c.rec.acks.length === 30, 10_000);
+      expect(c.rec.acks.map((a) => a.messageId).sort()).toEqual([...ids].sort());
+      expect(c.rec.opens).toBe(1);
+      expect(c.rec.states.some((s) => s.code === 4429)).toBe(false);
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it("refuses what the gateway would refuse, before it can cost the connection", () => {
+    const c = clientFor(gw, "msg-5", { connect: false, maxMessageBytes: 1024 });
+    expect(() => c.client.send("   ", { threadId: "t" })).toThrow(TypeError);
+    expect(() => c.client.send("hi", { threadId: "" })).toThrow(TypeError);
+    expect(() => c.client.send("hi", { threadId: "x".repeat(129) })).toThrow(TypeError);
+    expect(() => c.client.send("x".repeat(2000), { threadId: "t" })).toThrow(RangeError);
+    const id = c.client.send("hi", { threadId: "t", messageId: "m-1" });
+    expect(c.client.send("hi", { threadId: "t", messageId: "m-1" })).toBe(id);
+    expect(c.client.pendingMessageIds).toEqual(["m-1"]);
+  });
+});
+
+describe("sessions", () => {
+  it("session_expiring: gets a fresh token and sends refresh_session; the session outlives the old token", async () => {
+    const c = track(
+      clientFor(gw, "sess-1", {
+        // The first token ends in 3 s, so the gateway warns at once (60 s ahead).
+        getToken: ({ forceRefresh }) => mintToken({ sub: "sess-1", expiresInSeconds: forceRefresh ? 3600 : 3 }),
+      }),
+    );
+    await opened(c);
+    await until("refresh_session", () => sentOfType(c, "refresh_session").length === 1);
+    expect(c.tokenRequests).toEqual([{ forceRefresh: false }, { forceRefresh: true }]);
+    await sleep(3500);
+    expect(c.client.state).toBe("open");
+    expect(c.rec.opens).toBe(1);
+    expect(c.rec.states.some((s) => s.code === 4408)).toBe(false);
+  });
+
+  it("4408 SESSION_EXPIRED: asks for a fresh token first, then reconnects and resumes", async () => {
+    const short = await mintToken({ sub: "sess-2", expiresInSeconds: 2 });
+    let calls = 0;
+    const c = track(
+      clientFor(gw, "sess-2", {
+        random: () => 0.5,
+        backoff: { reconnectNowMaxMs: 200 },
+        // The app cannot renew in time for session_expiring (it hands back the same short token); by the 4408 it can.
+        getToken: async () => (++calls <= 2 ? short : mintToken({ sub: "sess-2", expiresInSeconds: 3600 })),
+      }),
+    );
+    await opened(c);
+    await until("second open", () => c.rec.opens === 2, 8000);
+
+    const expired = c.rec.states.find((s) => s.code === 4408)!;
+    expect(expired).toMatchObject({ state: "reconnecting", errorCode: "SESSION_EXPIRED", reason: "session expired, signing in again…", retryInMs: 100 });
+    expect(c.tokenRequests).toEqual([{ forceRefresh: false }, { forceRefresh: true }, { forceRefresh: true }]);
+    const [first, second] = c.tickets;
+    expect(first!.authorization).not.toBe(second!.authorization);
+    expect(sentOfType(c, "resume")).toHaveLength(1); // the second connection resumed
+  });
+});
