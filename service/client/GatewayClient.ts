@@ -154,6 +154,8 @@ export class GatewayClient {
   private lastFatal: { code: string; message: string } | undefined;
   private budget: number;
   private budgetAt = 0;
+  /** The ticket request in flight, aborted by close(). */
+  private ticketRequest: AbortController | undefined;
 
   constructor(options: GatewayClientOptions) {
     if (typeof options.getToken !== "function") throw new TypeError("GatewayClient: options.getToken is required");
@@ -237,6 +239,7 @@ export class GatewayClient {
     const wasRunning = this.running;
     this.running = false;
     this.generation++;
+    this.ticketRequest?.abort();
     this.dropSocket();
     for (const name of [...this.pending.keys()]) this.clearTimer(name);
     this.watchNetwork(false);
@@ -301,6 +304,7 @@ export class GatewayClient {
   /** POST /api/v1/auth/websocket_ticket: the ticket, or why there is none. */
   private async requestTicket(token: string, gen: number): Promise<string | Failure> {
     const abort = new AbortController();
+    this.ticketRequest = abort;
     const timer = this.timers.setTimeout(() => abort.abort(), this.settings.ticketTimeoutMs);
     let status: number;
     let body: unknown;
@@ -324,6 +328,7 @@ export class GatewayClient {
       return { errorCode: "NETWORK_ERROR", action: "reconnect", message: messageOf(err) };
     } finally {
       this.timers.clearTimeout(timer);
+      if (this.ticketRequest === abort) this.ticketRequest = undefined;
     }
 
     const ticket = (body as { ticket?: unknown } | undefined)?.ticket;

@@ -1,8 +1,9 @@
 /**
  * Bundles the SDK for browsers with esbuild: one ESM file, minified, with a
- * source map. `npm run build` runs this file (`tsx service/client/build.ts`)
- * to write dist/client/gateway-client.js; `npm run dev` imports
- * `bundleClient()` to serve the same bundle from memory.
+ * source map, and its type declarations (esbuild strips types; tsc writes
+ * them). `npm run build` runs this file (`tsx service/client/build.ts`) to
+ * write dist/client/; `npm run dev` imports `bundleClient()` to serve the
+ * same bundle from memory.
  *
  * This is a build tool, not part of the SDK: it is never bundled itself.
  */
@@ -10,6 +11,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, relative, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { build, type BuildOptions } from "esbuild";
+import ts from "typescript";
 
 export const CLIENT_ENTRY = fileURLToPath(new URL("./index.ts", import.meta.url));
 export const CLIENT_BUNDLE_NAME = "gateway-client.js";
@@ -61,8 +63,40 @@ export async function writeClientBundle(outfile = CLIENT_OUTFILE): Promise<{ js:
   return { js, map };
 }
 
+/**
+ * dist/client/gateway-client.d.ts, so that TypeScript apps importing the
+ * bundle get the SDK's types (declarations of service/client and of the one
+ * service module it imports, errors.ts, under dist/client/types/).
+ */
+export async function writeClientDeclarations(outDir = dirname(CLIENT_OUTFILE)): Promise<string> {
+  const typesDir = resolve(outDir, "types");
+  const program = ts.createProgram([CLIENT_ENTRY], {
+    declaration: true,
+    emitDeclarationOnly: true,
+    outDir: typesDir,
+    rootDir: resolve(REPO_ROOT, "service"),
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    lib: ["lib.es2023.d.ts", "lib.dom.d.ts"],
+    types: [],
+    strict: true,
+    skipLibCheck: true,
+  });
+  const result = program.emit();
+  const problems = [...ts.getPreEmitDiagnostics(program), ...result.diagnostics];
+  if (problems.length > 0) {
+    throw new Error(ts.formatDiagnosticsWithColorAndContext(problems, { getCanonicalFileName: (f) => f, getCurrentDirectory: () => REPO_ROOT, getNewLine: () => "\n" }));
+  }
+  const entry = resolve(outDir, CLIENT_BUNDLE_NAME.replace(/\.js$/, ".d.ts"));
+  await writeFile(entry, 'export * from "./types/client/index.js";\n');
+  return entry;
+}
+
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href) {
   const { js, map } = await writeClientBundle();
+  const declarations = await writeClientDeclarations();
   const kb = (text: string) => `${(Buffer.byteLength(text) / 1024).toFixed(1)} KiB`;
-  process.stdout.write(`${relative(process.cwd(), js.path)} ${kb(js.text)}, ${relative(process.cwd(), map.path)} ${kb(map.text)}\n`);
+  const rel = (path: string) => relative(process.cwd(), path);
+  process.stdout.write(`${rel(js.path)} ${kb(js.text)}, ${rel(map.path)} ${kb(map.text)}, ${rel(declarations)}\n`);
 }
