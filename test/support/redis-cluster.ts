@@ -136,7 +136,7 @@ export async function startRedisCluster(options: StartClusterOptions = {}): Prom
     },
     waitHealthy: (timeoutMs = 15_000) => keepAlive(waitHealthy(handles, masters, timeoutMs)),
     async stop() {
-      await Promise.all(servers.map((s) => s.stop()));
+      await keepAlive(Promise.all(servers.map((s) => s.stop())));
     },
   };
 
