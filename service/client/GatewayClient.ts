@@ -143,7 +143,8 @@ export class GatewayClient {
   private socket: WebSocketLike | undefined;
   private established = false;
   private openedAt = 0;
-  private everConnected = false;
+  /** "connecting" is the first attempt only; after a failure or a drop it is "reconnecting". */
+  private retrying = false;
   /** Consecutive failed attempts: the exponent of the backoff. */
   private attempt = 0;
   private forceRefresh = false;
@@ -229,7 +230,7 @@ export class GatewayClient {
     if (this.running) return;
     this.running = true;
     this.attempt = 0;
-    this.everConnected = false;
+    this.retrying = false;
     this.watchNetwork(true);
     void this.startAttempt();
   }
@@ -282,7 +283,7 @@ export class GatewayClient {
     this.clearTimer("retry");
     if (!this.running) return;
     if (this.isOffline()) return this.waitForNetwork();
-    this.setState({ state: this.everConnected ? "reconnecting" : "connecting", errorCode: "CONNECTING", reason: describe("CONNECTING") });
+    this.setState({ state: this.retrying ? "reconnecting" : "connecting", errorCode: "CONNECTING", reason: describe("CONNECTING") });
 
     const forceRefresh = this.forceRefresh;
     let token: string;
@@ -323,7 +324,7 @@ export class GatewayClient {
     } catch (err) {
       if (abort.signal.aborted) return { errorCode: "TICKET_TIMEOUT", action: "reconnect" };
       if (gen === this.generation && (await this.probeOrigin(gen))) {
-        return { errorCode: "ORIGIN_FORBIDDEN", action: "stop", code: 4500, status: 403 };
+        return { errorCode: "ORIGIN_FORBIDDEN", action: "stop", code: 4500 };
       }
       return { errorCode: "NETWORK_ERROR", action: "reconnect", message: messageOf(err) };
     } finally {
@@ -451,7 +452,6 @@ export class GatewayClient {
   private onEstablished(frame: Extract<ServerFrame, { type: "connection_established" }>): void {
     this.clearTimer("connect");
     this.established = true;
-    this.everConnected = true;
     this.openedAt = this.now();
     this.connectionEpoch = frame.epoch;
     if (this.stream.hasState) this.sendResume();
@@ -603,6 +603,7 @@ export class GatewayClient {
 
   private fail(failure: Failure): void {
     if (!this.running) return;
+    this.retrying = true;
     this.dropSocket();
     const reason = describe(failure.errorCode);
     const code = failure.code === undefined ? {} : { code: failure.code };

@@ -9,7 +9,7 @@ import { GatewayClient } from "../../service/client/GatewayClient.js";
 import type { NetworkWindow } from "../../service/client/types.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { mintToken, ORIGIN, publishEvent, requestTicket, TestClient, ticketFor, type TestGateway, TEST_SERVICE_SECRET } from "../support/gateway.js";
-import { clientFor, opened, portOf, range, sleep, startGatewayOn, until, type ClientUnderTest } from "./client-harness.js";
+import { clientFor, opened, portOf, range, sentOfType, sleep, startGatewayOn, until, type ClientUnderTest } from "./client-harness.js";
 
 let redis: RedisServerHandle;
 let gw: TestGateway;
@@ -261,8 +261,40 @@ describe("the ticket endpoint's errors", () => {
     const c = track(clientFor({ url: "http://127.0.0.1:9" }, "down-1", { backoff: { baseMs: 10, maxMs: 40 } }));
     await until("three failures", () => c.rec.retryDelays.length >= 3);
     expect(c.client.state).toBe("reconnecting");
-    expect(c.rec.states.at(-1)?.errorCode).toBe("NETWORK_ERROR");
-    expect(c.tickets.every((t) => t.status === "network-error")).toBe(true);
+    const failures = c.rec.states.filter((st) => st.retryInMs !== undefined);
+    expect(failures.every((st) => st.errorCode === "NETWORK_ERROR" && st.state === "reconnecting")).toBe(true);
+    expect(c.tickets.slice(0, 3).map((t) => t.status)).toEqual(["network-error", "network-error", "network-error"]);
+    // after each failed ticket request, one ticketless probe socket (refused too)
+    expect(c.sockets.urls.slice(0, 3)).toEqual(Array(3).fill("ws://127.0.0.1:9/ws"));
+  });
+});
+
+describe("dead sockets", () => {
+  it("a connection that goes quiet (pings unanswered) is abandoned and replaced", async () => {
+    const c = track(
+      clientFor(gw, "quiet-1", {
+        pingIntervalMs: 100,
+        backoff: { baseMs: 20, maxMs: 50 },
+        // After connection_established, the first socket delivers nothing more: a half-open TCP connection.
+        hooks: { incoming: (data, socket) => (socket === c.sockets.sockets[0] && JSON.parse(data).type !== "connection_established" ? "drop" : "pass") },
+      }),
+    );
+    await opened(c, 2);
+    expect(c.rec.states.find((s) => s.retryInMs !== undefined)).toMatchObject({ errorCode: "HEARTBEAT_TIMEOUT", reason: "connection went quiet, reconnecting…" });
+    expect(sentOfType(c, "ping").length).toBeGreaterThanOrEqual(1);
+  });
+
+  it("a socket that never says connection_established is given up after connectTimeoutMs", async () => {
+    const c = track(
+      clientFor(gw, "mute-1", {
+        connectTimeoutMs: 200,
+        backoff: { baseMs: 20, maxMs: 50 },
+        hooks: { incoming: (_data, socket) => (socket === c.sockets.sockets[0] ? "drop" : "pass") },
+      }),
+    );
+    await opened(c);
+    expect(c.rec.states.find((s) => s.retryInMs !== undefined)?.errorCode).toBe("CONNECT_TIMEOUT");
+    expect(c.sockets.urls).toHaveLength(2);
   });
 });
 
