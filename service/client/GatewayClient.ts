@@ -349,7 +349,9 @@ export class GatewayClient {
         action: "reconnect",
         status,
         message,
-        retryAfterMs: parseRetryAfter(retryAfter, this.now()),
+        // The gateway always sets Retry-After (at least 1 s), but a browser hides it unless the CORS
+        // response exposes it (Access-Control-Expose-Headers); then the contract's minimum stands in.
+        retryAfterMs: parseRetryAfter(retryAfter, this.now()) ?? 1000,
       };
     }
     // Anything else (a proxy's 502, a misrouted 404) may pass: retry with backoff rather than give up for good.
