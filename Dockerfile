@@ -9,7 +9,6 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
 COPY service ./service
-COPY scripts ./scripts
 RUN npm run build
 
 FROM node:20.20-bookworm-slim AS runtime

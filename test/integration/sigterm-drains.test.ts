@@ -1,3 +1,4 @@
+import net from "node:net";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { spawnGateway } from "../support/process.js";
@@ -47,3 +48,16 @@ it("on SIGTERM with 200 open sockets, every client sees 1012 SERVICE_RESTART, no
   expect(afterMs).toBeLessThan(8000);
   expect(gw.stdout.some((l) => l.includes('"event":"stopped"'))).toBe(true);
 }, 60_000);
+
+it("on SIGTERM, a connection that never sent a request (a browser's preconnect) does not hold the process past the grace period", async () => {
+  const gw = await spawnGateway({ REDIS_URL: redis.url, ALLOWED_ORIGINS: ORIGIN, JWT_SECRET_KEY: TEST_JWT_KEY, SERVICE_SECRET: TEST_SERVICE_SECRET });
+  const { port } = new URL(gw.url);
+  const idle = net.connect(Number(port), "127.0.0.1");
+  await new Promise((resolve) => idle.once("connect", resolve));
+  const sent = Date.now();
+  gw.child.kill("SIGTERM");
+  const { code, afterMs } = await gw.exited(sent);
+  idle.destroy();
+  expect(code).toBe(0);
+  expect(afterMs).toBeLessThan(3000);
+}, 30_000);

@@ -126,11 +126,12 @@ describe("issuing", () => {
     }
   });
 
-  it("an allowed Origin is echoed in Access-Control-Allow-Origin, with Vary: Origin", async () => {
+  it("an allowed Origin is echoed in Access-Control-Allow-Origin, with Vary: Origin, and Retry-After is exposed to the page", async () => {
     const { status, headers } = await requestTicket(gw, await mintToken({ sub: "cors-user" }), { origin: ORIGIN });
     expect(status).toBe(201);
     expect(headers.get("access-control-allow-origin")).toBe(ORIGIN);
     expect(headers.get("vary")).toMatch(/origin/i);
+    expect(headers.get("access-control-expose-headers")).toBe("retry-after");
   });
 
   it("a request without Origin (not a browser) gets a ticket too", async () => {
