@@ -421,16 +421,15 @@ function singleTopology(options: RedisOptions): Topology {
 }
 
 function clusterTopology(cluster: Cluster, nodeOptions: RedisOptions): Topology {
-  let primaries: string[] = [];
   const handlers: (() => void)[] = [];
   cluster.on("refresh", () => {
-    primaries = [...new Set(cluster.slots.map((nodes) => nodes?.[0]).filter((node): node is string => node !== undefined))];
     for (const handler of handlers) handler();
   });
   return {
     clustered: true,
+    // Both read ioredis' slot table as it is now (it also mends single slots on MOVED), so they always agree.
     nodeOf: (channel) => cluster.slots[hashSlot(channel)]?.[0],
-    nodes: () => primaries,
+    nodes: () => [...new Set(cluster.slots.map((nodes) => nodes?.[0]).filter((node): node is string => node !== undefined))],
     connectionOptions(node) {
       const at = node.lastIndexOf(":");
       return { ...nodeOptions, host: node.slice(0, at).replace(/^\[|\]$/g, ""), port: Number(node.slice(at + 1)) };
@@ -559,8 +558,11 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     readonly conn: Redis;
     /** Every channel of the node was subscribed since the connection last became ready. */
     synced: boolean;
-    /** Counts syncs, so that a late answer to an older one is ignored. */
+    /** Counts the connection's drops, so that a sync that outlived its connection counts for nothing. */
     generation: number;
+    /** A sync is running; `again`: run once more when it ends (new channels, or a new connection). */
+    running: boolean;
+    again: boolean;
   }
   const shards = new Map<string, Shard>();
 
@@ -592,32 +594,59 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     for (const handler of handlers) safeCall(() => handler(parsed));
   };
 
-  /** Subscribes every channel of the shard's node (again: SSUBSCRIBE of a subscribed channel is a no-op). */
-  const sync = async (shard: Shard): Promise<void> => {
-    const generation = ++shard.generation;
-    shard.synced = false;
-    const mine = [...channels].filter(([, entry]) => entry.node === shard.node).map(([channel]) => channel);
+  /**
+   * Subscribes every channel of the shard's node (again: SSUBSCRIBE of a
+   * subscribed channel is a no-op). One sync runs per shard at a time: `force`
+   * (a new connection, channels moved here) makes a running one go round once
+   * more; otherwise a running sync is left to finish, however slow.
+   */
+  const sync = (shard: Shard, force: boolean): void => {
+    if (shard.running) {
+      if (force) shard.again = true;
+      return;
+    }
+    void runSync(shard);
+  };
+  const runSync = async (shard: Shard): Promise<void> => {
+    shard.running = true;
     try {
-      await Promise.all(
-        topology.batches(mine).map((batch) =>
-          bounded(shard.conn, timeoutMs, () => {
-            const still = batch.filter((channel) => channels.get(channel)?.node === shard.node);
-            return still.length > 0 ? shard.conn.ssubscribe(...still) : Promise.resolve(0);
-          }),
-        ),
-      );
-      if (generation !== shard.generation || shards.get(shard.node) !== shard) return;
-      shard.synced = true;
-      maybeUp();
-    } catch (err) {
-      if (generation !== shard.generation || shards.get(shard.node) !== shard || closing !== undefined) return;
-      if (isMoved(err)) {
-        // The map is out of date: the repair loop reads it again and moves the channels.
-        topology.refresh();
+      for (;;) {
+        shard.again = false;
+        if (closing !== undefined || shards.get(shard.node) !== shard || shard.conn.status !== "ready") return;
+        const generation = shard.generation;
+        shard.synced = false;
+        const mine = [...channels].filter(([, entry]) => entry.node === shard.node).map(([channel]) => channel);
+        try {
+          await Promise.all(
+            topology.batches(mine).map((batch) =>
+              bounded(shard.conn, timeoutMs, () => {
+                const still = batch.filter((channel) => channels.get(channel)?.node === shard.node);
+                return still.length > 0 ? shard.conn.ssubscribe(...still) : Promise.resolve(0);
+              }),
+            ),
+          );
+        } catch (err) {
+          if (generation !== shard.generation || shards.get(shard.node) !== shard || closing !== undefined) {
+            if (shard.again) continue;
+            return;
+          }
+          if (isMoved(err)) {
+            // The map is out of date: the repair loop reads it again, moves the channels and syncs again.
+            topology.refresh();
+            return;
+          }
+          logger.warn({ err: { message: (err as Error).message }, node: shard.node, channels: mine.length }, "bus resubscribe failed; reconnecting");
+          shard.conn.disconnect(true);
+          return;
+        }
+        if (shard.again) continue;
+        if (generation !== shard.generation) return; // dropped meanwhile: its next "ready" syncs
+        shard.synced = true;
+        maybeUp();
         return;
       }
-      logger.warn({ err: { message: (err as Error).message }, node: shard.node, channels: mine.length }, "bus resubscribe failed; reconnecting");
-      shard.conn.disconnect(true);
+    } finally {
+      shard.running = false;
     }
   };
 
@@ -629,14 +658,14 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       autoResubscribe: false, // sync() restores the subscriptions, to know when they are back
       connectionName: "gw-bus",
     });
-    const shard: Shard = { node, conn, synced: false, generation: 0 };
+    const shard: Shard = { node, conn, synced: false, generation: 0, running: false, again: false };
     watchConnection(conn, topology.clustered ? { connection: "bus", node } : { connection: "bus" });
     const drop = () => {
       shard.synced = false;
       shard.generation++;
       if (shards.get(node) === shard) setBus(false);
     };
-    conn.on("ready", () => void sync(shard));
+    conn.on("ready", () => sync(shard, true));
     conn.on("close", drop);
     conn.on("end", drop);
     // An SSUBSCRIBE answered MOVED, or the node dropped our channels of a slot
@@ -665,6 +694,7 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       shard.conn.disconnect();
     }
     for (const node of nodes) if (!shards.has(node)) openShard(node);
+    const gained = new Set<Shard>();
     for (const [channel, entry] of channels) {
       const node = topology.nodeOf(channel);
       if (node === entry.node) continue;
@@ -672,10 +702,13 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       if (entry.node !== undefined) lost = true;
       entry.node = node;
       const shard = node === undefined ? undefined : shards.get(node);
-      if (shard) shard.synced = false;
+      if (shard) {
+        shard.synced = false;
+        gained.add(shard);
+      }
     }
     if (lost) setBus(false);
-    for (const shard of shards.values()) if (!shard.synced && shard.conn.status === "ready") void sync(shard);
+    for (const shard of shards.values()) if (!shard.synced && shard.conn.status === "ready") sync(shard, gained.has(shard));
     maybeUp();
   };
   topology.onChange(reconcile);
