@@ -77,8 +77,7 @@ describe("on a cluster with replicas", () => {
       // The other shards serve their users meanwhile.
       expect((await publisher.publishEvent(elsewhere!, event(1), LIMITS)).seq).toBe(1);
     });
-    await waitFor(() => statuses.length === 2, 10_000);
-    expect(statuses).toEqual([false, true]);
+    await upAgain(store, statuses);
     expect((await cluster.primaryOf(redisKeys.userChannel(users[0]!))).port).toBe(replica!.port);
 
     for (const userId of users) await publisher.publishEvent(userId, event(2), LIMITS);
@@ -86,7 +85,6 @@ describe("on a cluster with replicas", () => {
     await waitFor(() => users.every((userId) => eventsOf(got, userId).some((m) => JSON.parse(m.event.body).event_id === "e2")));
     await waitFor(() => got.some((m) => m.kind === "instance_control" && m.payload === "after failover"));
     expect(await store.check()).toEqual({ store: true, bus: true });
-    expect(statuses).toEqual([false, true]);
   });
 
   it("starts a new epoch when a failover lost acknowledged events, so no seq is ever handed out twice in one epoch", async () => {
@@ -139,8 +137,7 @@ describe("on a cluster with replicas", () => {
     const to = (await primaries(cluster)).find((node) => node.port !== from.port)!;
     await migrateSlot(cluster, slot, from, to);
     // The old primary drops its subscribers of the slot (an unasked SUNSUBSCRIBE): a gap, reported, then closed.
-    await waitFor(() => statuses.length === 2, 10_000);
-    expect(statuses).toEqual([false, true]);
+    await upAgain(store, statuses);
 
     const next = await publisher.publishEvent(userId, event(2), LIMITS);
     await publisher.publishEvent(neighbour, event(1), LIMITS);
@@ -149,7 +146,6 @@ describe("on a cluster with replicas", () => {
     // so the epoch changed all the same (a resync for the slot's users, never a reissued seq).
     expect(next.seq).toBe(2);
     expect(next.epoch).not.toBe(first.epoch);
-    expect(statuses).toEqual([false, true]);
   });
 });
 
@@ -221,6 +217,24 @@ console.log(JSON.stringify({ unavailable: results.every((r) => r.status === "rej
 });
 
 // ── helpers ──
+
+/**
+ * Waits (10 s) for the bus to be reported up again after it was reported
+ * down, and checks the reports alternate. A second down/up may follow the
+ * first: a node that just restarted can serve an out-of-date slot map for a
+ * moment, and a map that moves channels is reported as a gap. Never up twice
+ * in a row, never up before down.
+ */
+async function upAgain(store: Store, statuses: boolean[]): Promise<void> {
+  const started = Date.now();
+  try {
+    await waitFor(async () => statuses.length >= 2 && statuses.at(-1) === true && (await store.check()).bus, 10_000);
+  } catch {
+    throw new Error(`the bus was not reported up again within 10 s: ${JSON.stringify(statuses)}, check ${JSON.stringify(await store.check())}, ${Date.now() - started} ms`);
+  }
+  expect(statuses.length % 2).toBe(0);
+  expect(statuses).toEqual(statuses.map((_, i) => i % 2 === 1));
+}
 
 function nodesOf(cluster: RedisClusterHandle): RedisClusterNode[] {
   return cluster.startupNodes.split(",").map((address) => ({ host: "127.0.0.1", port: Number(address.split(":")[1]) }));
