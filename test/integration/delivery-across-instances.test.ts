@@ -78,7 +78,7 @@ describe("fan-out across instances", () => {
     await publishEvent(a, "bus-outage");
     await client.waitFor((f) => f.seq === 1);
     // Drop every subscriber connection; the bus reconnects by itself.
-    await admin.client("KILL", "TYPE", "pubsub");
+    await admin.call("CLIENT", "KILL", "TYPE", "pubsub");
     await Promise.all(range(1, 20).map(() => publishEvent(a, "bus-outage")));
     await client.waitFor((f) => f.seq === 21, { timeoutMs: 10_000 });
     expect(client.seqs).toEqual(range(1, 21));

@@ -41,12 +41,13 @@ describe("the only way in is a ticket", () => {
     await expectTicketMissing(new TestClient(`${gw.wsUrl}/ws?token=${jwt}`));
   });
 
-  for (const [name, value] of [
+  const legacyHeaders: Array<[string, string]> = [
     ["X-Test-Type", "E2E"],
     ["X-E2E-Test", "true"],
     ["X-Test-Mode", "true"],
     ["X-Auth-Fast-Path", "enabled"],
-  ]) {
+  ];
+  for (const [name, value] of legacyHeaders) {
     it(`refuses the header ${name}: ${value} (with a valid JWT beside it) with 4400 TICKET_MISSING`, async () => {
       await expectTicketMissing(new TestClient(`${gw.wsUrl}/ws`, { headers: { [name]: value, authorization: `Bearer ${jwt}` } }));
     });
