@@ -52,6 +52,8 @@ declare module "fastify" {
 
 /** How long a chat message_id is remembered, so a resend after a reconnect is acked but not run twice. */
 const MESSAGE_ID_TTL_MS = 24 * 3600 * 1000;
+/** A claim whose run never started is taken over by a resend after this long (see Store.claimMessage). */
+const CLAIM_STALE_MS = 10_000;
 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { config } = options;
@@ -93,17 +95,25 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.decorate("hub", hub);
   app.decorate("publisher", publisher);
   app.decorate("chat", async (conn: Connection, frame: Extract<ClientFrame, { type: "chat_message" }>) => {
-    let first: boolean;
+    // Acked only once its run has started (or had started before): an acked
+    // message is never lost, and a resent one never runs twice.
+    const notAccepted = (): void => {
+      conn.send(errorFrame("TICKET_STORE_UNAVAILABLE", { fatal: false, message: "The message was not accepted; send it again shortly.", extra: { message_id: frame.message_id } }));
+    };
+    let claim;
     try {
-      first = await app.store.claimMessage(conn.userId, frame.message_id, MESSAGE_ID_TTL_MS);
+      claim = await app.store.claimMessage(conn.userId, frame.message_id, { ttlMs: MESSAGE_ID_TTL_MS, staleMs: CLAIM_STALE_MS });
     } catch (err) {
       if (!(err instanceof StoreUnavailableError)) throw err;
-      // Not acked: the client keeps the message and sends it again.
-      conn.send(errorFrame("TICKET_STORE_UNAVAILABLE", { fatal: false, message: "The message was not accepted; send it again shortly.", extra: { message_id: frame.message_id } }));
-      return;
+      return notAccepted();
+    }
+    if (claim === "pending") return notAccepted();
+    if (claim === "claimed") {
+      if (!(await agent.start(conn.userId, frame.thread_id, frame.text))) return notAccepted();
+      // Best effort: should it fail, a resend after CLAIM_STALE_MS would run the message again, but the ack below stops resends.
+      await app.store.markMessageStarted(conn.userId, frame.message_id, MESSAGE_ID_TTL_MS).catch(() => undefined);
     }
     conn.send({ type: "ack", message_id: frame.message_id });
-    if (first) void agent.start(conn.userId, frame.thread_id, frame.text);
   });
 
   await app.register(fastifyWebsocket, {

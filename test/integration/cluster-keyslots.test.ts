@@ -57,7 +57,8 @@ beforeAll(async () => {
     await store.addConnection(id, `c-${id}`, 5, 1000);
     await store.refreshConnections([{ userId: id, connectionId: `c-${id}` }, { userId: "plain", connectionId: "c" }], 1000);
     await store.removeConnection(id, `c-${id}`);
-    await store.claimMessage(id, `m${id}`, 1000);
+    await store.claimMessage(id, `m${id}`, { ttlMs: 1000, staleMs: 1000 });
+    await store.markMessageStarted(id, `m${id}`, 1000);
     await store.subscribeUser(id);
     await store.head(id);
     await store.publishEvent(id, event(id), LIMITS);

@@ -298,15 +298,28 @@ describe.each([
       expect(await h.store.addConnection(otherUser, "y", 1, 500)).toBe(false);
     });
 
-    it("claims a (user, message) once within its ttl", async () => {
+    it("claims a (user, message) once: pending until started, started after, forgotten after its ttl", async () => {
       const userId = uid("user");
-      expect(await h.store.claimMessage(userId, "m1", 300)).toBe(true);
-      expect(await h.store.claimMessage(userId, "m1", 300)).toBe(false);
-      expect(await h.peer.claimMessage(userId, "m1", 300)).toBe(false);
-      expect(await h.peer.claimMessage(userId, "m2", 300)).toBe(true);
-      expect(await h.peer.claimMessage(uid("user"), "m1", 300)).toBe(true);
+      const opts = { ttlMs: 300, staleMs: 10_000 };
+      expect(await h.store.claimMessage(userId, "m1", opts)).toBe("claimed");
+      expect(await h.store.claimMessage(userId, "m1", opts)).toBe("pending");
+      expect(await h.peer.claimMessage(userId, "m1", opts)).toBe("pending");
+      await h.peer.markMessageStarted(userId, "m1", 300);
+      expect(await h.store.claimMessage(userId, "m1", opts)).toBe("started");
+      expect(await h.peer.claimMessage(userId, "m2", opts)).toBe("claimed");
+      expect(await h.peer.claimMessage(uid("user"), "m1", opts)).toBe("claimed");
       await h.advance(400);
-      expect(await h.store.claimMessage(userId, "m1", 300)).toBe(true);
+      expect(await h.store.claimMessage(userId, "m1", opts)).toBe("claimed");
+    });
+
+    it("lets a claim whose run never started be taken over after staleMs, once", async () => {
+      const userId = uid("user");
+      const opts = { ttlMs: 60_000, staleMs: 200 };
+      expect(await h.store.claimMessage(userId, "m1", opts)).toBe("claimed");
+      expect(await h.peer.claimMessage(userId, "m1", opts)).toBe("pending");
+      await h.advance(300);
+      const takeovers = await Promise.all([h.store.claimMessage(userId, "m1", opts), h.peer.claimMessage(userId, "m1", opts)]);
+      expect(takeovers.sort()).toEqual(["claimed", "pending"]);
     });
   });
 
@@ -798,7 +811,8 @@ function allCalls(store: Store, userId: string): Record<string, () => Promise<un
     addConnection: () => store.addConnection(userId, "c", 5, 1000),
     removeConnection: () => store.removeConnection(userId, "c"),
     refreshConnections: () => store.refreshConnections([{ userId, connectionId: "c" }], 1000),
-    claimMessage: () => store.claimMessage(userId, uid("m"), 1000),
+    claimMessage: () => store.claimMessage(userId, uid("m"), { ttlMs: 1000, staleMs: 1000 }),
+    markMessageStarted: () => store.markMessageStarted(userId, uid("m"), 1000),
     publishEvent: () => store.publishEvent(userId, event(2), LIMITS),
     head: () => store.head(userId),
     readHistory: () => store.readHistory(userId, 0, LIMITS),

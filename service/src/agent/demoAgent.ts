@@ -18,13 +18,14 @@ export type DemoAgent = ReturnType<typeof createDemoAgent>;
 export function createDemoAgent(deps: { publisher: EventPublisher; stepDelayMs: number; log: FastifyBaseLogger }) {
   const running = new Map<string, { userId: string; threadId: string; abort: AbortController }>();
 
-  async function run(runId: string, userId: string, threadId: string, text: string, signal: AbortSignal): Promise<void> {
+  async function run(runId: string, userId: string, threadId: string, text: string, signal: AbortSignal, onStarted: () => void): Promise<void> {
     const publish = (type: Parameters<EventPublisher["publish"]>[1]["type"], data: Record<string, unknown>) =>
       deps.publisher.publish(userId, { type, run_id: runId, thread_id: threadId, data });
     const pause = (factor = 1) => delay(deps.stepDelayMs * factor, signal);
     const query = text.trim().slice(0, 80);
 
     await publish("agent_started", { agent: "demo-assistant", input: query });
+    onStarted();
     await pause();
     await publish("agent_thinking", { text: `Reading the question: “${query}”` });
     await pause();
@@ -43,20 +44,35 @@ export function createDemoAgent(deps: { publisher: EventPublisher; stepDelayMs: 
   }
 
   return {
-    /** Starts a run; resolves when it ends (successfully or not). Never rejects. */
-    start(userId: string, threadId: string, text: string): Promise<void> {
+    /**
+     * Starts a run. Resolves true once its first event (agent_started) is
+     * published, false if the run could not even start; the run goes on in
+     * the background. Never rejects.
+     */
+    start(userId: string, threadId: string, text: string): Promise<boolean> {
       const runId = randomUUID();
       const abort = new AbortController();
       running.set(runId, { userId, threadId, abort });
-      return run(runId, userId, threadId, text, abort.signal)
+      let began = false;
+      let resolveStarted: (ok: boolean) => void = () => undefined;
+      const started = new Promise<boolean>((resolve) => (resolveStarted = resolve));
+      void run(runId, userId, threadId, text, abort.signal, () => {
+        began = true;
+        resolveStarted(true);
+      })
         .catch(async (err) => {
+          if (!began) return; // nothing was published: the caller reports the message as not accepted
           if (abort.signal.aborted) return;
           deps.log.warn({ err, event: "agent_run_failed", run_id: runId }, "demo agent run failed");
           await deps.publisher
             .publish(userId, { type: "agent_error", run_id: runId, thread_id: threadId, data: { error: "RUN_FAILED", message: "The agent run failed." } })
             .catch(() => undefined);
         })
-        .finally(() => running.delete(runId));
+        .finally(() => {
+          running.delete(runId);
+          resolveStarted(began);
+        });
+      return started;
     },
 
     /** Ends the running runs with agent_error "interrupted" (best effort: the store may be gone too). */

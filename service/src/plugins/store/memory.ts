@@ -10,6 +10,7 @@ import {
   StoreUnavailableError,
   type AgentEventInput,
   type BusMessage,
+  type ClaimOutcome,
   type HistoryLimits,
   type HistoryRead,
   type RedeemOutcome,
@@ -47,7 +48,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const windows = new Map<string, { count: number; resetAt: number }>();
   const revocations = new Map<string, { at: number; expiresAt: number }>();
   const connections = new Map<string, Map<string, number>>();
-  const claims = new Map<string, number>();
+  /** Message claims: when claimed (or "started"), and until when the claim is kept. */
+  const claims = new Map<string, { startedAt: number | "started"; expiresAt: number }>();
   // Counters are never dropped: a counter that restarted at 1 within the same epoch would hand out old seqs again.
   const streams = new Map<string, Stream>();
   const userRefs = new Map<string, number>();
@@ -92,7 +94,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     expired(usedTickets, (t) => t);
     expired(windows, (w) => w.resetAt);
     expired(revocations, (r) => r.expiresAt);
-    expired(claims, (c) => c);
+    expired(claims, (c) => c.expiresAt);
     for (const [userId, conns] of connections) {
       expired(conns, (c) => c);
       if (conns.size === 0) connections.delete(userId);
@@ -161,12 +163,21 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       for (const { userId, connectionId } of entries) liveConnections(userId).set(connectionId, now() + ttlMs);
     },
 
-    async claimMessage(userId: string, messageId: string, ttlMs: number): Promise<boolean> {
+    async claimMessage(userId: string, messageId: string, options: { ttlMs: number; staleMs: number }): Promise<ClaimOutcome> {
       open();
       const key = claimKey(userId, messageId);
-      if (live(claims.get(key))) return false;
-      claims.set(key, now() + ttlMs);
-      return true;
+      const claim = claims.get(key);
+      if (claim !== undefined && live(claim.expiresAt)) {
+        if (claim.startedAt === "started") return "started";
+        if (now() - claim.startedAt < options.staleMs) return "pending";
+      }
+      claims.set(key, { startedAt: now(), expiresAt: now() + options.ttlMs });
+      return "claimed";
+    },
+
+    async markMessageStarted(userId: string, messageId: string, ttlMs: number): Promise<void> {
+      open();
+      claims.set(claimKey(userId, messageId), { startedAt: "started", expiresAt: now() + ttlMs });
     },
 
     async publishEvent(userId: string, event: AgentEventInput, limits: HistoryLimits) {

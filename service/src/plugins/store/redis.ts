@@ -26,6 +26,7 @@ import {
   StoreUnavailableError,
   type AgentEventInput,
   type BusMessage,
+  type ClaimOutcome,
   type HistoryLimits,
   type HistoryRead,
   type RedeemOutcome,
@@ -178,6 +179,18 @@ const SCRIPTS = {
       end
       if redis.call('EXISTS', KEYS[2]) == 1 then return {'used'} end
       return {'unknown'}`,
+  },
+  // KEYS: message claim. ARGV: ttl ms, stale ms. The value is the claim's
+  // time (server clock) until the run starts, then "started".
+  gwClaim: {
+    keys: 1,
+    lua: `
+      local v = redis.call('GET', KEYS[1])
+      if v == 'started' then return 'started' end
+      ${NOW}
+      if v and now - tonumber(v) < tonumber(ARGV[2]) then return 'pending' end
+      redis.call('SET', KEYS[1], now, 'PX', ARGV[1])
+      return 'claimed'`,
   },
   // KEYS: rate key. ARGV: window ms. The expiry is set whenever missing, so a
   // key can never be left without one.
@@ -831,8 +844,12 @@ export function createRedisStore(options: RedisStoreOptions): Store {
       );
     },
 
-    async claimMessage(userId: string, messageId: string, ttlMs: number): Promise<boolean> {
-      return (await guard(() => cmd.set(redisKeys.message(userId, messageId), "1", "PX", ttlMs, "NX"))) === "OK";
+    async claimMessage(userId: string, messageId: string, options: { ttlMs: number; staleMs: number }): Promise<ClaimOutcome> {
+      return (await script("gwClaim", redisKeys.message(userId, messageId), options.ttlMs, options.staleMs)) as ClaimOutcome;
+    },
+
+    async markMessageStarted(userId: string, messageId: string, ttlMs: number): Promise<void> {
+      await guard(() => cmd.set(redisKeys.message(userId, messageId), "started", "PX", ttlMs));
     },
 
     async publishEvent(userId: string, event: AgentEventInput, limits: HistoryLimits) {

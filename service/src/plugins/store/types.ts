@@ -99,6 +99,8 @@ export type BusMessage =
   /** Published with publishInstance to this instance's own channel. */
   | { readonly kind: "instance_control"; readonly payload: string };
 
+export type ClaimOutcome = "claimed" | "started" | "pending";
+
 export interface HistoryLimits {
   readonly maxEvents: number;
   readonly ttlMs: number;
@@ -130,8 +132,17 @@ export interface Store {
   addConnection(userId: string, connectionId: string, max: number, ttlMs: number): Promise<boolean>;
   removeConnection(userId: string, connectionId: string): Promise<void>;
   refreshConnections(entries: ReadonlyArray<{ userId: string; connectionId: string }>, ttlMs: number): Promise<void>;
-  /** True the first time a (user, message_id) pair is claimed within `ttlMs`. */
-  claimMessage(userId: string, messageId: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Claims a chat message for running, so a message resent after a reconnect
+   * runs once. "claimed": this caller runs it. "started": its run already
+   * began (ack it, do not run it). "pending": claimed less than `staleMs` ago
+   * and not started, e.g. a claim whose caller timed out although the write
+   * landed; the caller answers "send again", and after `staleMs` a claim takes
+   * it over, so a message is never acked without being run.
+   */
+  claimMessage(userId: string, messageId: string, options: { ttlMs: number; staleMs: number }): Promise<ClaimOutcome>;
+  /** Marks a claimed message as started: its run has published its first event. */
+  markMessageStarted(userId: string, messageId: string, ttlMs: number): Promise<void>;
 
   // ── events ──
   /**
