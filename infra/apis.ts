@@ -17,6 +17,12 @@ export const REQUIRED_APIS = [
   "servicenetworking.googleapis.com",
 ] as const;
 
+/**
+ * Only with Memorystore for Redis Cluster: its Private Service Connect
+ * endpoints are created through a service connection policy.
+ */
+export const REDIS_CLUSTER_APIS = ["networkconnectivity.googleapis.com"] as const;
+
 export interface ApisArgs {
   readonly project: string;
   readonly services?: readonly string[];

@@ -15,6 +15,25 @@ import * as pulumi from "@pulumi/pulumi";
 
 export const REDIS_TIERS = ["BASIC", "STANDARD_HA"] as const;
 export type RedisTier = (typeof REDIS_TIERS)[number];
+/** `instance`: one Memorystore for Redis instance (REDIS_URL). `cluster`: Memorystore for Redis Cluster (REDIS_CLUSTER_NODES). */
+export const REDIS_MODES = ["instance", "cluster"] as const;
+export type RedisMode = (typeof REDIS_MODES)[number];
+/** Memorystore for Redis Cluster node types (@pulumi/gcp 9.37, redis/cluster.d.ts `nodeType`). */
+export const REDIS_CLUSTER_NODE_TYPES = [
+  "REDIS_SHARED_CORE_NANO",
+  "REDIS_STANDARD_SMALL",
+  "REDIS_HIGHCPU_MEDIUM",
+  "REDIS_HIGHMEM_MEDIUM",
+  "REDIS_HIGHMEM_XLARGE",
+  "REDIS_HIGHMEM_2XLARGE",
+  "REDIS_STANDARD_LARGE",
+] as const;
+export type RedisClusterNodeType = (typeof REDIS_CLUSTER_NODE_TYPES)[number];
+/** The gateway uses sharded pub/sub (SPUBLISH/SSUBSCRIBE) everywhere: Redis 7.0 or later. */
+export const MIN_REDIS_VERSION = [7, 0] as const;
+/** Keys that only one Redis shape reads; setting one for the other shape is a mistake, reported. */
+const INSTANCE_ONLY_KEYS = ["redisTier", "redisSizeGb", "redisVersion"] as const;
+const CLUSTER_ONLY_KEYS = ["redisShardCount", "redisReplicaCount", "redisNodeType", "redisPscSubnetCidr"] as const;
 
 /** Cloud Run accepts exactly these CPU limits. */
 export const CPU_LIMITS = ["1", "2", "4", "6", "8"] as const;
@@ -38,9 +57,20 @@ export interface StackConfig {
   readonly domain: string;
   readonly alertEmails: readonly string[];
   readonly allowedOrigins: readonly string[];
+  /** Which Memorystore product holds the tickets, history and bus. */
+  readonly redisMode: RedisMode;
+  /** Instance shape only (`redisMode: instance`). */
   readonly redisTier: RedisTier;
   readonly redisSizeGb: number;
+  /** At least REDIS_7_0 (sharded pub/sub). */
   readonly redisVersion: string;
+  /** Cluster shape only (`redisMode: cluster`): primaries, 1..250. */
+  readonly redisShardCount: number;
+  /** Cluster shape only: replicas per shard, 0..2 (at least 1 in production). */
+  readonly redisReplicaCount: number;
+  readonly redisNodeType: RedisClusterNodeType;
+  /** Cluster shape only: the subnet the cluster's Private Service Connect endpoints take addresses from. */
+  readonly redisPscSubnetCidr: string;
   readonly minInstances: number;
   readonly maxInstances: number;
   /** Requests (each open WebSocket is one) per instance. */
@@ -223,12 +253,31 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     else if (production && !origin.startsWith("https://")) problems.push(`allowedOrigins entry "${origin}" must use https in a production stack`);
   }
 
+  const redisMode = oneOf("redisMode", REDIS_MODES, "instance");
+  const misplaced = redisMode === "cluster" ? INSTANCE_ONLY_KEYS : CLUSTER_ONLY_KEYS;
+  for (const key of misplaced) {
+    if (str(key) !== undefined) problems.push(`${key} is a setting of redisMode ${redisMode === "cluster" ? "instance" : "cluster"}, but redisMode is ${redisMode}: remove it or change redisMode`);
+  }
+
   const redisTier = oneOf("redisTier", REDIS_TIERS, production ? "STANDARD_HA" : "BASIC");
-  if (production && redisTier !== "STANDARD_HA") {
+  if (production && redisMode === "instance" && redisTier !== "STANDARD_HA") {
     problems.push("redisTier must be STANDARD_HA in a production stack (a BASIC instance loses every ticket and the event history on any failure)");
   }
   const redisSizeGb = int("redisSizeGb", 1, 1, 300, "GiB, Memorystore's range");
   const redisVersion = matching("redisVersion", str("redisVersion") ?? "REDIS_7_2", /^REDIS_\d+_\d+$/, "a Memorystore version like REDIS_7_2");
+  const version = /^REDIS_(\d+)_(\d+)$/.exec(redisVersion);
+  if (version && (Number(version[1]) < MIN_REDIS_VERSION[0] || (Number(version[1]) === MIN_REDIS_VERSION[0] && Number(version[2]) < MIN_REDIS_VERSION[1]))) {
+    problems.push(`redisVersion must be REDIS_7_0 or later (the gateway uses sharded pub/sub, SPUBLISH/SSUBSCRIBE); got "${redisVersion}"`);
+  }
+
+  // https://cloud.google.com/memorystore/docs/cluster/cluster-node-specification: 1 to 250 shards, 0 to 2 replicas per shard.
+  const redisShardCount = int("redisShardCount", 3, 1, 250, "shards (primaries) of the cluster, Memorystore's range");
+  const redisReplicaCount = int("redisReplicaCount", production ? 1 : 0, 0, 2, "replicas per shard, Memorystore's range");
+  if (production && redisMode === "cluster" && redisReplicaCount < 1) {
+    problems.push("redisReplicaCount must be at least 1 in a production stack (a shard without a replica loses its tickets and history on any failure)");
+  }
+  const redisNodeType = oneOf("redisNodeType", REDIS_CLUSTER_NODE_TYPES, "REDIS_HIGHMEM_MEDIUM");
+  const redisPscSubnetCidr = str("redisPscSubnetCidr") ?? "10.8.1.0/28";
 
   const minInstances = int("minInstances", production ? 1 : 0, 0, 100, "instances");
   const maxInstances = int("maxInstances", 10, 1, 1000, "instances");
@@ -258,6 +307,16 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     }
   }
 
+  if (redisMode === "cluster") {
+    const psc = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(redisPscSubnetCidr);
+    const pscPrefix = psc ? Number(psc[5]) : NaN;
+    if (!psc || psc.slice(1, 5).some((o) => Number(o) > 255) || pscPrefix < 16 || pscPrefix > 29) {
+      problems.push(`redisPscSubnetCidr must be an IPv4 CIDR range from /16 to /29 like 10.8.1.0/28; got "${redisPscSubnetCidr}"`);
+    } else if (cidr && rangesOverlap(subnetCidr, redisPscSubnetCidr)) {
+      problems.push(`redisPscSubnetCidr (${redisPscSubnetCidr}) must not overlap subnetCidr (${subnetCidr})`);
+    }
+  }
+
   const deletionProtection = bool("deletionProtection", true);
   if (production && !deletionProtection) problems.push("deletionProtection must be true in a production stack");
 
@@ -282,9 +341,14 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     domain,
     alertEmails,
     allowedOrigins,
+    redisMode,
     redisTier,
     redisSizeGb,
     redisVersion,
+    redisShardCount,
+    redisReplicaCount,
+    redisNodeType,
+    redisPscSubnetCidr,
     minInstances,
     maxInstances,
     concurrency,
@@ -305,6 +369,20 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
   };
   if (problems.length > 0) throw new StackConfigError(stack, problems);
   return config;
+}
+
+/** True when two IPv4 CIDR ranges (already checked for syntax) share an address. */
+function rangesOverlap(a: string, b: string): boolean {
+  const range = (c: string): [number, number] => {
+    const [ip, len] = c.split("/") as [string, string];
+    const start = ip.split(".").reduce((n, o) => n * 256 + Number(o), 0);
+    const size = 2 ** (32 - Number(len));
+    const first = start - (start % size);
+    return [first, first + size - 1];
+  };
+  const [a0, a1] = range(a);
+  const [b0, b1] = range(b);
+  return a0 <= b1 && b0 <= a1;
 }
 
 /**

@@ -7,12 +7,13 @@
  */
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
-import { Apis } from "./apis.js";
+import { Apis, REDIS_CLUSTER_APIS, REQUIRED_APIS } from "./apis.js";
 import { loadStackConfig } from "./config.js";
 import { LoadBalancer } from "./loadBalancer.js";
 import { Monitoring } from "./monitoring.js";
 import { Network } from "./network.js";
 import { Redis } from "./redis.js";
+import { RedisCluster } from "./redisCluster.js";
 import { Secrets } from "./secrets.js";
 import { Service } from "./service.js";
 
@@ -29,24 +30,48 @@ const gcpProvider = new gcp.Provider("gcp", {
 });
 const opts = (...dependsOn: pulumi.Resource[]): pulumi.ComponentResourceOptions => ({ providers: [gcpProvider], dependsOn });
 
-const apis = new Apis(id, { project: cfg.project }, { providers: [gcpProvider] });
-
-const network = new Network(id, { region: cfg.region, subnetCidr: cfg.subnetCidr }, opts(apis));
-
-const redis = new Redis(
+const cluster = cfg.redisMode === "cluster";
+const apis = new Apis(
   id,
-  {
-    region: cfg.region,
-    tier: cfg.redisTier,
-    memorySizeGb: cfg.redisSizeGb,
-    redisVersion: cfg.redisVersion,
-    network: network.network.id,
-    reservedIpRange: network.privateServiceRange.name,
-    privateServiceAccess: network.privateServiceAccess,
-    deletionProtection: cfg.deletionProtection,
-  },
+  { project: cfg.project, services: cluster ? [...REQUIRED_APIS, ...REDIS_CLUSTER_APIS] : REQUIRED_APIS },
+  { providers: [gcpProvider] },
+);
+
+const network = new Network(
+  id,
+  { region: cfg.region, subnetCidr: cfg.subnetCidr, ...(cluster ? { redisPscSubnetCidr: cfg.redisPscSubnetCidr } : {}) },
   opts(apis),
 );
+
+// One Memorystore instance (REDIS_URL) or a Memorystore for Redis Cluster (REDIS_CLUSTER_NODES).
+const redis = cluster
+  ? new RedisCluster(
+      id,
+      {
+        region: cfg.region,
+        shardCount: cfg.redisShardCount,
+        replicaCount: cfg.redisReplicaCount,
+        nodeType: cfg.redisNodeType,
+        network: network.network.id,
+        pscSubnetwork: network.redisPscSubnetwork!.id,
+        deletionProtection: cfg.deletionProtection,
+      },
+      opts(apis),
+    )
+  : new Redis(
+      id,
+      {
+        region: cfg.region,
+        tier: cfg.redisTier,
+        memorySizeGb: cfg.redisSizeGb,
+        redisVersion: cfg.redisVersion,
+        network: network.network.id,
+        reservedIpRange: network.privateServiceRange.name,
+        privateServiceAccess: network.privateServiceAccess,
+        deletionProtection: cfg.deletionProtection,
+      },
+      opts(apis),
+    );
 
 const secrets = new Secrets(
   id,
@@ -55,10 +80,12 @@ const secrets = new Secrets(
     values: {
       "jwt-secret-key": secretConfig.jwtSecretKey,
       "jwt-secret-key-previous": secretConfig.jwtSecretKeyPrevious,
-      "redis-auth-string": redis.authString,
+      // A cluster has no AUTH string (AUTH_MODE_DISABLED, infra/redisCluster.ts): the service
+      // still requires a version, so it gets a generated value the cluster ignores.
+      ...(redis instanceof Redis ? { "redis-auth-string": redis.authString } : {}),
       "redis-tls-ca": redis.caCertificates,
     },
-    generate: ["service-secret"],
+    generate: redis instanceof Redis ? ["service-secret"] : ["service-secret", "redis-auth-string"],
     deletionProtection: cfg.deletionProtection,
   },
   opts(apis),
@@ -73,7 +100,7 @@ const service = new Service(
     image: cfg.image,
     network: network.network.id,
     subnetwork: network.subnetwork.id,
-    redisUrl: redis.url,
+    redis: redis instanceof Redis ? { url: redis.url } : { clusterNodes: redis.nodes },
     allowedOrigins: cfg.allowedOrigins,
     secrets: secrets.entries,
     minInstances: cfg.minInstances,

@@ -7,6 +7,11 @@ export interface NetworkArgs {
   readonly subnetCidr: string;
   /** Prefix length of the range reserved for Google-managed services (Memorystore). */
   readonly privateServiceRangePrefix?: number;
+  /**
+   * Only for Memorystore for Redis Cluster: a subnet its Private Service Connect
+   * endpoints (the discovery endpoint among them) take their addresses from.
+   */
+  readonly redisPscSubnetCidr?: string;
 }
 
 /**
@@ -24,6 +29,8 @@ export class Network extends pulumi.ComponentResource {
   readonly privateServiceRange: gcp.compute.GlobalAddress;
   /** The peering with servicenetworking; Redis must be created after it. */
   readonly privateServiceAccess: gcp.servicenetworking.Connection;
+  /** Present with `redisPscSubnetCidr`: the subnet of the Redis Cluster's PSC endpoints. */
+  readonly redisPscSubnetwork: gcp.compute.Subnetwork | undefined;
 
   constructor(name: string, args: NetworkArgs, opts?: pulumi.ComponentResourceOptions) {
     super("chat-gateway:infra:Network", name, {}, opts);
@@ -77,6 +84,20 @@ export class Network extends pulumi.ComponentResource {
       },
       child,
     );
+
+    this.redisPscSubnetwork =
+      args.redisPscSubnetCidr === undefined
+        ? undefined
+        : new gcp.compute.Subnetwork(
+            `${name}-redis-psc`,
+            {
+              network: this.network.id,
+              region: args.region,
+              ipCidrRange: args.redisPscSubnetCidr,
+              description: "Private Service Connect endpoints of Memorystore for Redis Cluster",
+            },
+            child,
+          );
 
     this.registerOutputs({
       network: this.network.id,

@@ -30,8 +30,12 @@ export interface ServiceArgs {
   readonly image: string;
   readonly network: pulumi.Input<string>;
   readonly subnetwork: pulumi.Input<string>;
-  /** `rediss://host:port`, without credentials. */
-  readonly redisUrl: pulumi.Input<string>;
+  /**
+   * Where Redis is, exactly one of: `url` (`rediss://host:port`, without
+   * credentials: one Memorystore instance) or `clusterNodes` (`host:port` of
+   * a Memorystore for Redis Cluster's discovery endpoint, always over TLS).
+   */
+  readonly redis: { readonly url: pulumi.Input<string> } | { readonly clusterNodes: pulumi.Input<string> };
   readonly allowedOrigins: readonly string[];
   /** The secrets the service reads at startup; its identity gets access to exactly these. */
   readonly secrets: readonly SecretEntry[];
@@ -102,7 +106,8 @@ export class Service extends pulumi.ComponentResource {
       SECRETS_SOURCE: "gcp",
       GCP_PROJECT: args.project,
       SERVICE_ID: args.serviceId,
-      REDIS_URL: args.redisUrl,
+      // REDIS_URL and REDIS_CLUSTER_NODES are mutually exclusive (service/src/config.ts).
+      ...("url" in args.redis ? { REDIS_URL: args.redis.url } : { REDIS_CLUSTER_NODES: args.redis.clusterNodes, REDIS_TLS: "true" }),
       ALLOWED_ORIGINS: args.allowedOrigins.join(","),
       MAX_CONNECTION_AGE_SECONDS: String(MAX_CONNECTION_AGE_SECONDS),
       SHUTDOWN_GRACE_MS: String(SHUTDOWN_GRACE_MS),

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { REQUIRED_APIS } from "../../infra/apis.js";
+import { REDIS_CLUSTER_APIS, REQUIRED_APIS } from "../../infra/apis.js";
 import { cachedRuns, STACKS, T } from "./harness.js";
 
 const run = cachedRuns();
@@ -8,8 +8,10 @@ describe.each(STACKS)("%s stack: APIs and provider", (stack) => {
   it("enables exactly the APIs the program creates resources through", async () => {
     const r = await run(stack);
     const enabled = r.ofType(T.service).map((s) => s.inputs.service as string);
-    expect(new Set(enabled)).toEqual(new Set(REQUIRED_APIS));
-    expect(enabled).toHaveLength(REQUIRED_APIS.length);
+    // Network Connectivity (the service connection policy) only for the Redis Cluster shape.
+    const expected = r.config["chat-gateway:redisMode"] === "cluster" ? [...REQUIRED_APIS, ...REDIS_CLUSTER_APIS] : [...REQUIRED_APIS];
+    expect(new Set(enabled)).toEqual(new Set(expected));
+    expect(enabled).toHaveLength(expected.length);
     for (const api of ["run", "redis", "secretmanager", "compute", "servicenetworking", "monitoring", "logging"]) {
       expect(enabled).toContain(`${api}.googleapis.com`);
     }

@@ -2,7 +2,7 @@ import { spawnSync } from "node:child_process";
 import * as pulumi from "@pulumi/pulumi";
 import { describe, expect, it } from "vitest";
 import { parseStackConfig, parseStackSecrets, StackConfigError, type ConfigSource } from "../../infra/config.js";
-import { PROJECT, readYaml, resolve, ROOT, runProgram, STACKS, stackConfig, stackFile, TEST_JWT_SECRET, type StackName } from "./harness.js";
+import { INSTANCE_SHAPE, PROJECT, readYaml, resolve, ROOT, runProgram, STACKS, stackConfig, stackFile, TEST_JWT_SECRET, type StackName } from "./harness.js";
 
 /** The stack file's settings as Pulumi hands them to the program, with overrides (undefined removes a key). */
 function source(stack: StackName, overrides: Record<string, string | undefined> = {}): ConfigSource {
@@ -29,7 +29,7 @@ describe("the example stack files", () => {
     const known = new Set([
       "project", "region", "serviceId", "image", "domain", "alertEmails", "allowedOrigins", "redisTier", "redisSizeGb",
       "redisVersion", "minInstances", "maxInstances", "concurrency", "cpu", "memory", "subnetCidr", "deletionProtection",
-      "runbookBaseUrl", "logLevel", "jwtIssuer", "jwtAudience", "ticketEdgeRateLimitPerMinute", "authFailureRatioAlert",
+      "runbookBaseUrl", "logLevel", "redisMode", "redisShardCount", "redisReplicaCount", "redisNodeType", "redisPscSubnetCidr", "jwtIssuer", "jwtAudience", "ticketEdgeRateLimitPerMinute", "authFailureRatioAlert",
       "http5xxRatioAlert", "internalErrorClosesAlert",
     ]);
     for (const stack of STACKS) {
@@ -51,10 +51,12 @@ describe("the example stack files", () => {
       expect(c.domain).toMatch(/\.example\.com$/);
       expect(c.image).toContain(c.project);
     }
-    expect(production.redisTier).toBe("STANDARD_HA");
+    expect(production.redisMode).toBe("cluster");
+    expect(production.redisReplicaCount).toBeGreaterThanOrEqual(1);
     expect(production.minInstances).toBeGreaterThanOrEqual(1);
     expect(production.deletionProtection).toBe(true);
     expect(production.image).toMatch(/@sha256:[0-9a-f]{64}$/);
+    expect(staging.redisMode).toBe("instance");
     expect(staging.redisTier).toBe("BASIC");
   });
 
@@ -105,6 +107,41 @@ describe("out-of-range values throw with the reason", () => {
     expect(problems.join("\n")).toMatch(reason);
   });
 
+  it("a production instance must be STANDARD_HA", () => {
+    const problems = problemsOf(() =>
+      parseStackConfig(source("production", { ...INSTANCE_SHAPE, redisTier: "BASIC" }), "production"),
+    ).join("\n");
+    expect(problems).toMatch(/redisTier must be STANDARD_HA in a production stack/);
+    expect(parseStackConfig(source("production", INSTANCE_SHAPE), "production").redisMode).toBe("instance");
+  });
+
+  const redisCases: [string, Record<string, string | undefined>, RegExp][] = [
+    ["an unknown redisMode", { redisMode: "memcached" }, /redisMode must be one of instance, cluster/],
+    ["a Redis older than 7.0 (no sharded pub/sub)", { redisVersion: "REDIS_6_X" }, /redisVersion must be a Memorystore version/],
+    ["REDIS_6_2", { redisVersion: "REDIS_6_2" }, /redisVersion must be REDIS_7_0 or later \(the gateway uses sharded pub\/sub/],
+    ["cluster keys on an instance", { redisShardCount: "3" }, /redisShardCount is a setting of redisMode cluster, but redisMode is instance/],
+  ];
+  it.each(redisCases)("staging (instance): %s is refused", (_what, overrides, reason) => {
+    expect(problemsOf(() => parseStackConfig(source("staging", overrides), "staging")).join("\n")).toMatch(reason);
+  });
+  it("staging accepts REDIS_7_0 and later", () => {
+    for (const v of ["REDIS_7_0", "REDIS_7_2", "REDIS_8_0"]) expect(parseStackConfig(source("staging", { redisVersion: v }), "staging").redisVersion).toBe(v);
+  });
+
+  const clusterCases: [string, Record<string, string | undefined>, RegExp][] = [
+    ["both shapes (instance keys on a cluster)", { redisTier: "STANDARD_HA", redisSizeGb: "5" }, /redisTier is a setting of redisMode instance, but redisMode is cluster[\s\S]*redisSizeGb is a setting/],
+    ["redisVersion on a cluster", { redisVersion: "REDIS_7_2" }, /redisVersion is a setting of redisMode instance/],
+    ["0 shards", { redisShardCount: "0" }, /redisShardCount must be an integer from 1 to 250/],
+    ["251 shards", { redisShardCount: "251" }, /redisShardCount must be an integer from 1 to 250/],
+    ["3 replicas", { redisReplicaCount: "3" }, /redisReplicaCount must be an integer from 0 to 2/],
+    ["an unknown node type", { redisNodeType: "REDIS_HUGE" }, /redisNodeType must be one of REDIS_SHARED_CORE_NANO/],
+    ["a PSC subnet that overlaps subnetCidr", { redisPscSubnetCidr: "10.8.0.16/28" }, /redisPscSubnetCidr \(10.8.0.16\/28\) must not overlap subnetCidr/],
+    ["a PSC subnet that is no range", { redisPscSubnetCidr: "10.8.1.0" }, /redisPscSubnetCidr must be an IPv4 CIDR range/],
+  ];
+  it.each(clusterCases)("production (cluster): %s is refused", (_what, overrides, reason) => {
+    expect(problemsOf(() => parseStackConfig(source("production", overrides), "production")).join("\n")).toMatch(reason);
+  });
+
   it("maxInstances beyond the subnet's addresses (two per instance) is refused", () => {
     const problems = problemsOf(() => parseStackConfig(source("staging", { subnetCidr: "10.8.0.0/26", maxInstances: "40" }), "staging"));
     expect(problems.join("\n")).toMatch(/maxInstances \(40\) needs 80 addresses for Direct VPC egress, but subnetCidr \/26 has 60/);
@@ -123,7 +160,7 @@ describe("out-of-range values throw with the reason", () => {
     const problems = problemsOf(() =>
       parseStackConfig(
         source("production", {
-          redisTier: "BASIC",
+          redisReplicaCount: "0",
           minInstances: "0",
           deletionProtection: "false",
           image: "europe-west1-docker.pkg.dev/example-chat-prod/chat-gateway/gateway:1.0.0",
@@ -132,7 +169,7 @@ describe("out-of-range values throw with the reason", () => {
         "production",
       ),
     ).join("\n");
-    expect(problems).toMatch(/redisTier must be STANDARD_HA in a production stack/);
+    expect(problems).toMatch(/redisReplicaCount must be at least 1 in a production stack/);
     expect(problems).toMatch(/minInstances must be at least 1 in a production stack/);
     expect(problems).toMatch(/deletionProtection must be true in a production stack/);
     expect(problems).toMatch(/image must be pinned by digest/);

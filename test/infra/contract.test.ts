@@ -36,7 +36,7 @@ function secretEnv(r: ProgramRun): Record<string, string> {
 describe("the service reads what the program deploys", () => {
   it("the source scan finds the settings it should (guards the scan itself)", () => {
     const known = settingsTheServiceReads();
-    for (const name of ["NODE_ENV", "SECRETS_SOURCE", "GCP_PROJECT", "SERVICE_ID", "REDIS_URL", "ALLOWED_ORIGINS", "METRICS_PORT", "LOG_LEVEL"]) {
+    for (const name of ["NODE_ENV", "SECRETS_SOURCE", "GCP_PROJECT", "SERVICE_ID", "REDIS_URL", "REDIS_CLUSTER_NODES", "REDIS_TLS", "ALLOWED_ORIGINS", "METRICS_PORT", "LOG_LEVEL"]) {
       expect(known.has(name), name).toBe(true);
     }
   });
@@ -80,7 +80,14 @@ describe("the service reads what the program deploys", () => {
       expect(config.secretsSource).toBe("gcp");
       expect(config.gcpProject).toBe(r.config["chat-gateway:project"]);
       expect(config.serviceId).toBe("chat-gateway");
-      expect(config.redis.url).toMatch(/^rediss:\/\//);
+      if (r.config["chat-gateway:redisMode"] === "cluster") {
+        expect(config.redis.url).toBeUndefined();
+        expect(config.redis.cluster?.tls).toBe(true);
+        expect(config.redis.cluster?.nodes.length).toBe(1);
+      } else {
+        expect(config.redis.url).toMatch(/^rediss:\/\//);
+        expect(config.redis.cluster).toBeUndefined();
+      }
       expect(config.redis.password).toBeTruthy();
       expect(config.redis.tlsCa).toContain("-----BEGIN CERTIFICATE-----");
       expect(config.allowedOrigins.length).toBeGreaterThan(0);

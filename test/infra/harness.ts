@@ -34,6 +34,10 @@ export const TEST_JWT_SECRET = "test-only-jwt-secret-key-0123456789abcdef";
 export const TEST_CA =
   "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUTESTONLYTESTONLYTESTONLYTESTONLYwCgYIKoZIzj0EAwIw\n-----END CERTIFICATE-----";
 export const TEST_REDIS_HOST = "10.9.0.3";
+/** The discovery endpoint the mocks give a Memorystore for Redis Cluster (an address in its PSC subnet). */
+export const TEST_REDIS_CLUSTER_HOST = "10.8.1.2";
+export const TEST_CLUSTER_CA =
+  "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUCLUSTERTESTONLYCLUSTERTESTONLYwCgYIKoZIzj0EAwIw\n-----END CERTIFICATE-----";
 export const TEST_LB_IP = "203.0.113.7";
 
 /**
@@ -54,6 +58,17 @@ export function stackConfig(stack: StackName, overrides: Record<string, string |
   }
   return config;
 }
+
+/** Overrides that switch production's stack file (a Redis Cluster) back to one STANDARD_HA instance. */
+export const INSTANCE_SHAPE: Readonly<Record<string, string | undefined>> = {
+  redisMode: "instance",
+  redisTier: "STANDARD_HA",
+  redisSizeGb: "5",
+  redisShardCount: undefined,
+  redisReplicaCount: undefined,
+  redisNodeType: undefined,
+  redisPscSubnetCidr: undefined,
+};
 
 export interface Registered {
   readonly type: string;
@@ -91,6 +106,12 @@ function computed(type: string, name: string, inputs: Record<string, any>, proje
         port: inputs.transitEncryptionMode === "SERVER_AUTHENTICATION" ? 6378 : 6379,
         authString: "test-redis-auth-string-0123456789abcdef",
         serverCaCerts: [{ cert: TEST_CA, createTime: "", expireTime: "", serialNumber: "1", sha1Fingerprint: "x" }],
+      };
+    case "gcp:redis/cluster:Cluster":
+      return {
+        // Memorystore for Redis Cluster listens on 6379, with or without in-transit encryption.
+        discoveryEndpoints: [{ address: TEST_REDIS_CLUSTER_HOST, port: 6379, pscConfig: { network: inputs.pscConfigs?.[0]?.network } }],
+        managedServerCas: [{ caCerts: [{ certificates: [TEST_CLUSTER_CA] }] }],
       };
     case "gcp:compute/globalAddress:GlobalAddress":
       return { address: inputs.purpose === "VPC_PEERING" ? "10.9.0.0" : TEST_LB_IP, name, selfLink: selfLink("addresses") };
@@ -237,6 +258,8 @@ export const T = {
   globalAddress: "gcp:compute/globalAddress:GlobalAddress",
   psa: "gcp:servicenetworking/connection:Connection",
   redis: "gcp:redis/instance:Instance",
+  redisCluster: "gcp:redis/cluster:Cluster",
+  serviceConnectionPolicy: "gcp:networkconnectivity/serviceConnectionPolicy:ServiceConnectionPolicy",
   secret: "gcp:secretmanager/secret:Secret",
   secretVersion: "gcp:secretmanager/secretVersion:SecretVersion",
   secretIam: "gcp:secretmanager/secretIamMember:SecretIamMember",

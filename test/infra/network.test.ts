@@ -11,7 +11,7 @@ describe.each(STACKS)("%s stack: network", (stack) => {
 
   it("Cloud Run egresses through one subnet of that VPC, in the service's region, with the configured range", async () => {
     const r = await run(stack);
-    const subnet = r.one(T.subnetwork);
+    const subnet = r.ofType(T.subnetwork).find((s) => s.name.endsWith("-run-egress"))!;
     const vpc = r.one(T.network);
     expect(subnet.dependencies).toContain(vpc.urn);
     expect(subnet.inputs.region).toBe(r.config["chat-gateway:region"]);

@@ -35,7 +35,7 @@ describe.each(STACKS)("%s stack: secrets", (stack) => {
 
   it("the service secret is generated: 48 random letters and digits", async () => {
     const r = await run(stack);
-    const password = r.one(T.password);
+    const password = r.ofType(T.password).find((p) => p.name.endsWith("-service-secret-value"))!;
     expect(password.inputs.length).toBe(48);
     expect(password.inputs.special).toBe(false);
     const version = r.ofType(T.secretVersion).find((v) => String(v.inputs.secret).endsWith("/chat-gateway-service-secret"));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { SECRETS, secretId } from "../../service/src/secretNames.js";
-import { cachedRuns, containerEnv, plain, runProgram, STACKS, T, TEST_REDIS_HOST, type ProgramRun } from "./harness.js";
+import { cachedRuns, containerEnv, plain, runProgram, STACKS, T, TEST_REDIS_CLUSTER_HOST, TEST_REDIS_HOST, type ProgramRun } from "./harness.js";
 
 const run = cachedRuns();
 const template = (r: ProgramRun) => r.one(T.run).inputs.template;
@@ -87,7 +87,14 @@ describe.each(STACKS)("%s stack: Cloud Run service", (stack) => {
     expect(publicGrants[0]?.inputs).toMatchObject({ role: "roles/run.invoker", member: "allUsers", name: "chat-gateway" });
   });
 
-  it("the service connects to Redis with rediss:// on the TLS port, without credentials in the URL", async () => {
+  it("the service reaches Redis one way only: REDIS_URL for an instance, REDIS_CLUSTER_NODES for a cluster", async () => {
+    const r = await run(stack);
+    const env = containerEnv(r);
+    const cluster = r.config["chat-gateway:redisMode"] === "cluster";
+    expect(Object.keys(env).filter((k) => k === "REDIS_URL" || k === "REDIS_CLUSTER_NODES")).toEqual([cluster ? "REDIS_CLUSTER_NODES" : "REDIS_URL"]);
+  });
+
+  it.skipIf(stack === "production")("the service connects to Redis with rediss:// on the TLS port, without credentials in the URL", async () => {
     const url = new URL(String(containerEnv(await run(stack)).REDIS_URL));
     expect(url.protocol).toBe("rediss:");
     expect(url.hostname).toBe(TEST_REDIS_HOST);
@@ -124,6 +131,15 @@ describe.each(STACKS)("%s stack: Cloud Run service", (stack) => {
     const r = await run(stack);
     expect(r.outputs.serviceName).toBe("chat-gateway");
     expect(r.one(T.run).inputs.name).toBe("chat-gateway");
+  });
+});
+
+describe("production (Redis Cluster)", () => {
+  it("the gateway gets the cluster's discovery endpoint and TLS, and no REDIS_URL", async () => {
+    const env = containerEnv(await run("production"));
+    expect(env.REDIS_CLUSTER_NODES).toBe(`${TEST_REDIS_CLUSTER_HOST}:6379`);
+    expect(env.REDIS_TLS).toBe("true");
+    expect(env).not.toHaveProperty("REDIS_URL");
   });
 });
 
