@@ -65,13 +65,20 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
         row("gateway"),
         ["gateway ÷ bare (median of paired rounds)", `${throughputRatio.toFixed(2)}×`, "", `${p99Ratio.toFixed(2)}×`, `${cpuRatio.toFixed(2)}×`, "", ""],
       ]),
-      `Closed loop, ${CONCURRENCY} keep-alive connections, ${o.seconds} s per round after 0.5 s warm-up, ${o.rounds} rounds; 1,000 users' JWTs in rotation; every gateway answer was 201.`,
+      `Closed loop, ${CONCURRENCY} keep-alive connections, ${o.seconds} s per round after 0.5 s warm-up, ${o.rounds} rounds; 1,000 users' JWTs in rotation; every gateway answer was 201. "Per CPU" is the capacity ratio, bare µs/req ÷ gateway µs/req: on two cores the bare server is not always saturated (its load generator shares the other core with redis-server), so the measured req/s ratio flatters the gateway; a target counts as met only when both ratios meet it.`,
     ];
     return {
       id: "1",
       title: "Ticket issuance vs a bare Fastify JSON POST route",
       sections,
-      targets: [{ bench: "1", target: "throughput ≥ 0.5× bare", measured: `${throughputRatio.toFixed(2)}×`, met: throughputRatio >= 0.5 }],
+      targets: [
+        {
+          bench: "1",
+          target: "throughput ≥ 0.5× bare (as measured, and per server CPU)",
+          measured: `${throughputRatio.toFixed(2)}× as measured; ${(1 / cpuRatio).toFixed(2)}× per CPU`,
+          met: throughputRatio >= 0.5 && 1 / cpuRatio >= 0.5,
+        },
+      ],
       raw: results,
     };
   } finally {

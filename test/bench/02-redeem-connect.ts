@@ -75,10 +75,15 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
           row("gateway: ticket redeem → connection_established", results.gateway),
           ["gateway ÷ bare (median of paired rounds)", `${rateRatio.toFixed(2)}×`, `${p50Ratio.toFixed(2)}×`, `${p99Ratio.toFixed(2)}×`, `${cpuRatio.toFixed(2)}×`, "", ""],
         ]),
-        `Closed loop, ${CONCURRENCY} connects in flight, ${o.seconds} s per round after 0.5 s warm-up, ${o.rounds} rounds. Tickets (${perRound} per round, 1,000 users) were issued before each gateway round, outside the measured window. A connect is timed from its first byte to the first frame, then closed with 1000.`,
+        `Closed loop, ${CONCURRENCY} connects in flight, ${o.seconds} s per round after 0.5 s warm-up, ${o.rounds} rounds. Tickets (${perRound} per round, 1,000 users) were issued before each gateway round, outside the measured window. A connect is timed from its first byte to the first frame, then closed with 1000. The client side of a connect (TCP handshake, upgrade, close) costs about as much CPU as a bare server's side, so the bare server's rate is partly bound by the load generator's core: "per CPU" (bare µs/connect ÷ gateway µs/connect) is the capacity ratio, and a target counts as met only when both ratios meet it.`,
       ],
       targets: [
-        { bench: "2", target: "connect rate ≥ 0.8× bare", measured: `${rateRatio.toFixed(2)}×`, met: rateRatio >= 0.8 },
+        {
+          bench: "2",
+          target: "connect rate ≥ 0.8× bare (as measured, and per server CPU)",
+          measured: `${rateRatio.toFixed(2)}× as measured; ${(1 / cpuRatio).toFixed(2)}× per CPU`,
+          met: rateRatio >= 0.8 && 1 / cpuRatio >= 0.8,
+        },
         { bench: "2", target: "p99 ≤ 1.5× bare", measured: `${p99Ratio.toFixed(2)}×`, met: p99Ratio <= 1.5 },
       ],
       raw: results,

@@ -17,6 +17,7 @@ import type { ConnectResult } from "./load/connect.js";
 
 const CONCURRENCY = 16;
 const OPEN_RATE = 200;
+const OPEN_SECONDS = 4;
 const SERIAL_COUNT = 1000;
 
 type Measured = ConnectResult & { serverCpuPercent: number; serverCpuUsPerConnect: number };
@@ -45,7 +46,7 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
       return r;
     });
     const open = await alternate(o.rounds, ["bare", "gateway"] as const, async (name, round) => {
-      const r = await measure(name, { kind: "open", rate: OPEN_RATE, count: OPEN_RATE * 5, warmupCount: 50 });
+      const r = await measure(name, { kind: "open", rate: OPEN_RATE, count: OPEN_RATE * OPEN_SECONDS, warmupCount: 50 });
       o.log(`  b3 open ${OPEN_RATE}/s round ${round + 1} ${name}: p50 ${fmt(r.latency.p50)} p99 ${fmt(r.latency.p99)} max ${fmt(r.latency.max)} ms (schedule lag ≤ ${fmt(r.maxScheduleLagMs ?? NaN)} ms) server CPU ${fmt(r.serverCpuPercent, 0)}%`);
       return r;
     });
@@ -90,7 +91,7 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
           rows(`${SERIAL_COUNT} sequential: gateway full connect`, serial.gateway, false),
           ratios(serial, false),
         ]),
-        `Closed loop: ${o.seconds} s per round after 0.5 s warm-up. Open loop: ${OPEN_RATE * 5} connects started on a fixed schedule (${OPEN_RATE}/s, after 50 unmeasured), whatever the server does. Sequential: ${SERIAL_COUNT} connects one after another after 50 unmeasured. ${o.rounds} rounds each, alternating which server goes first. In the sequential gateway connects the ticket request took p50 ${fmt(ticketShare)} ms of the total.`,
+        `Closed loop: ${o.seconds} s per round after 0.5 s warm-up. Open loop: ${OPEN_RATE * OPEN_SECONDS} connects started on a fixed schedule (${OPEN_RATE}/s, after 50 unmeasured), whatever the server does. Sequential: ${SERIAL_COUNT} connects one after another after 50 unmeasured. ${o.rounds} rounds each, alternating which server goes first. In the sequential gateway connects the ticket request took p50 ${fmt(ticketShare)} ms of the total.`,
       ],
       targets: [
         { bench: "3", target: "full connect rate vs bare upgrade (report)", measured: `${closedRatio.toFixed(2)}×`, met: undefined },

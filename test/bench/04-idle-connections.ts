@@ -13,7 +13,7 @@ import { fmt, sleep, table } from "./lib/stats.js";
 
 const HEARTBEAT_MS = 5000;
 const IDLE_WINDOW_MS = 2 * HEARTBEAT_MS;
-const SETTLE_MS = 2000;
+const SETTLE_MS = 1000;
 
 interface IdleRound {
   readonly connectMs: number;
@@ -49,7 +49,7 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
           args: [name === "bare" ? "ws" : "fastify"],
           env: { HEARTBEAT_INTERVAL_MS: String(HEARTBEAT_MS) },
           cpus: o.plan.server,
-          name: `b4-bare-${round}`,
+          name: `b4-${name}-${round}`,
           nodeArgs: ["--inspect=127.0.0.1:0"],
         });
       }

@@ -52,12 +52,13 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
         }),
       );
     }
-    await lg.call("mintTokens", { key: TEST_JWT_KEY, users: users("b5", nUsers) });
     const redisProcess = await redisPid(redis.url);
-    const userList = users("b5", nUsers);
 
     const results = await alternate(o.rounds, ["socketio", "gateway"] as const, async (system, round): Promise<Round> => {
       const procs = servers[system];
+      // Fresh users every round: Socket.IO numbers events in memory, per user, from 1.
+      const userList = users(`b5-${system}-r${round}`, nUsers);
+      await lg.call("mintTokens", { key: TEST_JWT_KEY, users: userList });
       const setup = await lg.call<{ connected: number; failures: Record<string, number> }>("deliverySetup", {
         system,
         ports: procs.map((p) => p.port),

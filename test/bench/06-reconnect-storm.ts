@@ -14,7 +14,7 @@ import { fmt, table } from "./lib/stats.js";
 
 const JITTER_MS = 500;
 const RATE = 500;
-const TIMEOUT_MS = 60_000;
+const TIMEOUT_MS = 45_000;
 
 interface StormResult {
   clients: number;
@@ -40,38 +40,43 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
   const redis = await startRedis();
   const redisProcess = await redisPid(redis.url);
   const lg = await spawnLoadGen("b6-load", o.plan.load);
-  const procs: GatewayProc[] = [];
   try {
-    const gw = await spawnGatewayProc({ env: gatewayEnv(redis.url), cpus: o.plan.server, name: "b6-gateway", nodeArgs: gatewayNodeArgs(o, "b6-gateway") });
-    procs.push(gw);
-    const sio = await spawnHelperServer("test/bench/servers/socketio.ts", {
-      env: { CSR: "1", JWT_SECRET_KEY: TEST_JWT_KEY, SERVICE_SECRET: TEST_SERVICE_SECRET },
-      cpus: o.plan.server,
-      name: "b6-socketio",
-    });
-    procs.push(sio);
     const results = await alternate(o.rounds, ["socketio", "gateway"] as const, async (system, round): Promise<Measured> => {
-      const server = system === "gateway" ? gw : sio;
-      const userList = users(`b6-${system}-r${round}`, n);
-      await lg.call("mintTokens", { key: TEST_JWT_KEY, users: userList }, 120_000);
-      const setup = await lg.call<{ connected: number; ms: number }>(
-        "stormSetup",
-        { system, port: server.port, users: userList, origin: ORIGIN, concurrency: 64, jitterMs: JITTER_MS, ticketConnections: 128 },
-        300_000,
-      );
-      if (setup.connected !== n) throw new Error(`b6 ${system}: only ${setup.connected} of ${n} connected`);
+      // A fresh server every round: Socket.IO's recovery keeps every broadcast
+      // for 2 minutes and scans them on each restore, so a reused server would
+      // carry the previous rounds' packets into this one.
+      const server: GatewayProc =
+        system === "gateway"
+          ? await spawnGatewayProc({ env: gatewayEnv(redis.url), cpus: o.plan.server, name: `b6-gateway-${round}`, nodeArgs: gatewayNodeArgs(o, `b6-gateway-${round}`) })
+          : await spawnHelperServer("test/bench/servers/socketio.ts", {
+              env: { CSR: "1", JWT_SECRET_KEY: TEST_JWT_KEY, SERVICE_SECRET: TEST_SERVICE_SECRET },
+              cpus: o.plan.server,
+              name: `b6-socketio-${round}`,
+            });
       try {
-        const cpu = cpuMeter(server.pid);
-        const redisCpu = cpuMeter(redisProcess);
-        const r = await lg.call<StormResult>("stormRun", { serviceSecret: TEST_SERVICE_SECRET, rate: RATE, timeoutMs: TIMEOUT_MS }, TIMEOUT_MS + 60_000);
-        const used = cpu();
-        const usedRedis = redisCpu();
-        o.log(
-          `  b6 round ${round + 1} ${system}: ${r.recovered}/${r.clients} recovered, full recovery ${fmt(r.fullRecoveryMs)} ms (p50 ${fmt(r.recovery.p50)} p99 ${fmt(r.recovery.p99)}), contiguous ${r.contiguous}, dups ${r.dups}, resyncs ${r.resyncs}, state lost ${r.stateLost}, attempts ${r.attempts}, errors ${JSON.stringify(r.errors)}, publishes ${JSON.stringify(r.publishStatuses)}, server CPU ${fmt(used.percent, 0)}% redis ${fmt(usedRedis.percent, 0)}% load-gen ${fmt(r.loadCpuPercent, 0)}% lag ${fmt(r.loadLagMs)} ms`,
+        const userList = users(`b6-${system}-r${round}`, n);
+        await lg.call("mintTokens", { key: TEST_JWT_KEY, users: userList }, 120_000);
+        const setup = await lg.call<{ connected: number; ms: number }>(
+          "stormSetup",
+          { system, port: server.port, users: userList, origin: ORIGIN, concurrency: 64, jitterMs: JITTER_MS, ticketConnections: 128 },
+          300_000,
         );
-        return { ...r, serverCpuPercent: used.percent, setupMs: setup.ms };
+        if (setup.connected !== n) throw new Error(`b6 ${system}: only ${setup.connected} of ${n} connected`);
+        try {
+          const cpu = cpuMeter(server.pid);
+          const redisCpu = cpuMeter(redisProcess);
+          const r = await lg.call<StormResult>("stormRun", { serviceSecret: TEST_SERVICE_SECRET, rate: RATE, timeoutMs: TIMEOUT_MS }, TIMEOUT_MS + 60_000);
+          const used = cpu();
+          const usedRedis = redisCpu();
+          o.log(
+            `  b6 round ${round + 1} ${system}: ${r.recovered}/${r.clients} recovered, full recovery ${fmt(r.fullRecoveryMs)} ms (p50 ${fmt(r.recovery.p50)} p99 ${fmt(r.recovery.p99)}), contiguous ${r.contiguous}, dups ${r.dups}, resyncs ${r.resyncs}, state lost ${r.stateLost}, attempts ${r.attempts}, errors ${JSON.stringify(r.errors)}, publishes ${JSON.stringify(r.publishStatuses)}, server CPU ${fmt(used.percent, 0)}% redis ${fmt(usedRedis.percent, 0)}% load-gen ${fmt(r.loadCpuPercent, 0)}% lag ${fmt(r.loadLagMs)} ms`,
+          );
+          return { ...r, serverCpuPercent: used.percent, setupMs: setup.ms };
+        } finally {
+          await lg.call("stormClose", {}, 60_000);
+        }
       } finally {
-        await lg.call("stormClose", {}, 60_000);
+        await server.stop();
       }
     });
     const row = (label: string, rs: Measured[]) => [
@@ -82,7 +87,9 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
       spread(rs.map((r) => r.recovery.p50), 0),
       spread(rs.map((r) => r.recovery.p99), 0),
       spread(rs.map((r) => r.attempts / r.clients), 2),
+      spread(rs.map((r) => r.serverCpuPercent), 0),
       spread(rs.map((r) => r.loadCpuPercent), 0),
+      spread(rs.map((r) => r.loadLagMs), 0),
     ];
     const ratio = pairedRatio(results.gateway.map((r) => r.fullRecoveryMs), results.socketio.map((r) => r.fullRecoveryMs));
     const allBack = results.gateway.every((r) => r.recovered === n && r.contiguous === n && r.dups === 0 && r.resyncs === 0);
@@ -91,12 +98,12 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
       id: "6",
       title: `Reconnect storm: ${n.toLocaleString("en-US")} clients dropped at once, gateway (new ticket + resume) vs Socket.IO connection state recovery`,
       sections: [
-        table(["system", "recovered", "contiguous seqs", "time to full recovery ms", "per-client p50 ms", "per-client p99 ms", "reconnect attempts / client", "load-gen CPU %"], [
+        table(["system", "recovered", "contiguous seqs", "time to full recovery ms", "per-client p50 ms", "per-client p99 ms", "reconnect attempts / client", "server CPU %", "load-gen CPU %", "load-gen worst lag ms"], [
           row("Socket.IO 4, connection state recovery", results.socketio),
           row("gateway: new ticket + resume", results.gateway),
-          ["gateway ÷ Socket.IO", "", "", `${ratio.toFixed(2)}×`, "", "", "", ""],
+          ["gateway ÷ Socket.IO", "", "", `${ratio.toFixed(2)}×`, "", "", "", "", "", ""],
         ]),
-        `One instance each (CPU 0). ${n} clients (one user each) in one load-generator process; a steady ${RATE} events/s stream round-robin over the users runs throughout. All TCP connections are destroyed at once (no close frame), one event per user is published while they are away, then every client reconnects after a uniform random delay in [0, ${JITTER_MS}) ms and retries with the SDK's full-jitter backoff (base 500 ms). Recovery time runs from the release to the moment the client is connected again and holds every seq of its user up to the missed event, contiguously; afterwards the stream stops and each client must hold exactly every seq its user was given (no hole, no duplicate, no resync). Ticket requests use a pool of 128 keep-alive connections. Socket.IO runs with its defaults for recovery (2 min, auth middleware skipped on a recovered connection); its events are numbered in the server's memory for the check.`,
+        `One instance each (CPU 0). ${n} clients (one user each) in one load-generator process; a steady ${RATE} events/s stream round-robin over the users runs throughout. All TCP connections are destroyed at once (no close frame), one event per user is published while they are away, then every client reconnects after a uniform random delay in [0, ${JITTER_MS}) ms and retries with the SDK's full-jitter backoff (base 500 ms). Recovery time runs from the release to the moment the client is connected again and holds every seq of its user up to the missed event, contiguously; afterwards the stream stops and each client must hold exactly every seq its user was given (no hole, no duplicate, no resync). Ticket requests use a pool of 128 keep-alive connections. Each round starts fresh servers. Socket.IO runs with its defaults for recovery (2 min, auth middleware skipped on a recovered connection); its events are numbered in the server's memory for the check. Its in-memory adapter keeps every broadcast for the recovery window and each restore scans that list (socket.io-adapter SessionAwareAdapter.restoreSession: findIndex, then a filter over every later packet), so its recovery time grows with clients × retained events; socket.io-client is also heavier for the load generator than a bare ws client (see the load-gen columns).`,
       ],
       targets: [
         { bench: "6", target: `all ${n} back with contiguous seqs`, measured: results.gateway.map((r) => `${r.contiguous}/${r.clients}`).join(", "), met: allBack },
@@ -107,7 +114,6 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
     };
   } finally {
     await lg.close();
-    await Promise.all(procs.map((p) => p.stop()));
     await held(redis.stop());
   }
 }

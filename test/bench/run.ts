@@ -5,12 +5,14 @@
  *
  *   --only 1,3        run some benchmarks
  *   --rounds N        rounds per comparison (default 3; medians are quoted)
- *   --seconds S       measurement window of the rate benchmarks (default 4)
+ *   --seconds S       measurement window of the rate benchmarks (default 3)
  *   --idle-conns N    bench 4 size (default 10000)
  *   --storm-clients N bench 6 size (default 5000)
  *   --delivery-users N bench 5 size (default 1000)
  *   --no-pin          do not pin processes to CPUs
  *   --quiet-wait MS   before each round, wait up to MS for the shared machine to be under 30% busy (default 5000; 0: never)
+ *   --gateway-env K=V,K=V  extra settings for every gateway (to measure a configuration change)
+ *   --gateway-root D  run the gateway from another checkout D (to measure a proposed change)
  *   --cpu-prof        write a V8 CPU profile of every gateway process (.tmp/bench-logs/<run>/profiles)
  *   --json FILE       also write every figure as JSON
  *   --md FILE         also write the tables as markdown
@@ -22,8 +24,8 @@
 import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
-import { DEFAULT_PROFILE_DIR, type BenchOptions, type BenchResult } from "./lib/context.js";
-import { cpuPlan, LOG_DIR, noiseMeter, pinSelf, ROOT } from "./lib/procs.js";
+import { DEFAULT_PROFILE_DIR, setGatewayEnv, type BenchOptions, type BenchResult } from "./lib/context.js";
+import { cpuPlan, LOG_DIR, noiseMeter, pinSelf, ROOT, setGatewayRoot } from "./lib/procs.js";
 import { setQuietWait } from "./lib/rounds.js";
 import { table } from "./lib/stats.js";
 
@@ -50,6 +52,10 @@ const num = (name: string, def: number) => {
   return n;
 };
 
+const gatewayEnvArg = arg("--gateway-env");
+if (gatewayEnvArg) setGatewayEnv(Object.fromEntries(gatewayEnvArg.split(",").map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)])));
+const gatewayRootArg = arg("--gateway-root");
+if (gatewayRootArg) setGatewayRoot(gatewayRootArg);
 setQuietWait(arg("--quiet-wait") === "0" ? 0 : num("--quiet-wait", 5000));
 const only = arg("--only")?.split(",").map((s) => s.trim());
 const plan = cpuPlan(!flag("--no-pin"));
@@ -57,7 +63,7 @@ pinSelf(plan.load);
 
 const options: BenchOptions = {
   rounds: num("--rounds", 3),
-  seconds: num("--seconds", 4),
+  seconds: num("--seconds", 3),
   plan,
   profile: flag("--cpu-prof"),
   profileDir: DEFAULT_PROFILE_DIR,
@@ -71,10 +77,11 @@ const options: BenchOptions = {
 
 /** The gateway code that was measured: the commit, and whether service/ had uncommitted changes. */
 function codeVersion(): string {
+  if (gatewayRootArg) return `from ${gatewayRootArg}${gatewayEnvArg ? `, with ${gatewayEnvArg}` : ""}`;
   try {
     const head = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT }).toString().trim();
     const dirty = execFileSync("git", ["status", "--porcelain", "--", "service"], { cwd: ROOT }).toString().trim() !== "";
-    return `${head}${dirty ? " + uncommitted changes in service/" : ""}`;
+    return `${head}${dirty ? " + uncommitted changes in service/" : ""}${gatewayEnvArg ? `, with ${gatewayEnvArg}` : ""}`;
   } catch {
     return "unknown";
   }

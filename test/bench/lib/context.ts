@@ -41,6 +41,12 @@ export interface BenchResult {
   readonly raw: unknown;
 }
 
+let extraEnv: Record<string, string> = {};
+/** Settings added to every gateway of the run (`--gateway-env LOG_LEVEL=warn,…`), to measure a configuration change. */
+export function setGatewayEnv(env: Record<string, string>): void {
+  extraEnv = env;
+}
+
 /** The gateway's production configuration for a benchmark, with the limits that would throttle the load raised. */
 export function gatewayEnv(redisUrl: string, overrides: Record<string, string> = {}): Record<string, string> {
   return {
@@ -57,6 +63,7 @@ export function gatewayEnv(redisUrl: string, overrides: Record<string, string> =
     // Pre-issued tickets must outlive the preparation of a round.
     TICKET_TTL_SECONDS: "300",
     ...overrides,
+    ...extraEnv,
   };
 }
 

@@ -131,17 +131,20 @@ export interface SpawnOptions {
   readonly nodeArgs?: readonly string[];
   /** Extra stdio entries (e.g. "ipc"). */
   readonly ipc?: boolean;
+  readonly cwd?: string;
+  /** Write the output here instead of the run's log directory (e.g. /dev/null). */
+  readonly logPath?: string;
 }
 
 /** Runs a TypeScript entry point with `node --import tsx` (like spawnGateway), optionally under taskset. */
 export async function spawnNode(script: string, options: SpawnOptions): Promise<NodeProc> {
   mkdirSync(LOG_DIR, { recursive: true });
-  const logPath = join(LOG_DIR, `${options.name}.log`);
+  const logPath = options.logPath ?? join(LOG_DIR, `${options.name}.log`);
   const fd = openSync(logPath, "a");
   const nodeArgv = [...(options.nodeArgs ?? []), "--import", "tsx", script, ...(options.args ?? [])];
   const [command, argv] = options.cpus !== undefined ? ["taskset", ["-c", options.cpus, process.execPath, ...nodeArgv]] : [process.execPath, nodeArgv];
   const child = spawn(command, argv, {
-    cwd: ROOT,
+    cwd: options.cwd ?? ROOT,
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...options.env },
     stdio: options.ipc ? ["ignore", fd, fd, "ipc"] : ["ignore", fd, fd],
   });
@@ -202,13 +205,34 @@ export interface GatewayProc extends NodeProc {
   readonly wsUrl: string;
 }
 
+let gatewayRoot = ROOT;
+/**
+ * Runs the gateway from another checkout (its service/ and node_modules), to
+ * measure a proposed change side by side with the same harness:
+ * `npm run bench -- --gateway-root /tmp/patched`.
+ */
+export function setGatewayRoot(dir: string): void {
+  gatewayRoot = dir;
+}
+
 /** The real gateway process, listening on a free loopback port; ready once GET /healthz answers 200 (whatever LOG_LEVEL says). */
-export async function spawnGatewayProc(options: { env: Record<string, string>; cpus?: string | undefined; name: string; nodeArgs?: readonly string[]; readyTimeoutMs?: number }): Promise<GatewayProc> {
+export async function spawnGatewayProc(options: {
+  env: Record<string, string>;
+  cpus?: string | undefined;
+  name: string;
+  nodeArgs?: readonly string[];
+  readyTimeoutMs?: number;
+  /** Another checkout to run the gateway from (default: this one, or --gateway-root). */
+  root?: string;
+  logPath?: string;
+}): Promise<GatewayProc> {
   const port = await freePort();
   const proc = await spawnNode("service/src/main.ts", {
     name: options.name,
     cpus: options.cpus,
     nodeArgs: options.nodeArgs,
+    cwd: options.root ?? gatewayRoot,
+    logPath: options.logPath,
     env: { HOST: "127.0.0.1", PORT: String(port), METRICS_PORT: "0", ...options.env },
   });
   const url = `http://127.0.0.1:${port}`;
@@ -353,7 +377,8 @@ export async function waitForQuiet(maxWaitMs = 5000, threshold = 30): Promise<{ 
  * shows in; RSS alone also moves with V8's heap sizing.
  */
 export async function gcAndMemory(proc: NodeProc): Promise<{ rss: number; heapUsed: number; heapTotal: number; external: number; arrayBuffers: number }> {
-  const m = /Debugger listening on (ws:\/\/\S+)/.exec(proc.log());
+  // The last one: a log file may hold an earlier process's lines.
+  const m = [...proc.log().matchAll(/Debugger listening on (ws:\/\/\S+)/g)].at(-1);
   if (!m) throw new Error(`${proc.name} was not started with --inspect`);
   const { default: WebSocket } = await import("ws");
   const ws = new WebSocket(m[1]!);

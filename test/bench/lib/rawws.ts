@@ -116,7 +116,12 @@ export function connectFirstFrame(options: ConnectOptions): Promise<FirstFrame &
         }
         buf = buf.subarray(headEnd + 4);
       }
-      const frame = readFrame(buf);
+      let frame = readFrame(buf);
+      // A protocol ping or pong (a heartbeat tick that came first) is not the first message.
+      while (frame && (frame.opcode === 0x9 || frame.opcode === 0xa)) {
+        buf = buf.subarray(frame.used);
+        frame = readFrame(buf);
+      }
       if (!frame) return;
       const ms = performance.now() - started;
       if (options.keep) {
