@@ -1,5 +1,5 @@
 import fastifyWebsocket from "@fastify/websocket";
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
 import type { Logger } from "pino";
 import type { Config } from "./config.js";
 import { GatewayError, isGatewayError, type ErrorCode } from "./errors.js";
@@ -68,6 +68,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     // Reject unknown fields instead of silently dropping them: a publisher
     // that sends `seq` should learn that it does not choose it.
     ajv: { customOptions: { removeAdditional: false } },
+    // User ids in internal API paths may be up to 256 characters, percent-encoded.
+    routerOptions: { maxParamLength: 1024 },
+    // Errors the router raises before any route runs (a path that is not a
+    // valid URL) get the same JSON shape as every other error.
+    frameworkErrors: (error, _request, reply) => {
+      void (reply as FastifyReply).code(400).send({ error: { code: "BAD_REQUEST", message: `The request is malformed (${error.code}).` } });
+    },
   });
   app.decorate("config", config);
 
@@ -116,18 +123,24 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     conn.send({ type: "ack", message_id: frame.message_id });
   });
 
+  // (A variable, not a literal: @types/ws 8.18 does not declare maxPendingAutoPongs yet.)
+  const wsOptions = {
+    // Well above MAX_MESSAGE_BYTES: ws would close a bigger frame with a bare
+    // 1009 and no reason; the connection checks the size and says MESSAGE_TOO_BIG.
+    maxPayload: Math.max(config.maxMessageBytes * 16, 1024 * 1024),
+    // UTF-8 is checked by the connection, which answers MESSAGE_MALFORMED instead of ws's 1007.
+    skipUTF8Validation: true,
+    perMessageDeflate: false,
+    // ws terminates a peer with this many unsent automatic pongs (60 by
+    // default) without a close frame. Keep it above the inbound frame budget,
+    // so a protocol-ping flood meets 4429 RATE_LIMITED first.
+    maxPendingAutoPongs: config.maxFramesPerSecond * 4 + 10,
+    // Never echo a subprotocol that could be a token (`jwt-auth, <JWT>`); a
+    // plain name is echoed only so that such a client reads our 4400.
+    handleProtocols: (protocols: Set<string>) => [...protocols].find((p) => p.length <= 32 && !p.includes(".")) ?? false,
+  };
   await app.register(fastifyWebsocket, {
-    options: {
-      // Well above MAX_MESSAGE_BYTES: ws would close a bigger frame with a bare
-      // 1009 and no reason; the connection checks the size and says MESSAGE_TOO_BIG.
-      maxPayload: Math.max(config.maxMessageBytes * 16, 1024 * 1024),
-      // UTF-8 is checked by the connection, which answers MESSAGE_MALFORMED instead of ws's 1007.
-      skipUTF8Validation: true,
-      perMessageDeflate: false,
-      // Never echo a subprotocol that could be a token (`jwt-auth, <JWT>`); a
-      // plain name is echoed only so that such a client reads our 4400.
-      handleProtocols: (protocols) => [...protocols].find((p) => p.length <= 32 && !p.includes(".")) ?? false,
-    },
+    options: wsOptions,
     // @fastify/websocket's default preClose closes sockets without a code
     // (clients see 1005). Drain with 1012 SERVICE_RESTART instead.
     preClose: async function () {

@@ -237,3 +237,33 @@ describe("bookkeeping", () => {
     expect(text).toMatch(/gateway_ticket_redeem_seconds_count \d+/);
   });
 });
+
+describe("protocol-level floods", () => {
+  it("closes a flood of protocol pings with 4429 RATE_LIMITED (pings are frames too), not a bare drop", async () => {
+    const client = await TestClient.connect(gw, await ticketFor(gw, "ping-flooder"));
+    await client.waitForType("connection_established");
+    // Stop reading, as a flooder does: ws alone would drop the peer at 60 unsent pongs, with no close frame.
+    (client.socket as unknown as { _socket: { pause(): void; resume(): void } })._socket.pause();
+    for (let i = 0; i < 200; i++) client.socket.ping();
+    await new Promise((r) => setTimeout(r, 200));
+    (client.socket as unknown as { _socket: { resume(): void } })._socket.resume();
+    await expectClose(client, 4429, "RATE_LIMITED", true);
+  });
+});
+
+describe("guessing tickets", () => {
+  it("closes redemption attempts past TICKET_RATE_PER_IP a minute with 4429 RATE_LIMITED, even for a valid ticket", async () => {
+    // Its own store: the counter is per client address, and this file's other tests connect from the same one.
+    const own = createMemoryStore();
+    const strict = await startGateway({ store: own, env: { TICKET_RATE_PER_IP: "5" } });
+    try {
+      const guesses = Array.from({ length: 5 }, () => new TestClient(`${strict.wsUrl}/ws?ticket=${"B".repeat(43)}.${(Date.now() + 30_000).toString(36)}`));
+      expect((await Promise.all(guesses.map((g) => g.closed))).map((c) => c.reason)).toEqual(Array(5).fill("TICKET_INVALID"));
+      // The sixth attempt from this address is refused, and a real ticket would be burned rather than let in.
+      await expectClose(new TestClient(`${strict.wsUrl}/ws?ticket=${await ticketFor(strict, "guesser")}`), 4429, "RATE_LIMITED", true);
+    } finally {
+      await strict.close();
+      await own.close();
+    }
+  });
+});

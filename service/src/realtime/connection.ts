@@ -94,6 +94,11 @@ export class Connection {
     deps.socket.on("pong", () => {
       this.missedPongs = 0;
     });
+    // Protocol pings are frames too: ws answers them itself, so a flood of
+    // them is counted here against the same inbound budget as messages.
+    deps.socket.on("ping", () => {
+      if (!this.closing) this.spend(1);
+    });
     deps.socket.on("close", (code) => this.onSocketClose(code));
   }
 

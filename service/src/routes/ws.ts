@@ -54,7 +54,20 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
         if (origin !== null && !allowed.has(origin)) throw new GatewayError("ORIGIN_FORBIDDEN");
         const ticket = request.query.ticket;
         if (Array.isArray(ticket)) throw new GatewayError("TICKET_MALFORMED");
-        const record = await app.tickets.redeem(ticket, origin);
+        // Redemptions per client IP share the issuance limit: a legitimate
+        // client cannot redeem more tickets than it can get, and guessing
+        // tickets is throttled. Counted beside the redeem, not before it, so a
+        // connect costs no extra round trip; a correct guess over the limit is
+        // still burned and refused.
+        const [attempts, redeemed] = await Promise.allSettled([
+          storeCall(() => store.hit(`redeem:${request.ip}`, 60_000)),
+          app.tickets.redeem(ticket, origin),
+        ]);
+        if (attempts.status === "fulfilled" && attempts.value.count > config.ticketRatePerIp) {
+          throw new GatewayError("RATE_LIMITED", { message: "Too many connection attempts from this address. Retry after a pause." });
+        }
+        if (redeemed.status === "rejected") throw redeemed.reason;
+        const record = redeemed.value;
         const id = randomUUID();
         if (!(await storeCall(() => store.addConnection(record.sub, id, config.maxConnectionsPerUser, hub.connectionTtlMs)))) {
           throw new GatewayError("TOO_MANY_CONNECTIONS");
