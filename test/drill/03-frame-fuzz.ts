@@ -147,9 +147,12 @@ function generator(seed: number) {
       const r = rnd();
       const fragment = rnd() < 0.15;
       if (r < 0.1) {
+        // A protocol ping is a frame: it costs one from the budget like any other (§8.2).
+        if (tokens + 1 > 90) break;
         wire.push(clientFrame(OP_PING, randomBytes(int(20))));
         expect.push({ kind: "protocol_pong" });
         frames++;
+        tokens += 1;
         continue;
       }
       if (r < 0.45 || tokens > 80) {
@@ -158,10 +161,10 @@ function generator(seed: number) {
         const ex: Expect[] = [];
         frames += message(Buffer.from(JSON.stringify({ type: "ping", id })), wire, ex, fragment);
         expect.push(...ex, { kind: "pong", id });
-        tokens += 1;
+        tokens += 1 + ex.length;
         continue;
       }
-      if (tokens + 10 > 90) continue;
+      if (tokens + 10 + 4 > 90) continue;
       tokens += 10;
       const ex: Expect[] = [];
       if (r < 0.65) {
@@ -177,6 +180,7 @@ function generator(seed: number) {
         frames += message(invalidUtf8(), wire, ex, fragment);
         expect.push(...ex, { kind: "error", code: "MESSAGE_MALFORMED" });
       }
+      tokens += ex.length;
     }
     return { category: "open", wire, frames, expect };
   }
