@@ -15,10 +15,10 @@
 import { execFile } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createServer } from "node:net";
 import { promisify } from "node:util";
 import { Redis } from "ioredis";
 import { startRedis, type RedisServerHandle, type StartRedisOptions } from "./redis-server.js";
+import { freePort } from "./ports.js";
 
 const REDIS_CLI = process.env.REDIS_CLI_BIN ?? "/usr/bin/redis-cli";
 const run = promisify(execFile);
@@ -300,18 +300,6 @@ export function parseClusterNodes(text: string): ClusterNodeInfo[] {
     });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** A throwaway CA, and a certificate for 127.0.0.1 signed by it that every node serves (and presents to its peers). */
 export async function makeCertificates(dir: string): Promise<{ certFile: string; keyFile: string; caFile: string }> {

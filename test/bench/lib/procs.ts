@@ -9,11 +9,12 @@
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { cpus as osCpus } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { sleep } from "./stats.js";
+import { freePort } from "../../support/ports.js";
+export { freePort };
 
 export const ROOT = fileURLToPath(new URL("../../..", import.meta.url));
 const RUN_ID = new Date().toISOString().replace(/[:.]/g, "-");
@@ -88,18 +89,6 @@ export async function held<T>(promise: Promise<T>): Promise<T> {
   }
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 export interface Exit {
   readonly code: number | null;
