@@ -94,8 +94,15 @@ describe.each(STACKS)("%s stack: Cloud Run service", (stack) => {
     expect(Object.keys(env).filter((k) => k === "REDIS_URL" || k === "REDIS_CLUSTER_NODES")).toEqual([cluster ? "REDIS_CLUSTER_NODES" : "REDIS_URL"]);
   });
 
-  it.skipIf(stack === "production")("the service connects to Redis with rediss:// on the TLS port, without credentials in the URL", async () => {
-    const url = new URL(String(containerEnv(await run(stack)).REDIS_URL));
+  it("the service connects to Redis over TLS, with no credentials in the address (rediss:// on 6378, or REDIS_TLS=true for a cluster)", async () => {
+    const r = await run(stack);
+    const env = containerEnv(r);
+    if (r.config["chat-gateway:redisMode"] === "cluster") {
+      expect(env.REDIS_TLS).toBe("true");
+      expect(String(env.REDIS_CLUSTER_NODES)).toMatch(/^[^@/:]+:\d+$/);
+      return;
+    }
+    const url = new URL(String(env.REDIS_URL));
     expect(url.protocol).toBe("rediss:");
     expect(url.hostname).toBe(TEST_REDIS_HOST);
     expect(url.port).toBe("6378");
