@@ -9,6 +9,7 @@
  *   throughput  closed loop, 64 publishes in flight: delivered events/s
  */
 import { startRedis } from "../support/redis-server.js";
+import { startRedisCluster } from "../support/redis-cluster.js";
 import { gatewayEnv, gatewayNodeArgs, ORIGIN, TEST_JWT_KEY, TEST_SERVICE_SECRET, users, type BenchOptions, type BenchResult } from "./lib/context.js";
 import { spawnLoadGen } from "./lib/loadgen.js";
 import { cpuMeter, held, redisPid, spawnGatewayProc, spawnHelperServer, type GatewayProc } from "./lib/procs.js";
@@ -36,14 +37,23 @@ type Round = {
   max: RunResult & { serverCpuPercent: number; serverCpuUsPerEvent: number; redisCpuPercent: number; redisCpuUsPerEvent: number };
 };
 
+type System = "socketio" | "gateway" | "cluster";
+const SYSTEMS = ["socketio", "gateway", "cluster"] as const satisfies readonly System[];
+const LABELS: Record<System, string> = { socketio: "Socket.IO + redis-adapter", gateway: "gateway, one Redis", cluster: "gateway, Redis Cluster (3 primaries)" };
+
 export async function run(o: BenchOptions): Promise<BenchResult> {
   const nUsers = o.sizes.deliveryUsers;
   const redis = await startRedis();
-  const servers: Record<"gateway" | "socketio", GatewayProc[]> = { gateway: [], socketio: [] };
+  // The same gateway on a 3-primary Redis Cluster (REDIS_CLUSTER_NODES, sharded pub/sub), beside the single instance.
+  const cluster = await startRedisCluster({ masters: 3 });
+  const servers: Record<System, GatewayProc[]> = { gateway: [], cluster: [], socketio: [] };
   const lg = await spawnLoadGen("b5-load", o.plan.load);
   try {
     for (let i = 0; i < 2; i++) {
       servers.gateway.push(await spawnGatewayProc({ env: gatewayEnv(redis.url), cpus: o.plan.server, name: `b5-gateway-${i}`, nodeArgs: gatewayNodeArgs(o, `b5-gateway-${i}`) }));
+      const clusterEnv = gatewayEnv(redis.url, { REDIS_CLUSTER_NODES: cluster.startupNodes });
+      delete clusterEnv.REDIS_URL; // the two are exclusive
+      servers.cluster.push(await spawnGatewayProc({ env: clusterEnv, cpus: o.plan.server, name: `b5-cluster-${i}`, nodeArgs: gatewayNodeArgs(o, `b5-cluster-${i}`) }));
       servers.socketio.push(
         await spawnHelperServer("test/bench/servers/socketio.ts", {
           env: { REDIS_URL: redis.url, JWT_SECRET_KEY: TEST_JWT_KEY, SERVICE_SECRET: TEST_SERVICE_SECRET },
@@ -53,14 +63,15 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
       );
     }
     const redisProcess = await redisPid(redis.url);
+    const clusterProcesses = await Promise.all(cluster.nodes.map((n) => redisPid(`redis://${n.address}`)));
 
-    const results = await alternate(o.rounds, ["socketio", "gateway"] as const, async (system, round): Promise<Round> => {
+    const results = await alternate(o.rounds, SYSTEMS, async (system, round): Promise<Round> => {
       const procs = servers[system];
       // Fresh users every round: Socket.IO numbers events in memory, per user, from 1.
       const userList = users(`b5-${system}-r${round}`, nUsers);
       await lg.call("mintTokens", { key: TEST_JWT_KEY, users: userList });
       const setup = await lg.call<{ connected: number; failures: Record<string, number> }>("deliverySetup", {
-        system,
+        system: system === "cluster" ? "gateway" : system,
         ports: procs.map((p) => p.port),
         users: userList,
         serviceSecret: TEST_SERVICE_SECRET,
@@ -89,11 +100,11 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
           o.log(`  b5 round ${round + 1} ${system} ${rate}/s: p50 ${fmt(r.latency.p50)} p99 ${fmt(r.latency.p99)} max ${fmt(r.latency.max)} ms, ${fmt(r.acceptedPerSecond)} accepted/s, servers CPU ${fmt(byRate[rate]!.serverCpuPercent, 0)}%, load-gen CPU ${fmt(r.loadCpuPercent, 0)}% lag ${fmt(r.loadLagMs)} ms`);
         }
         const m = meterAll();
-        const rm = cpuMeter(redisProcess);
+        const redisMeters = (system === "cluster" ? clusterProcesses : [redisProcess]).map((pid) => cpuMeter(pid));
         const r = await lg.call<RunResult>("deliveryRun", { concurrency: IN_FLIGHT, durationMs: o.seconds * 1000, warmupMs: 500 });
         check(r, "max");
         const cpu = m();
-        const redisCpu = rm();
+        const redisCpu = redisMeters.map((rm) => rm()).reduce((a, x) => ({ cpuMs: a.cpuMs + x.cpuMs, percent: a.percent + x.percent }), { cpuMs: 0, percent: 0 });
         const max = { ...r, serverCpuPercent: cpu.percent, serverCpuUsPerEvent: (cpu.cpuMs * 1000) / r.accepted, redisCpuPercent: redisCpu.percent, redisCpuUsPerEvent: (redisCpu.cpuMs * 1000) / r.accepted };
         o.log(`  b5 round ${round + 1} ${system} max: ${fmt(r.throughput)} delivered/s p50 ${fmt(r.latency.p50)} p99 ${fmt(r.latency.p99)} ms, servers CPU ${fmt(cpu.percent, 0)}% (${fmt(max.serverCpuUsPerEvent, 0)} µs/event), redis CPU ${fmt(redisCpu.percent, 0)}% (${fmt(max.redisCpuUsPerEvent, 0)} µs/event), load-gen CPU ${fmt(r.loadCpuPercent, 0)}%`);
         return { byRate, max };
@@ -104,10 +115,10 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
 
     const rows: string[][] = [];
     for (const rate of RATES) {
-      for (const system of ["socketio", "gateway"] as const) {
+      for (const system of SYSTEMS) {
         const rs = results[system].map((r) => r.byRate[rate]!);
         rows.push([
-          `${rate.toLocaleString("en-US")} events/s: ${system === "gateway" ? "gateway" : "Socket.IO + redis-adapter"}`,
+          `${rate.toLocaleString("en-US")} events/s: ${LABELS[system]}`,
           spread(rs.map((r) => r.latency.p50)),
           spread(rs.map((r) => r.latency.p99)),
           spread(rs.map((r) => r.latency.max)),
@@ -116,10 +127,10 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
         ]);
       }
     }
-    const maxRows = (["socketio", "gateway"] as const).map((system) => {
+    const maxRows = SYSTEMS.map((system) => {
       const rs = results[system].map((r) => r.max);
       return [
-        system === "gateway" ? "gateway" : "Socket.IO + redis-adapter",
+        LABELS[system],
         spread(rs.map((r) => r.throughput), 0),
         spread(rs.map((r) => r.latency.p50)),
         spread(rs.map((r) => r.latency.p99)),
@@ -130,29 +141,34 @@ export async function run(o: BenchOptions): Promise<BenchResult> {
     });
     const thrRatio = pairedRatio(results.gateway.map((r) => r.max.throughput), results.socketio.map((r) => r.max.throughput));
     const cpuRatio = pairedRatio(results.gateway.map((r) => r.max.serverCpuUsPerEvent), results.socketio.map((r) => r.max.serverCpuUsPerEvent));
+    const clusterRatio = pairedRatio(results.cluster.map((r) => r.max.throughput), results.gateway.map((r) => r.max.throughput));
+    const clusterCpuRatio = pairedRatio(results.cluster.map((r) => r.max.serverCpuUsPerEvent), results.gateway.map((r) => r.max.serverCpuUsPerEvent));
     const p99At2000 = median(results.gateway.map((r) => r.byRate[2000]!.latency.p99));
     const at1000 = results.gateway.map((r) => r.byRate[1000]!.latency);
     return {
       id: "5",
-      title: `Cross-instance delivery, 2 instances, ${nUsers.toLocaleString("en-US")} users: gateway vs Socket.IO + @socket.io/redis-adapter`,
+      title: `Cross-instance delivery, 2 instances, ${nUsers.toLocaleString("en-US")} users: gateway (one Redis, and a 3-primary Redis Cluster) vs Socket.IO + @socket.io/redis-adapter`,
       sections: [
         table(["steady rate / system", "p50 ms", "p99 ms", "max ms", "servers CPU % (both)", "load-gen CPU %"], rows),
         table(["max throughput, 64 publishes in flight", "delivered events/s", "p50 ms", "p99 ms", "servers CPU µs/event", "redis-server CPU µs/event", "load-gen CPU %"], [
           ...maxRows,
           ["gateway ÷ Socket.IO", `${thrRatio.toFixed(2)}×`, "", "", `${cpuRatio.toFixed(2)}×`, "", ""],
+          ["gateway on the cluster ÷ on one Redis", `${clusterRatio.toFixed(2)}×`, "", "", `${clusterCpuRatio.toFixed(2)}×`, "", ""],
         ]),
         `Latency is publish → receipt: from the moment the load generator starts the internal-API POST to the moment the client socket has the frame, both in the same process (one clock). The publisher posts to the instance that does not hold the user's socket, round-robin over the users; open loop (a fixed schedule, whatever the servers do), ${o.seconds} s per rate after 0.5 s warm-up. Every accepted event must arrive exactly once and in order (checked: no gaps, no duplicates), else the run fails. Both instances of a system share CPU 0.`,
       ],
       targets: [
         { bench: "5", target: "p99 ≤ 5 ms at 2,000 events/s", measured: `${fmt(p99At2000)} ms`, met: p99At2000 <= 5 },
         { bench: "5", target: "throughput ≥ 1.5× Socket.IO", measured: `${thrRatio.toFixed(2)}×`, met: thrRatio >= 1.5 },
+        { bench: "5", target: "delivery on a 3-primary Redis Cluster beside one Redis (report, issue 8)", measured: `${clusterRatio.toFixed(2)}× the throughput, p99 at 1,000/s ${spread(results.cluster.map((r) => r.byRate[1000]!.latency.p99))} ms`, met: undefined },
         { bench: "5", target: "latency at a steady 1,000 events/s (report, issue 4)", measured: `p50 ${spread(at1000.map((l) => l.p50))} ms, p99 ${spread(at1000.map((l) => l.p99))} ms`, met: undefined },
       ],
       raw: results,
     };
   } finally {
     await lg.close();
-    await Promise.all([...servers.gateway, ...servers.socketio].map((s) => s.stop()));
+    await Promise.all([...servers.gateway, ...servers.cluster, ...servers.socketio].map((s) => s.stop()));
     await held(redis.stop());
+    await held(cluster.stop());
   }
 }
