@@ -67,7 +67,6 @@ export interface ErrorSpec {
 }
 
 export type ErrorCode = keyof typeof ERRORS;
-export type CloseReason = { [K in ErrorCode]: (typeof ERRORS)[K] extends { close: number } ? K : never }[ErrorCode];
 
 /** The close code of an error, or undefined for codes that never close a socket. */
 export function closeCodeOf(code: ErrorCode): number | undefined {
