@@ -19,14 +19,15 @@ export interface Running {
 /** Reads config + secrets; rejects with a ConfigError naming every problem at once. */
 export async function loadConfig(env: Env, connectSecrets: () => Promise<SecretClient> = createGcpSecretClient): Promise<Config> {
   const secrets = await loadSecrets(env, connectSecrets);
+  const problems = [...secrets.problems];
   try {
     const config = parseConfig({ ...env, ...secrets.values }, { alreadyReported: secrets.reported });
-    if (secrets.problems.length > 0) throw new ConfigError(secrets.problems);
-    return config;
+    if (problems.length === 0) return config;
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError([...secrets.problems, ...err.problems.filter((p) => !secrets.problems.includes(p))]);
-    throw err;
+    if (!(err instanceof ConfigError)) throw err;
+    problems.push(...err.problems);
   }
+  throw new ConfigError(problems);
 }
 
 export async function startServer(env: Env, options: { logger?: Logger; connectSecrets?: () => Promise<SecretClient> } = {}): Promise<Running> {

@@ -7,7 +7,6 @@
  * store-contract.test.ts.
  */
 import { randomUUID } from "node:crypto";
-import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -23,6 +22,7 @@ import {
   type RedisClusterNode,
   type Store,
 } from "../../service/src/plugins/store/index.js";
+import { runScript } from "../support/process.js";
 import { makeCertificates, startRedisCluster, type ClusterNodeHandle, type RedisClusterHandle } from "../support/redis-cluster.js";
 
 const LIMITS: HistoryLimits = { maxEvents: 1000, ttlMs: 900_000 };
@@ -258,24 +258,6 @@ async function migrateSlot(cluster: RedisClusterHandle, slot: number, from: Clus
     await from.call("MIGRATE", "127.0.0.1", to.port, "", 0, 5000, "KEYS", ...keys);
   }
   for (const node of await primaries(cluster)) await node.call("CLUSTER", "SETSLOT", slot, "NODE", idOf(to));
-}
-
-async function runScript(script: string): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", script], { cwd: process.cwd(), stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
-  const code = await new Promise<number | null>((done) => {
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      done(null);
-    }, 15_000);
-    child.once("exit", (exitCode) => {
-      clearTimeout(timer);
-      done(exitCode);
-    });
-  });
-  return { code, output: output.trim() };
 }
 
 function collect(store: Store): BusMessage[] {

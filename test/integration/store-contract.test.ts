@@ -8,9 +8,7 @@
  * memory store, the store itself.
  */
 import { randomUUID } from "node:crypto";
-import { execFile, spawn } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { promisify } from "node:util";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { Cluster, Redis } from "ioredis";
@@ -29,7 +27,8 @@ import {
   type TicketRecord,
 } from "../../service/src/plugins/store/index.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
-import { startRedisCluster, type RedisClusterHandle } from "../support/redis-cluster.js";
+import { makeCertificates, startRedisCluster, type RedisClusterHandle } from "../support/redis-cluster.js";
+import { runScript } from "../support/process.js";
 
 const LIMITS: HistoryLimits = { maxEvents: 1000, ttlMs: 900_000 };
 
@@ -761,21 +760,7 @@ console.log("closed");
 `,
       );
       try {
-        const child = spawn(process.execPath, ["--import", "tsx", script, server.url], { cwd: process.cwd(), stdio: ["ignore", "pipe", "pipe"] });
-        let output = "";
-        child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
-        child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
-        const code = await new Promise<number | null>((done) => {
-          const timer = setTimeout(() => {
-            child.kill("SIGKILL");
-            done(null);
-          }, 15_000);
-          child.once("exit", (exitCode) => {
-            clearTimeout(timer);
-            done(exitCode);
-          });
-        });
-        expect({ code, output: output.trim() }).toEqual({ code: 0, output: "closed" });
+        expect(await runScript(script, [server.url])).toEqual({ code: 0, output: "closed" });
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
@@ -785,20 +770,6 @@ console.log("closed");
 
 // ── helpers ──
 
-/** A throwaway CA and a server certificate for 127.0.0.1 signed by it. */
-async function makeCertificates(dir: string) {
-  const run = promisify(execFile);
-  const path = (name: string) => join(dir, name);
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-  await run("openssl", ["req", "-x509", ...ec, "-keyout", path("ca.key"), "-out", path("ca.crt"), "-days", "1", "-subj", "/CN=gw-test-ca"]);
-  await run("openssl", ["req", ...ec, "-keyout", path("server.key"), "-out", path("server.csr"), "-subj", "/CN=127.0.0.1"]);
-  await writeFile(path("san.ext"), "subjectAltName=IP:127.0.0.1\n");
-  await run("openssl", [
-    "x509", "-req", "-in", path("server.csr"), "-CA", path("ca.crt"), "-CAkey", path("ca.key"), "-CAcreateserial",
-    "-out", path("server.crt"), "-days", "1", "-extfile", path("san.ext"),
-  ]);
-  return { certFile: path("server.crt"), keyFile: path("server.key"), caFile: path("ca.crt") };
-}
 
 function allCalls(store: Store, userId: string): Record<string, () => Promise<unknown>> {
   const t = uid("ticket");

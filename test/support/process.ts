@@ -54,3 +54,22 @@ export async function spawnGateway(env: Record<string, string>, timeoutMs = 15_0
     },
   };
 }
+
+/** Runs a TypeScript file in a child process (through tsx); resolves with its exit code (null if killed at `timeoutMs`) and its output. */
+export async function runScript(script: string, args: string[] = [], timeoutMs = 15_000): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, ["--import", "tsx", script, ...args], { cwd: process.cwd(), stdio: ["ignore", "pipe", "pipe"] });
+  let output = "";
+  child.stdout!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+  const code = await new Promise<number | null>((done) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      done(null);
+    }, timeoutMs);
+    child.once("exit", (exitCode) => {
+      clearTimeout(timer);
+      done(exitCode);
+    });
+  });
+  return { code, output: output.trim() };
+}
