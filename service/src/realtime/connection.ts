@@ -228,7 +228,8 @@ export class Connection {
     }
     if ((clientEpoch !== undefined && clientEpoch !== read.epoch) || read.epoch !== this.epoch || !read.complete) {
       this.deps.metrics.resumes.inc({ outcome: "resync" });
-      this.resync(Math.max(read.latestSeq, read.epoch === this.epoch ? this.sentHigh : 0), read.epoch);
+      // Within one epoch the latest seq never falls, so it is at least what this connection has sent.
+      this.resync(read.latestSeq, read.epoch);
       return true;
     }
     let replayed = 0;
