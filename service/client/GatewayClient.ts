@@ -98,7 +98,7 @@ interface OutboxEntry {
   notBefore: number;
 }
 
-type TimerName = "retry" | "connect" | "ping" | "resume" | "outbox";
+type TimerName = "retry" | "connect" | "ping" | "resume" | "outbox" | "refresh";
 type Listener<K extends keyof GatewayClientEvents> = (event: GatewayClientEvents[K]) => void;
 
 const DEFAULTS = {
@@ -511,13 +511,20 @@ export class GatewayClient {
         this.setTimer("resume", STORE_RETRY_MS + reconnectNowDelay(this.random(), this.backoff), () => this.sendResume());
       }
     }
+    if (code === "AUTH_UNAVAILABLE") {
+      // The gateway could not check the token (its auth keys are unreachable), not a bad token:
+      // try again after the delay with the app's current token (forceRefresh: false), not a new one.
+      const delayMs = Math.max(1, frame.retry_after ?? 1) * 1000 + reconnectNowDelay(this.random(), this.backoff);
+      const gen = this.generation;
+      this.setTimer("refresh", delayMs, () => void this.refreshSession(gen, false));
+    }
     this.emit("error", { code, message: frame.message, fatal: false, ...(frame.message_id === undefined ? {} : { messageId: frame.message_id }) });
   }
 
-  private async refreshSession(gen: number): Promise<void> {
+  private async refreshSession(gen: number, forceRefresh = true): Promise<void> {
     let token: string;
     try {
-      token = await this.getToken({ forceRefresh: true });
+      token = await this.getToken({ forceRefresh });
     } catch (err) {
       // The session then ends with 4408, and the reconnect asks for a token again.
       this.emit("error", { code: "TOKEN_UNAVAILABLE", message: messageOf(err), fatal: false });
@@ -648,7 +655,7 @@ export class GatewayClient {
     this.established = false;
     this.resumePending = false;
     this.awaitingPong = false;
-    for (const name of ["connect", "ping", "resume", "outbox"] as const) this.clearTimer(name);
+    for (const name of ["connect", "ping", "resume", "outbox", "refresh"] as const) this.clearTimer(name);
     if (socket) closeQuietly(socket);
   }
 

@@ -28,6 +28,7 @@ const FRIENDLY: Partial<Record<StatusCode, string>> = {
   ORIGIN_FORBIDDEN: "origin not allowed",
   RATE_LIMITED: "too many requests, retrying later…",
   TICKET_STORE_UNAVAILABLE: "gateway storage unavailable, retrying…",
+  AUTH_UNAVAILABLE: "sign-in keys unreachable, retrying…",
   TICKET_MISSING: "ticket missing, renewing…",
   TICKET_MALFORMED: "ticket malformed, renewing…",
   TICKET_INVALID: "ticket not recognised, renewing…",

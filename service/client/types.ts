@@ -100,7 +100,7 @@ export type ServerFrame =
   | { type: "resync_required"; code: string; message?: string; latest_seq?: number; epoch?: string }
   | { type: "session_expiring"; session_expires_at: string; in_ms: number }
   | { type: "session_refreshed"; session_expires_at: string }
-  | { type: "error"; code: string; message: string; fatal: boolean; retry?: boolean; message_id?: string };
+  | { type: "error"; code: string; message: string; fatal: boolean; retry?: boolean; message_id?: string; retry_after?: number };
 
 export interface ChatMessageFrame {
   readonly type: "chat_message";

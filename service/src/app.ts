@@ -6,6 +6,7 @@ import { GatewayError, isGatewayError, type ErrorCode } from "./errors.js";
 import { redactUrl } from "./logger.js";
 import { createTicketService, type TicketService } from "./auth/tickets.js";
 import { createTokenVerifier, type TokenVerifier } from "./auth/verifier.js";
+import type { KeySetOptions } from "./auth/jwks.js";
 import { createDemoAgent } from "./agent/demoAgent.js";
 import { metricsPlugin } from "./plugins/metrics.js";
 import { storePlugin } from "./plugins/store/plugin.js";
@@ -37,6 +38,8 @@ export interface AppOptions {
   /** Port of the metrics listener; null for none. Default: config.metricsPort. */
   readonly metricsPort?: number | null;
   readonly instanceId?: string;
+  /** The JWKS key set's clock and policy (default: KEY_SET_POLICY); tests shorten the cooldown. */
+  readonly keySet?: Pick<KeySetOptions, "now" | "policy">;
 }
 
 declare module "fastify" {
@@ -81,7 +84,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(metricsPlugin, { port: options.metricsPort === undefined ? config.metricsPort : options.metricsPort, host: config.host });
   await app.register(storePlugin, { config, store: options.store });
 
-  const verifier = createTokenVerifier(config.jwt);
+  const verifier = createTokenVerifier(config.jwt, {
+    keySet: {
+      ...options.keySet,
+      // One line per change of the JWKS's state, not one per refused token.
+      onStateChange: (state, reason) => {
+        if (state === "ok") app.log.info({ event: "jwks_state", state }, "the auth service's key set is reachable again");
+        else app.log.warn({ event: "jwks_state", state, reason }, state === "stale" ? "JWKS unreachable: serving the last good key set" : "JWKS unreachable and no usable key set: tokens get 503 AUTH_UNAVAILABLE");
+      },
+    },
+  });
+  void verifier.warm();
   app.decorate("verifier", verifier);
   app.decorate(
     "tickets",

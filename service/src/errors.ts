@@ -20,6 +20,9 @@ export const ERRORS = {
   ORIGIN_FORBIDDEN: { status: 403, close: 4500, message: "This origin is not allowed to use the gateway." },
   RATE_LIMITED: { status: 429, close: 4429, message: "Too many requests. Slow down and retry after the delay." },
   TICKET_STORE_UNAVAILABLE: { status: 503, close: 1013, message: "The ticket store is unavailable. Retry shortly." },
+  // The auth service's keys (AUTH_JWKS_URL) cannot be had: the token is not at fault, so no 401 (which sends the
+  // client for a new token). Also a non-fatal frame answering refresh_session, with `retry_after` in seconds.
+  AUTH_UNAVAILABLE: { status: 503, frame: true, message: "User tokens cannot be checked right now (the auth service's keys are unreachable). Retry after the delay with the same token." },
 
   // ── Generic HTTP ──
   BAD_REQUEST: { status: 400, message: "The request is malformed." },

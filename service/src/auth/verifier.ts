@@ -1,6 +1,7 @@
-import { createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify, type JWTPayload } from "jose";
+import { decodeProtectedHeader, errors, jwtVerify, type JWTPayload } from "jose";
 import type { Config } from "../config.js";
 import { GatewayError } from "../errors.js";
+import { createKeySet, type KeySet, type KeySetOptions } from "./jwks.js";
 
 /**
  * Verifies user JWTs locally (docs/protocol.md §1). The algorithm is pinned
@@ -22,7 +23,7 @@ const MAX_TOKEN_LENGTH = 8192;
 const MAX_SUB_LENGTH = 256;
 const ASYMMETRIC = ["RS256", "ES256"];
 
-export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => number } = {}) {
+export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => number; keySet?: KeySetOptions } = {}) {
   const encoder = new TextEncoder();
   // Imported once as CryptoKeys: given raw bytes, jose imports the key again on
   // every verification (a fifth of the ticket endpoint's CPU in the profile).
@@ -31,8 +32,8 @@ export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => n
       .filter((k): k is string => k !== undefined)
       .map((k) => crypto.subtle.importKey("raw", encoder.encode(k), { name: "HMAC", hash: "SHA-256" }, false, ["verify"])),
   );
-  // jose caches the key set and refetches it on an unknown `kid` (rate-limited by cooldownDuration).
-  const jwks = jwt.jwksUrl ? createRemoteJWKSet(new URL(jwt.jwksUrl), { timeoutDuration: 2000, cooldownDuration: 30_000 }) : undefined;
+  // Kept through outages of the endpoint, refreshed on an unknown `kid` at most once per cooldown (./jwks.ts).
+  const keySet: KeySet | undefined = jwt.jwksUrl ? createKeySet(new URL(jwt.jwksUrl), options.keySet) : undefined;
   const now = options.now ?? Date.now;
 
   const baseOptions = () => ({
@@ -71,14 +72,18 @@ export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => n
       }
       throw last;
     }
-    if (alg !== undefined && ASYMMETRIC.includes(alg) && jwks) {
-      return (await jwtVerify(token, jwks, { ...baseOptions(), algorithms: ASYMMETRIC })).payload;
+    if (alg !== undefined && ASYMMETRIC.includes(alg) && keySet) {
+      return (await jwtVerify(token, keySet.getKey, { ...baseOptions(), algorithms: ASYMMETRIC })).payload;
     }
     throw new GatewayError("TOKEN_INVALID");
   }
 
   return {
-    /** Resolves to the user id and expiry, or rejects with TOKEN_INVALID / TOKEN_EXPIRED. */
+    /** The JWKS's state for readiness detail ("unused" without AUTH_JWKS_URL); never gates readiness. */
+    keySetState: () => keySet?.state() ?? "unused",
+    /** Fetches the JWKS ahead of the first token; a failure is recorded, not thrown. */
+    warm: () => keySet?.warm() ?? Promise.resolve(),
+    /** Resolves to the user id and expiry, or rejects with TOKEN_INVALID / TOKEN_EXPIRED / AUTH_UNAVAILABLE (503). */
     async verify(token: string): Promise<VerifiedToken> {
       if (token.length === 0 || token.length > MAX_TOKEN_LENGTH) throw new GatewayError("TOKEN_INVALID");
       let payload: JWTPayload;

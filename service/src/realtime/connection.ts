@@ -369,6 +369,11 @@ export class Connection {
       this.send({ type: "session_refreshed", session_expires_at: new Date(this.sessionExpiresAt).toISOString() });
     } catch (err) {
       if (!isGatewayError(err)) throw err;
+      if (err.code === "AUTH_UNAVAILABLE") {
+        // Not the token's fault: the client sends the same token again after the delay.
+        this.send(errorFrame("AUTH_UNAVAILABLE", { fatal: false, extra: { retry_after: err.retryAfter ?? 1 } }));
+        return;
+      }
       // An expired or foreign token is just as unusable here: one code, the session goes on until its end.
       this.send(errorFrame("TOKEN_INVALID", { fatal: false, message: "refresh_session needs a valid, unexpired token of the same user." }));
     }
