@@ -80,6 +80,9 @@ const secrets = new Secrets(
     values: {
       "jwt-secret-key": secretConfig.jwtSecretKey,
       "jwt-secret-key-previous": secretConfig.jwtSecretKeyPrevious,
+      // Unset: generated (the `generate` list below); set during and after a rotation.
+      "service-secret": secretConfig.serviceSecret,
+      "service-secret-previous": secretConfig.serviceSecretPrevious,
       // A cluster has no AUTH string (AUTH_MODE_DISABLED, infra/redisCluster.ts): the service
       // still requires a version, so it gets a generated value the cluster ignores.
       ...(redis instanceof Redis ? { "redis-auth-string": redis.authString } : {}),

@@ -24,6 +24,8 @@ export interface Config {
   };
   readonly serviceId: string;
   readonly serviceSecret: string;
+  /** The previous internal API secret, also accepted while agent backends move to the new one. */
+  readonly previousServiceSecret: string | undefined;
   readonly redis: {
     /** One Redis (REDIS_URL). Unset with no cluster either: the embedded in-memory store (single instance, outside production only). */
     readonly url: string | undefined;
@@ -210,6 +212,7 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     },
     serviceId,
     serviceSecret: serviceSecret ?? "",
+    previousServiceSecret: secret("SERVICE_SECRET_PREVIOUS", str("SERVICE_SECRET_PREVIOUS")),
     redis: {
       url: redisUrl,
       ...(redisCluster === undefined ? {} : { cluster: { nodes: redisCluster, tls: redisTls === "true" } }),

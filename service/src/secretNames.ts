@@ -37,6 +37,12 @@ export const SECRETS = [
     description: "Bearer secret of the internal API that agent backends call",
   },
   {
+    env: "SERVICE_SECRET_PREVIOUS",
+    id: "service-secret-previous",
+    required: false,
+    description: "The previous internal API secret, accepted while agent backends move to the new one; add a version only while rotating",
+  },
+  {
     env: "REDIS_PASSWORD",
     id: "redis-auth-string",
     required: true,

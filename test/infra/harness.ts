@@ -159,7 +159,7 @@ export async function runProgram(stack: StackName, overrides: Record<string, str
   const graph = new Map<string, { urn: string; parent: string; dependencies: string[] }>();
 
   vi.resetModules();
-  pulumi.runtime.setAllConfig(config, [`${PROJECT}:jwtSecretKey`, `${PROJECT}:jwtSecretKeyPrevious`]);
+  pulumi.runtime.setAllConfig(config, [`${PROJECT}:jwtSecretKey`, `${PROJECT}:jwtSecretKeyPrevious`, `${PROJECT}:serviceSecret`, `${PROJECT}:serviceSecretPrevious`]);
   await pulumi.runtime.setMocks(
     {
       newResource(args) {

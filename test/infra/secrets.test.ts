@@ -71,6 +71,29 @@ describe("during a JWT key rotation", () => {
   });
 });
 
+describe("during a service secret rotation", () => {
+  const OLD = "the-old-service-secret-0123456789abcdef";
+  const NEW = "the-new-service-secret-0123456789abcdef";
+
+  it("serviceSecret replaces the generated value, and serviceSecretPrevious becomes a version of the previous-secret secret", async () => {
+    const r = await runProgram("staging", { serviceSecret: NEW, serviceSecretPrevious: OLD });
+    const versionOf = (id: string) => r.ofType(T.secretVersion).find((v) => String(v.inputs.secret).endsWith(`/chat-gateway-${id}`));
+    expect(plain(versionOf("service-secret")?.inputs.secretData)).toBe(NEW);
+    expect(plain(versionOf("service-secret-previous")?.inputs.secretData)).toBe(OLD);
+    expect(isSecretValue(versionOf("service-secret-previous")?.inputs.secretData)).toBe(true);
+    expect(r.ofType(T.password).some((p) => p.name.endsWith("-service-secret-value"))).toBe(false);
+  });
+
+  it("outside a rotation the previous service secret has no version (the service then accepts only the current one)", async () => {
+    const r = await run("staging");
+    expect(r.ofType(T.secretVersion).some((v) => String(v.inputs.secret).endsWith("/chat-gateway-service-secret-previous"))).toBe(false);
+  });
+
+  it("refuses a short serviceSecretPrevious, as the gateway would at startup", async () => {
+    await expect(runProgram("staging", { serviceSecretPrevious: "short" })).rejects.toThrow(/serviceSecretPrevious must be at least 32 bytes/);
+  });
+});
+
 describe("the Secrets component", () => {
   it("refuses to deploy without a value for a required secret, and names it", async () => {
     await runProgram("staging"); // mocks in place

@@ -28,6 +28,7 @@ const VALUES = {
   JWT_SECRET_KEY: "gcp-jwt-secret-key-0123456789abcdef0123456789",
   JWT_SECRET_KEY_PREVIOUS: "gcp-jwt-secret-key-previous-0123456789abcdef",
   SERVICE_SECRET: "gcp-service-secret-0123456789abcdef0123456789",
+  SERVICE_SECRET_PREVIOUS: "gcp-service-secret-previous-0123456789abcdef",
   REDIS_PASSWORD: "gcp-redis-auth-string-0123456789abcdef",
   REDIS_TLS_CA: PEM,
 } as const;
@@ -139,6 +140,7 @@ describe("all secrets deployed", () => {
     expect(config.jwt.secretKey).toBe(VALUES.JWT_SECRET_KEY);
     expect(config.jwt.previousSecretKey).toBe(VALUES.JWT_SECRET_KEY_PREVIOUS);
     expect(config.serviceSecret).toBe(VALUES.SERVICE_SECRET);
+    expect(config.previousServiceSecret).toBe(VALUES.SERVICE_SECRET_PREVIOUS);
     expect(config.redis.password).toBe(VALUES.REDIS_PASSWORD);
     // Settings are trimmed; a PEM without its final newline is still a PEM.
     expect(config.redis.tlsCa).toBe(PEM.trim());
@@ -148,7 +150,7 @@ describe("all secrets deployed", () => {
     await loadConfig(BASE_ENV, connect());
     const expected = SECRETS.map((spec) => `projects/${PROJECT}/secrets/chat-gateway-${spec.id}/versions/latest`);
     expect([...requested].sort()).toEqual([...expected].sort());
-    expect(expected).toHaveLength(5);
+    expect(expected).toHaveLength(6);
   });
 
   it("the secret ids carry SERVICE_ID as their prefix", async () => {
@@ -162,7 +164,7 @@ describe("all secrets deployed", () => {
   it("GOOGLE_CLOUD_PROJECT names the project when GCP_PROJECT is unset", async () => {
     const config = await loadConfig({ ...BASE_ENV, GCP_PROJECT: undefined, GOOGLE_CLOUD_PROJECT: PROJECT }, connect());
     expect(config.gcpProject).toBe(PROJECT);
-    expect(requested).toHaveLength(5);
+    expect(requested).toHaveLength(6);
   });
 
   it("SECRETS_SOURCE, GCP_PROJECT and SERVICE_ID are read as parseConfig reads them: trimmed, empty means unset", async () => {
@@ -187,6 +189,15 @@ describe("all secrets deployed", () => {
     serve({ JWT_SECRET_KEY_PREVIOUS: { code: grpc.status.FAILED_PRECONDITION } });
     const config = await loadConfig(BASE_ENV, connect());
     expect(config.jwt.previousSecretKey).toBeUndefined();
+  });
+
+  it("the optional service-secret-previous may be missing (NOT_FOUND) or disabled (FAILED_PRECONDITION) outside a rotation", async () => {
+    for (const code of [grpc.status.NOT_FOUND, grpc.status.FAILED_PRECONDITION]) {
+      serve({ SERVICE_SECRET_PREVIOUS: { code } });
+      const config = await loadConfig(BASE_ENV, connect());
+      expect(config.previousServiceSecret).toBeUndefined();
+      expect(config.serviceSecret).toBe(VALUES.SERVICE_SECRET);
+    }
   });
 
   it("with AUTH_JWKS_URL, a missing jwt-secret-key is fine", async () => {
@@ -309,13 +320,14 @@ describe("missing or unreadable secrets", () => {
       JWT_SECRET_KEY: { hang: true },
       JWT_SECRET_KEY_PREVIOUS: { hang: true },
       SERVICE_SECRET: { hang: true },
+      SERVICE_SECRET_PREVIOUS: { hang: true },
       REDIS_PASSWORD: { hang: true },
       REDIS_TLS_CA: { hang: true },
     });
     const started = Date.now();
     const error = await configError(loadConfig(BASE_ENV, connect()));
     expect(Date.now() - started).toBeLessThan(5000);
-    expect(error.problems).toHaveLength(5);
+    expect(error.problems).toHaveLength(6);
     for (const env of Object.keys(VALUES) as SecretEnv[]) {
       expect(error.problems.filter((p) => p.includes(nameOf(env))), env).toHaveLength(1);
     }
@@ -332,7 +344,7 @@ describe("missing or unreadable secrets", () => {
     const started = Date.now();
     const error = await configError(loadConfig(BASE_ENV, connect(closedPort)));
     expect(Date.now() - started).toBeLessThan(5000);
-    expect(error.problems).toHaveLength(5);
+    expect(error.problems).toHaveLength(6);
     for (const env of Object.keys(VALUES) as SecretEnv[]) {
       const naming = error.problems.filter((p) => p.includes(nameOf(env)));
       expect(naming, env).toHaveLength(1);

@@ -14,13 +14,14 @@ const MAX_EVENT_BODY_BYTES = 64 * 1024;
 const ID = { type: "string", minLength: 1, maxLength: 128 } as const;
 
 export async function internalRoutes(app: FastifyInstance): Promise<void> {
-  const expected = digest(app.config.serviceSecret);
+  // During a rotation the previous secret is accepted too (docs/operations.md, "Rotate the service secret").
+  const accepted = [app.config.serviceSecret, app.config.previousServiceSecret].filter((s): s is string => s !== undefined).map(digest);
 
   app.addHook("onRequest", async (request: FastifyRequest) => {
     const header = request.headers.authorization ?? "";
     const presented = header.startsWith("Bearer ") ? header.slice(7) : "";
     const serviceId = request.headers["x-service-id"];
-    const ok = timingSafeEqual(digest(presented), expected) && typeof serviceId === "string" && serviceId.length > 0;
+    const ok = matchesAny(digest(presented), accepted) && typeof serviceId === "string" && serviceId.length > 0;
     if (!ok) {
       request.log.warn(
         { event: "internal_auth_failed", service_id: typeof serviceId === "string" ? serviceId.slice(0, 64) : null, has_bearer: presented !== "" },
@@ -66,6 +67,13 @@ export async function internalRoutes(app: FastifyInstance): Promise<void> {
     request.log.info({ event: "session_revoked", service_id: request.headers["x-service-id"], closed }, "user sessions revoked");
     return { closed };
   });
+}
+
+/** Compares against every accepted digest, always all of them, so the time taken does not tell which one matched. */
+function matchesAny(presented: Buffer, accepted: readonly Buffer[]): boolean {
+  let ok = false;
+  for (const expected of accepted) ok = timingSafeEqual(presented, expected) || ok;
+  return ok;
 }
 
 function digest(value: string): Buffer {
