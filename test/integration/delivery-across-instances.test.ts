@@ -97,7 +97,7 @@ describe("fan-out across instances", () => {
     try {
       const res = await fetch(`${a.url}/readyz`);
       expect(res.status).toBe(503);
-      expect(await res.json()).toEqual({ status: "degraded", checks: { secrets: "ok", store: "unreachable", bus: "unreachable" } });
+      expect(await res.json()).toEqual({ status: "degraded" }); // the detail is on the metrics port only (health-and-metrics.test.ts)
     } finally {
       redis.resume();
     }

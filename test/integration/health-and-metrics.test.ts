@@ -3,9 +3,11 @@ import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { publishEvent, startGateway, TestClient, ticketFor, type TestGateway } from "../support/gateway.js";
 
 /**
- * docs/protocol.md §6: /healthz while the process serves, /readyz while the
- * store and the bus answer, Prometheus metrics on their own listener and
- * never on the public port.
+ * docs/protocol.md §6: /health and /healthz while the process serves, /ready
+ * and /readyz while the store and the bus answer, with a public body of
+ * `{"status"}` only; the per-check detail on the metrics listener and in the
+ * log line of each change; Prometheus metrics on their own listener and never
+ * on the public port.
  */
 
 const METRIC_NAMES = [
@@ -48,9 +50,12 @@ describe("health", () => {
   let redis: RedisServerHandle;
   let gw: TestGateway;
 
+  let detailUrl: string;
+
   beforeAll(async () => {
     redis = await startRedis();
-    gw = await startGateway({ env: { REDIS_URL: redis.url } });
+    gw = await startGateway({ env: { REDIS_URL: redis.url }, metrics: true });
+    detailUrl = `http://127.0.0.1:${gw.app.metricsPort()}/readyz`;
   });
   afterAll(async () => {
     redis?.resume();
@@ -58,29 +63,50 @@ describe("health", () => {
     await redis?.stop();
   });
 
-  it("/healthz is 200 while the process serves", async () => {
-    const { status, body } = await getJson(`${gw.url}/healthz`);
+  for (const path of ["/health", "/healthz"]) {
+    it(`${path} is 200 while the process serves`, async () => {
+      const { status, body } = await getJson(`${gw.url}${path}`);
+      expect(status).toBe(200);
+      expect(body).toEqual({ status: "ok" });
+    });
+  }
+
+  for (const path of ["/ready", "/readyz"]) {
+    it(`${path} is 200 {"status":"ok"} when the store and the bus answer, with no per-check detail`, async () => {
+      const { status, body } = await until("ready", () => getJson(`${gw.url}${path}`), (r) => r.status === 200);
+      expect(status).toBe(200);
+      expect(body).toEqual({ status: "ok" });
+    });
+  }
+
+  it("the metrics port's /readyz gives the per-check detail, the JWKS's state included", async () => {
+    const { status, body } = await until("ready", () => getJson(detailUrl), (r) => r.status === 200);
     expect(status).toBe(200);
-    expect(body).toEqual({ status: "ok" });
+    expect(body).toEqual({ status: "ok", checks: { secrets: "ok", store: "ok", bus: "ok", jwks: "unused" } });
   });
 
-  it("/readyz is 200 with its checks when the store and the bus answer", async () => {
-    const { status, body } = await until("ready", () => getJson(`${gw.url}/readyz`), (r) => r.status === 200);
-    expect(status).toBe(200);
-    expect(body).toEqual({ status: "ok", checks: { secrets: "ok", store: "ok", bus: "ok" } });
-  });
-
-  it("with Redis down, /readyz is 503 degraded within ~1 s, /healthz stays 200, and /readyz is 200 again after a restart", async () => {
+  it("with Redis down, the public /ready and /readyz say only 503 degraded, the metrics port says which check failed, and one log line says why", async () => {
+    await until("ready", () => getJson(`${gw.url}/ready`), (r) => r.status === 200);
+    const linesBefore = gw.logs.records.filter((r) => r.event === "readiness_changed").length;
     await redis.kill();
-    const down = await getJson(`${gw.url}/readyz`);
-    expect(down.status).toBe(503);
-    expect(down.body).toEqual({ status: "degraded", checks: { secrets: "ok", store: "unreachable", bus: "unreachable" } });
-    expect(down.ms).toBeLessThan(2000);
+    for (const path of ["/ready", "/readyz"]) {
+      const down = await getJson(`${gw.url}${path}`);
+      expect(down.status).toBe(503);
+      expect(down.body).toEqual({ status: "degraded" });
+      expect(down.ms).toBeLessThan(2000);
+    }
+    const detail = await getJson(detailUrl);
+    expect(detail.status).toBe(503);
+    expect(detail.body).toEqual({ status: "degraded", checks: { secrets: "ok", store: "unreachable", bus: "unreachable", jwks: "unused" } });
+    expect((await getJson(`${gw.url}/health`)).status).toBe(200);
     expect((await getJson(`${gw.url}/healthz`)).status).toBe(200);
+    const changes = gw.logs.records.filter((r) => r.event === "readiness_changed").slice(linesBefore);
+    expect(changes).toEqual([expect.objectContaining({ status: "degraded", previous: "ok", checks: expect.objectContaining({ store: "unreachable", bus: "unreachable" }) })]);
 
     await redis.restart();
     const up = await until("ready again", () => getJson(`${gw.url}/readyz`), (r) => r.status === 200);
-    expect(up.body).toEqual({ status: "ok", checks: { secrets: "ok", store: "ok", bus: "ok" } });
+    expect(up.body).toEqual({ status: "ok" });
+    expect(gw.logs.records.filter((r) => r.event === "readiness_changed").at(-1)).toMatchObject({ status: "ok", previous: "degraded" });
   });
 
   it("with Redis hung, /readyz is 503 degraded within ~1 s and /healthz stays 200", async () => {
@@ -89,8 +115,8 @@ describe("health", () => {
     try {
       const down = await getJson(`${gw.url}/readyz`);
       expect(down.status).toBe(503);
-      expect(down.body.status).toBe("degraded");
-      expect(down.body.checks).toMatchObject({ secrets: "ok", store: "unreachable" });
+      expect(down.body).toEqual({ status: "degraded" });
+      expect((await getJson(detailUrl)).body.checks).toMatchObject({ secrets: "ok", store: "unreachable" });
       expect(down.ms).toBeLessThan(2000);
       expect((await getJson(`${gw.url}/healthz`)).status).toBe(200);
     } finally {
@@ -159,9 +185,11 @@ describe("metrics", () => {
     expect(await res.json()).toEqual({ error: { code: "NOT_FOUND", message: expect.any(String) } });
   });
 
-  it("the metrics listener serves nothing else", async () => {
+  it("the metrics listener serves nothing else (but the readiness detail)", async () => {
     const base = metricsUrl.replace(/\/metrics$/, "");
     expect((await fetch(`${base}/healthz`)).status).toBe(404);
+    expect((await fetch(`${base}/readyz`, { method: "POST" })).status).toBe(404);
+    expect((await fetch(`${base}/readyz?detail=1`)).status).toBe(404);
     expect((await fetch(`${base}/api/v1/auth/websocket_ticket`, { method: "POST" })).status).toBe(404);
     expect((await fetch(metricsUrl, { method: "POST" })).status).toBe(404);
   });

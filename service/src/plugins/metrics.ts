@@ -66,6 +66,8 @@ declare module "fastify" {
     metrics: Metrics;
     /** The metrics listener's port (when METRICS_PORT is 0, the one chosen). */
     metricsPort: () => number | undefined;
+    /** Serves `GET path` with a JSON answer on the metrics listener (operator detail that must not reach the public port). */
+    metricsRoute: (path: string, handler: () => Promise<{ status: number; body: unknown }>) => void;
   }
 }
 
@@ -75,12 +77,21 @@ export const metricsPlugin = fp<{ port: number | null; host: string }>(
     const metrics = createMetrics();
     app.decorate("metrics", metrics);
     let server: Server | undefined;
+    const routes = new Map<string, () => Promise<{ status: number; body: unknown }>>();
+    app.decorate("metricsRoute", (path: string, handler: () => Promise<{ status: number; body: unknown }>) => void routes.set(path, handler));
     if (opts.port !== null) {
       server = createServer((req, res) => {
         if (req.method === "GET" && req.url === "/metrics") {
           metrics.registry
             .metrics()
             .then((body) => res.writeHead(200, { "content-type": metrics.registry.contentType }).end(body))
+            .catch(() => res.writeHead(500).end());
+          return;
+        }
+        const route = req.method === "GET" ? routes.get(req.url ?? "") : undefined;
+        if (route) {
+          route()
+            .then(({ status, body }) => res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body)))
             .catch(() => res.writeHead(500).end());
           return;
         }
