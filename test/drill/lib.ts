@@ -74,12 +74,12 @@ export async function ticket(url: string, user: string, token?: string): Promise
   return { status: res.status, ticket: body.ticket, code: body.error?.code, retryAfter: res.headers.get("retry-after"), ms: performance.now() - t0 };
 }
 
-export async function publish(url: string, user: string, data: Record<string, unknown> = {}): Promise<{ status: number; seq?: number; code?: string; retryAfter: string | null; ms: number }> {
+export async function publish(url: string, user: string, data: Record<string, unknown> = {}, secret = TEST_SERVICE_SECRET): Promise<{ status: number; seq?: number; code?: string; retryAfter: string | null; ms: number }> {
   const t0 = performance.now();
   try {
     const res = await fetch(`${url}/internal/v1/users/${encodeURIComponent(user)}/events`, {
       method: "POST",
-      headers: { authorization: `Bearer ${TEST_SERVICE_SECRET}`, "x-service-id": "drill", "content-type": "application/json" },
+      headers: { authorization: `Bearer ${secret}`, "x-service-id": "drill", "content-type": "application/json" },
       body: JSON.stringify({ type: "agent_thinking", run_id: "run-drill", thread_id: "thread-drill", data }),
       signal: AbortSignal.timeout(10_000),
     });
@@ -111,7 +111,11 @@ export class StreamClient {
   readonly errors: string[] = [];
   private waiters: Array<() => void> = [];
 
-  constructor(readonly user: string) {}
+  /** `token`: the user's token for each new ticket (default: one minted with the test key). */
+  constructor(
+    readonly user: string,
+    private readonly token?: () => Promise<string>,
+  ) {}
 
   get open(): boolean {
     return this.ws?.readyState === WebSocket.OPEN;
@@ -119,7 +123,7 @@ export class StreamClient {
 
   /** Ticket from `url`, then upgrade; resolves after connection_established (and sends resume when this is a reconnect). */
   async connect(url: string): Promise<void> {
-    const t = await ticket(url, this.user);
+    const t = await ticket(url, this.user, this.token ? await this.token() : undefined);
     if (t.status !== 201 || !t.ticket) throw new Error(`ticket ${t.status} ${t.code ?? ""}`);
     const ws = new WebSocket(`${url.replace(/^http/, "ws")}/ws?ticket=${t.ticket}`, { origin: ORIGIN, perMessageDeflate: false });
     this.ws = ws;
