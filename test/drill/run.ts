@@ -4,11 +4,12 @@
  * with it), prints each drill's PASS/FAIL line as it comes, then
  * `N passed, N failed`, and exits 1 if any failed.
  *
- *   --quick      the CI set: drills 3-8 and drill 1 at a smaller size (drill 8, the secret rotations, about 45 s)
+ *   --quick      the CI set: drills 3-9 and drill 1 at a smaller size (drill 8, the secret rotations, about 45 s;
+ *                drill 9, the JWKS outage, 8 s instead of 30 s, about 25 s)
  *   --only 1,4   some drills
  *
  * Sizes can be set through the environment (DRILL2_SOCKETS, DRILL3_FRAMES,
- * DRILL4_CASES, DRILL5_GUESSES) and the fuzzers' seeds replayed
+ * DRILL4_CASES, DRILL5_GUESSES, DRILL9_OUTAGE_MS) and the fuzzers' seeds replayed
  * (DRILL3_SEED, DRILL4_SEED); every drill prints its seed.
  */
 import { spawn } from "node:child_process";
@@ -23,6 +24,7 @@ const DRILLS = [
   { id: "6", file: "test/drill/06-secret-missing.ts", quick: true },
   { id: "7", file: "test/drill/cluster-failover.ts", quick: true },
   { id: "8", file: "test/drill/08-rotation.ts", quick: true },
+  { id: "9", file: "test/drill/09-jwks-outage.ts", quick: true },
 ];
 
 const quick = process.argv.includes("--quick") || process.env.DRILL_QUICK === "1";

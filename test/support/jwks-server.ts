@@ -1,4 +1,5 @@
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createTlsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from "jose";
 
@@ -21,16 +22,18 @@ export class JwksServer {
     return `${this.address}/.well-known/jwks.json`;
   }
 
-  async start(port = 0): Promise<void> {
-    const server = createServer((req, res) => {
+  /** `tls`: serve https with this PEM certificate and key (as production requires of AUTH_JWKS_URL). */
+  async start(port = 0, tls?: { cert: string; key: string }): Promise<void> {
+    const handle = (req: IncomingMessage, res: ServerResponse) => {
       this.hits++;
       if (this.mode === "reset") return void req.socket.destroy();
       if (this.mode === "500") return void res.writeHead(500).end();
       res.writeHead(200, { "content-type": "application/json", "cache-control": "max-age=600" }).end(JSON.stringify({ keys: this.keys }));
-    });
+    };
+    const server: Server = tls ? createTlsServer(tls, handle) : createServer(handle);
     this.server = server;
     await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", () => resolve()));
-    this.address = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    this.address = `${tls ? "https" : "http"}://127.0.0.1:${(server.address() as AddressInfo).port}`;
   }
 
   async stop(): Promise<void> {
