@@ -76,7 +76,7 @@ const ROTATIONS: Rotation[] = [
       return [
         { say: "1. new revision: JWT_SECRET_KEY=new, JWT_SECRET_KEY_PREVIOUS=old", deploy: { JWT_SECRET_KEY: NEW, JWT_SECRET_KEY_PREVIOUS: OLD } },
         { say: "2. the auth service signs with the new key", outside: (w) => (w.authKey = NEW) },
-        { say: "3. after the longest token lifetime, new revision without JWT_SECRET_KEY_PREVIOUS", waitMs: TOKEN_REUSE_MS + 500, deploy: { JWT_SECRET_KEY_PREVIOUS: undefined } },
+        { say: "3.-4. after the longest token lifetime, new revision without JWT_SECRET_KEY_PREVIOUS", waitMs: TOKEN_REUSE_MS + 500, deploy: { JWT_SECRET_KEY_PREVIOUS: undefined } },
       ];
     },
   },
@@ -86,7 +86,7 @@ const ROTATIONS: Rotation[] = [
       const [OLD, NEW] = [env.SERVICE_SECRET!, newSecret()];
       return [
         { say: "1. new revision: SERVICE_SECRET=new, SERVICE_SECRET_PREVIOUS=old", deploy: { SERVICE_SECRET: NEW, SERVICE_SECRET_PREVIOUS: OLD } },
-        { say: "2. the agent backends send the new secret", outside: (w) => (w.serviceSecret = NEW) },
+        { say: "2. the agent backends restart with the new secret", outside: (w) => (w.serviceSecret = NEW) },
         { say: "3. new revision without SERVICE_SECRET_PREVIOUS", deploy: { SERVICE_SECRET_PREVIOUS: undefined } },
       ];
     },
