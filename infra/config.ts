@@ -33,7 +33,14 @@ export type RedisClusterNodeType = (typeof REDIS_CLUSTER_NODE_TYPES)[number];
 export const MIN_REDIS_VERSION = [7, 0] as const;
 /** Keys that only one Redis shape reads; setting one for the other shape is a mistake, reported. */
 const INSTANCE_ONLY_KEYS = ["redisTier", "redisSizeGb", "redisVersion"] as const;
-const CLUSTER_ONLY_KEYS = ["redisShardCount", "redisReplicaCount", "redisNodeType", "redisPscSubnetCidr"] as const;
+const CLUSTER_ONLY_KEYS = [
+  "redisShardCount",
+  "redisReplicaCount",
+  "redisNodeType",
+  "redisPscSubnetCidr",
+  "redisPasswordGeneration",
+  "redisPreviousPasswordGeneration",
+] as const;
 
 /** Cloud Run accepts exactly these CPU limits. */
 export const CPU_LIMITS = ["1", "2", "4", "6", "8"] as const;
@@ -71,6 +78,10 @@ export interface StackConfig {
   readonly redisNodeType: RedisClusterNodeType;
   /** Cluster shape only: the subnet the cluster's Private Service Connect endpoints take addresses from. */
   readonly redisPscSubnetCidr: string;
+  /** Cluster shape only: raising it rotates the gateway's ACL password (docs/operations.md#rotating-the-redis-password). */
+  readonly redisPasswordGeneration: number;
+  /** Cluster shape only, during a rotation: this older generation's password stays accepted. */
+  readonly redisPreviousPasswordGeneration: number | undefined;
   readonly minInstances: number;
   readonly maxInstances: number;
   /** Requests (each open WebSocket is one) per instance. */
@@ -278,6 +289,16 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
   }
   const redisNodeType = oneOf("redisNodeType", REDIS_CLUSTER_NODE_TYPES, "REDIS_HIGHMEM_MEDIUM");
   const redisPscSubnetCidr = str("redisPscSubnetCidr") ?? "10.8.1.0/28";
+  const redisPasswordGeneration = int("redisPasswordGeneration", 1, 1, 1_000_000, "raise it by one to rotate the Redis ACL password");
+  const redisPreviousPasswordGeneration =
+    str("redisPreviousPasswordGeneration") === undefined
+      ? undefined
+      : int("redisPreviousPasswordGeneration", 1, 1, 1_000_000, "the generation whose password stays accepted during a rotation");
+  if (redisPreviousPasswordGeneration !== undefined && redisPreviousPasswordGeneration >= redisPasswordGeneration) {
+    problems.push(
+      `redisPreviousPasswordGeneration (${redisPreviousPasswordGeneration}) must be lower than redisPasswordGeneration (${redisPasswordGeneration}), e.g. 1 while redisPasswordGeneration is 2`,
+    );
+  }
 
   const minInstances = int("minInstances", production ? 1 : 0, 0, 100, "instances");
   const maxInstances = int("maxInstances", 10, 1, 1000, "instances");
@@ -349,6 +370,8 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     redisReplicaCount,
     redisNodeType,
     redisPscSubnetCidr,
+    redisPasswordGeneration,
+    redisPreviousPasswordGeneration,
     minInstances,
     maxInstances,
     concurrency,

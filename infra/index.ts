@@ -55,6 +55,9 @@ const redis = cluster
         network: network.network.id,
         pscSubnetwork: network.redisPscSubnetwork!.id,
         deletionProtection: cfg.deletionProtection,
+        username: id,
+        passwordGeneration: cfg.redisPasswordGeneration,
+        previousPasswordGeneration: cfg.redisPreviousPasswordGeneration,
       },
       opts(apis),
     )
@@ -80,12 +83,11 @@ const secrets = new Secrets(
     values: {
       "jwt-secret-key": secretConfig.jwtSecretKey,
       "jwt-secret-key-previous": secretConfig.jwtSecretKeyPrevious,
-      // A cluster has no AUTH string (AUTH_MODE_DISABLED, infra/redisCluster.ts): the service
-      // still requires a version, so it gets a generated value the cluster ignores.
-      ...(redis instanceof Redis ? { "redis-auth-string": redis.authString } : {}),
+      // An instance's AUTH string, or the password of the cluster's ACL user (infra/redisCluster.ts).
+      "redis-auth-string": redis instanceof Redis ? redis.authString : redis.password,
       "redis-tls-ca": redis.caCertificates,
     },
-    generate: redis instanceof Redis ? ["service-secret"] : ["service-secret", "redis-auth-string"],
+    generate: ["service-secret"],
     deletionProtection: cfg.deletionProtection,
   },
   opts(apis),
@@ -100,7 +102,7 @@ const service = new Service(
     image: cfg.image,
     network: network.network.id,
     subnetwork: network.subnetwork.id,
-    redis: redis instanceof Redis ? { url: redis.url } : { clusterNodes: redis.nodes },
+    redis: redis instanceof Redis ? { url: redis.url } : { clusterNodes: redis.nodes, username: redis.username },
     allowedOrigins: cfg.allowedOrigins,
     secrets: secrets.entries,
     minInstances: cfg.minInstances,
@@ -112,6 +114,8 @@ const service = new Service(
     jwtIssuer: cfg.jwtIssuer,
     jwtAudience: cfg.jwtAudience,
     deletionProtection: cfg.deletionProtection,
+    // A revision that authenticates with a new password starts only once the cluster accepts it.
+    startAfter: redis instanceof RedisCluster ? [redis.aclPolicy] : [],
   },
   opts(apis),
 );
