@@ -26,6 +26,7 @@ import {
   type Store,
   type TicketRecord,
 } from "../../service/src/plugins/store/index.js";
+import { gatewayAclRule } from "../../service/src/plugins/store/acl.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { makeCertificates, startRedisCluster, type RedisClusterHandle } from "../support/redis-cluster.js";
 import { runScript } from "../support/process.js";
@@ -33,7 +34,7 @@ import { runScript } from "../support/process.js";
 const LIMITS: HistoryLimits = { maxEvents: 1000, ttlMs: 900_000 };
 
 interface Harness {
-  readonly name: "memory" | "redis" | "redis cluster";
+  readonly name: "memory" | "redis" | "redis cluster" | "redis, ACL user";
   readonly store: Store;
   readonly peer: Store;
   /** A new store on the same data (closed by teardown). */
@@ -75,19 +76,36 @@ async function memoryHarness(): Promise<Harness> {
   };
 }
 
-async function redisHarness(): Promise<Harness> {
-  const server = await startRedis();
-  const raw = new Redis(server.url);
+/**
+ * Production's Redis authenticates an ACL user (infra/redisCluster.ts): here
+ * the default user is off, and the stores log in as `chat-gateway` with
+ * exactly the permissions the program deploys (service/src/plugins/store/acl.ts).
+ */
+const ACL_ADMIN = { username: "admin", password: `admin-${randomUUID()}` };
+const ACL_GATEWAY = { username: "chat-gateway", password: `gw-${randomUUID()}` };
+
+async function redisHarness(acl = false): Promise<Harness> {
+  const server = await startRedis(
+    acl
+      ? {
+          acl: {
+            users: [`${ACL_ADMIN.username} on >${ACL_ADMIN.password} ~* &* +@all`, `${ACL_GATEWAY.username} ${gatewayAclRule([ACL_GATEWAY.password])}`],
+            admin: ACL_ADMIN,
+          },
+        }
+      : {},
+  );
+  const raw = new Redis(server.url, acl ? ACL_ADMIN : {});
   const stores: Store[] = [];
   const create = () => {
-    const store = createRedisStore({ url: server.url });
+    const store = createRedisStore({ url: server.url, ...(acl ? ACL_GATEWAY : {}) });
     stores.push(store);
     return store;
   };
   const store = create();
   const peer = create();
   return {
-    name: "redis",
+    name: acl ? "redis, ACL user" : "redis",
     store,
     peer,
     create,
@@ -141,7 +159,8 @@ async function clusterHarness(): Promise<Harness> {
 
 describe.each([
   { name: "memory", setup: memoryHarness },
-  { name: "redis", setup: redisHarness },
+  { name: "redis", setup: () => redisHarness() },
+  { name: "redis, ACL user", setup: () => redisHarness(true) },
   { name: "redis cluster", setup: clusterHarness },
 ])("$name store", ({ setup }) => {
   let h: Harness;

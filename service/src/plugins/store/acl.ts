@@ -9,7 +9,8 @@
  *
  * Every key and every (sharded) pub/sub channel; every command except the
  * `@dangerous` category (FLUSHALL, CONFIG, KEYS, ACL, DEBUG, …), plus INFO,
- * which is in that category but is what ioredis' ready check sends.
+ * which is in that category but read-only: ioredis' ready check sends it on
+ * every (re)connect, and without it prints an unstructured warning each time.
  *
  * This module has no imports on purpose: the Pulumi program loads it too.
  */
