@@ -264,7 +264,7 @@ export const T = {
   redis: "gcp:redis/instance:Instance",
   redisCluster: "gcp:redis/cluster:Cluster",
   redisAclPolicy: "gcp:redis/clusterAclPolicy:ClusterAclPolicy",
-  dynamic: "pulumi-nodejs:dynamic:Resource",
+  metricVisible: "pulumi-nodejs:dynamic/chat-gateway:MetricVisible",
   serviceConnectionPolicy: "gcp:networkconnectivity/serviceConnectionPolicy:ServiceConnectionPolicy",
   secret: "gcp:secretmanager/secret:Secret",
   secretVersion: "gcp:secretmanager/secretVersion:SecretVersion",
