@@ -136,6 +136,8 @@ export class Monitoring extends pulumi.ComponentResource {
     // balancer's and Cloud Run's request logs record full URLs. A ticket is
     // single-use and lives 30 s, yet "no ticket in any log" must hold for the
     // platform's logs too: drop those request entries before they are stored.
+    // A project exclusion applies to the _Default sink only: a sink added later
+    // (an export) still gets them unless it excludes them too (docs/operations.md).
     // The gateway's own ws_auth/ws_close lines carry everything on-call needs.
     this.ticketUrlExclusion = new gcp.logging.ProjectExclusion(
       `${name}-ticket-urls`,

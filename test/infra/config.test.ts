@@ -41,15 +41,17 @@ describe("the example stack files", () => {
     }
   });
 
-  it("production has its own example project and domain, HA Redis, warm instances and deletion protection", () => {
+  // docs/operations.md step 2 runs this file against the operator's real values: check shape, not example-ness.
+  it("production has its own project and domain, HA Redis, warm instances and deletion protection", () => {
     const staging = parseStackConfig(source("staging"), "staging");
     const production = parseStackConfig(source("production"), "production");
     expect(production.project).not.toBe(staging.project);
     expect(production.domain).not.toBe(staging.domain);
     for (const c of [staging, production]) {
-      expect(c.project).toMatch(/example/);
-      expect(c.domain).toMatch(/\.example\.com$/);
-      expect(c.image).toContain(c.project);
+      expect(c.project).toMatch(/^[a-z][a-z0-9-]{4,28}[a-z0-9]$/);
+      expect(c.domain).toMatch(/^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/);
+      expect(c.runbookBaseUrl).toMatch(/^https:\/\/[^#]+$/);
+      for (const origin of c.allowedOrigins) expect(origin).toMatch(/^https:\/\//);
     }
     expect(production.redisMode).toBe("cluster");
     expect(production.redisReplicaCount).toBeGreaterThanOrEqual(1);
