@@ -168,7 +168,8 @@ function serverPid(port: number, tls: boolean, auth: readonly string[]): Promise
       resolve(pid);
     };
     socket.setTimeout(500, () => done(undefined));
-    socket.once("error", () => done(undefined));
+    // `on`, not `once`: a TLS socket can report a second error (an alert after a reset) once the first was handled.
+    socket.on("error", () => done(undefined));
     const command = (...args: string[]) => `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join("")}`;
     socket.once(tls ? "secureConnect" : "connect", () =>
       socket.write((auth.length === 0 ? "" : command("AUTH", ...auth)) + command("INFO", "server")),
