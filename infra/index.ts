@@ -90,7 +90,9 @@ const secrets = new Secrets(
     generate: ["service-secret"],
     deletionProtection: cfg.deletionProtection,
   },
-  opts(apis),
+  // A new cluster password becomes the secret's latest version only once the ACL policy accepts it:
+  // an instance that starts in between (a scale-out of the old revision) reads it.
+  opts(apis, ...(redis instanceof RedisCluster ? [redis.aclPolicy] : [])),
 );
 
 const service = new Service(

@@ -154,6 +154,8 @@ describe("production: Redis Cluster", () => {
     // The new revision reads the new password, and starts only after the cluster accepts it.
     expect(plain(versionOf(rotating, "chat-gateway-redis-auth-string")?.inputs.secretData)).toBe(current);
     expect(rotating.dependsOnTransitively(rotating.one(T.run))).toContain(rotating.one(T.redisAclPolicy).urn);
+    // …and the new password becomes the secret's latest version only after the policy accepts it.
+    expect(rotating.dependsOnTransitively(versionOf(rotating, "chat-gateway-redis-auth-string")!)).toContain(rotating.one(T.redisAclPolicy).urn);
     const done = await runProgram("production", { redisPasswordGeneration: "2" });
     expect(done.ofType(T.password).filter((p) => /-redis-password-g\d+$/.test(p.name)).map((p) => p.name)).toEqual([
       expect.stringMatching(/-redis-password-g2$/),
