@@ -19,9 +19,14 @@ export const REQUIRED_APIS = [
 
 /**
  * Only with Memorystore for Redis Cluster: its Private Service Connect
- * endpoints are created through a service connection policy.
+ * endpoints are created through a service connection policy
+ * (networkconnectivity), and that automation provisions them through the
+ * Service Consumer Management API, which Memorystore lists among the APIs to
+ * enable before creating a cluster
+ * (https://cloud.google.com/memorystore/docs/cluster/instance-provisioning-vpc and
+ * https://cloud.google.com/memorystore/docs/cluster/use-acl-policies, "Before you begin").
  */
-export const REDIS_CLUSTER_APIS = ["networkconnectivity.googleapis.com"] as const;
+export const REDIS_CLUSTER_APIS = ["networkconnectivity.googleapis.com", "serviceconsumermanagement.googleapis.com"] as const;
 
 export interface ApisArgs {
   readonly project: string;

@@ -1,4 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
+import { CLOUD_RUN_MAX_CONCURRENCY, socketsPerInstance } from "./capacity.js";
 
 /**
  * The stack configuration of the chat gateway, typed and range-checked in one
@@ -33,7 +34,14 @@ export type RedisClusterNodeType = (typeof REDIS_CLUSTER_NODE_TYPES)[number];
 export const MIN_REDIS_VERSION = [7, 0] as const;
 /** Keys that only one Redis shape reads; setting one for the other shape is a mistake, reported. */
 const INSTANCE_ONLY_KEYS = ["redisTier", "redisSizeGb", "redisVersion"] as const;
-const CLUSTER_ONLY_KEYS = ["redisShardCount", "redisReplicaCount", "redisNodeType", "redisPscSubnetCidr"] as const;
+const CLUSTER_ONLY_KEYS = [
+  "redisShardCount",
+  "redisReplicaCount",
+  "redisNodeType",
+  "redisPscSubnetCidr",
+  "redisPasswordGeneration",
+  "redisPreviousPasswordGeneration",
+] as const;
 
 /** Cloud Run accepts exactly these CPU limits. */
 export const CPU_LIMITS = ["1", "2", "4", "6", "8"] as const;
@@ -71,6 +79,10 @@ export interface StackConfig {
   readonly redisNodeType: RedisClusterNodeType;
   /** Cluster shape only: the subnet the cluster's Private Service Connect endpoints take addresses from. */
   readonly redisPscSubnetCidr: string;
+  /** Cluster shape only: raising it rotates the gateway's ACL password (docs/operations.md#rotating-the-redis-password). */
+  readonly redisPasswordGeneration: number;
+  /** Cluster shape only, during a rotation: this older generation's password stays accepted. */
+  readonly redisPreviousPasswordGeneration: number | undefined;
   readonly minInstances: number;
   readonly maxInstances: number;
   /** Requests (each open WebSocket is one) per instance. */
@@ -149,7 +161,7 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     if (raw === undefined) return def;
     const n = Number(raw);
     if (!/^-?\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min || n > max) {
-      problems.push(`${key} must be an integer from ${min} to ${max} (${unit}); got "${raw}"`);
+      problems.push(`${key} must be an integer from ${min} to ${max} (${unit}), e.g. ${def}; got "${raw}"`);
       return def;
     }
     return n;
@@ -159,7 +171,7 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     if (raw === undefined) return def;
     const n = Number(raw);
     if (!Number.isFinite(n) || n <= 0 || n >= 1) {
-      problems.push(`${key} must be a ratio between 0 and 1 exclusive (0.01 is 1%); got "${raw}"`);
+      problems.push(`${key} must be a ratio between 0 and 1 exclusive, e.g. ${def} (0.01 is 1%); got "${raw}"`);
       return def;
     }
     return n;
@@ -168,7 +180,7 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     const raw = str(key);
     if (raw === undefined) return def;
     if (raw !== "true" && raw !== "false") {
-      problems.push(`${key} must be true or false; got "${raw}"`);
+      problems.push(`${key} must be true or false, e.g. ${def}; got "${raw}"`);
       return def;
     }
     return raw === "true";
@@ -177,7 +189,7 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     const raw = str(key);
     if (raw === undefined) return def;
     if (!(allowed as readonly string[]).includes(raw)) {
-      problems.push(`${key} must be one of ${allowed.join(", ")}; got "${raw}"`);
+      problems.push(`${key} must be one of ${allowed.join(", ")}, e.g. ${def}; got "${raw}"`);
       return def;
     }
     return raw as T;
@@ -193,7 +205,7 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
       } catch {
         /* reported below */
       }
-      problems.push(`${key} must be a list of strings`);
+      problems.push(`${key} must be a list of strings, e.g. ["a@example.com"]`);
       return [];
     }
     return raw.split(",").map((x) => x.trim()).filter(Boolean);
@@ -201,9 +213,9 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
 
   const project = matching(
     "project",
-    required("project", "the GCP project id"),
+    required("project", "the GCP project id, e.g. acme-chat-prod"),
     /^[a-z][a-z0-9-]{4,28}[a-z0-9]$/,
-    "a GCP project id (6-30 lower-case letters, digits, dashes)",
+    "a GCP project id (6-30 lower-case letters, digits, dashes) like acme-chat-prod",
   );
   const region = matching("region", required("region", "the GCP region, e.g. europe-west1"), /^[a-z]+-[a-z]+\d+$/, "a GCP region like europe-west1");
 
@@ -213,7 +225,7 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     "serviceId",
     str("serviceId") ?? "chat-gateway",
     /^[a-z](?:[a-z0-9-]{0,18}[a-z0-9])?$/,
-    "lower-case letters, digits and dashes, at most 20 characters (it names the Cloud Run service, the secrets and the service account)",
+    "lower-case letters, digits and dashes, at most 20 characters, e.g. chat-gateway (it names the Cloud Run service, the secrets and the service account)",
   );
 
   const image = required("image", "the container image, e.g. REGION-docker.pkg.dev/PROJECT/REPO/gateway@sha256:…");
@@ -221,9 +233,9 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     if (!/^[a-z0-9.-]+(?::\d+)?\/[a-z0-9._\/-]+(?::[\w.-]+)?(?:@sha256:[0-9a-f]{64})?$/.test(image)) {
       problems.push(`image must be a registry image reference like europe-west1-docker.pkg.dev/PROJECT/REPO/gateway:TAG; got "${image}"`);
     } else if (!/[:@][\w.:-]+$/.test(image.slice(image.lastIndexOf("/")))) {
-      problems.push("image must name a tag or a digest (an untagged image means :latest, which moves)");
+      problems.push("image must name a tag or a digest, e.g. …/gateway:0.1.0 or …/gateway@sha256:<64 hex> (an untagged image means :latest, which moves)");
     } else if (/:latest(?:@|$)/.test(image)) {
-      problems.push("image must not use the :latest tag (it moves: revisions would not be reproducible)");
+      problems.push("image must not use the :latest tag, use e.g. …/gateway:0.1.0 (it moves: revisions would not be reproducible)");
     } else if (production && !/@sha256:[0-9a-f]{64}$/.test(image)) {
       problems.push("image must be pinned by digest (…@sha256:<64 hex>) in a production stack");
     }
@@ -237,14 +249,14 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
   );
 
   const alertEmails = list("alertEmails");
-  if (alertEmails.length === 0 && str("alertEmails") === undefined) problems.push("alertEmails is required (at least one address that receives alerts)");
+  if (alertEmails.length === 0 && str("alertEmails") === undefined) problems.push("alertEmails is required (at least one address that receives alerts, e.g. [oncall@example.com])");
   for (const email of alertEmails) {
-    if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email)) problems.push(`alertEmails entry "${email}" is not an e-mail address`);
+    if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email)) problems.push(`alertEmails entry "${email}" is not an e-mail address like oncall@example.com`);
   }
 
   const allowedOrigins = list("allowedOrigins");
   if (allowedOrigins.length === 0 && str("allowedOrigins") === undefined) {
-    problems.push("allowedOrigins is required (the exact origins of the chat web app; the service refuses to start without them in production)");
+    problems.push("allowedOrigins is required (the exact origins of the chat web app, e.g. [https://app.example.com]; the service refuses to start without them in production)");
   }
   for (const origin of allowedOrigins) {
     let canonical: string | undefined;
@@ -271,7 +283,7 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
   const redisVersion = matching("redisVersion", str("redisVersion") ?? "REDIS_7_2", /^REDIS_\d+_\d+$/, "a Memorystore version like REDIS_7_2");
   const version = /^REDIS_(\d+)_(\d+)$/.exec(redisVersion);
   if (version && (Number(version[1]) < MIN_REDIS_VERSION[0] || (Number(version[1]) === MIN_REDIS_VERSION[0] && Number(version[2]) < MIN_REDIS_VERSION[1]))) {
-    problems.push(`redisVersion must be REDIS_7_0 or later (the gateway uses sharded pub/sub, SPUBLISH/SSUBSCRIBE); got "${redisVersion}"`);
+    problems.push(`redisVersion must be REDIS_7_0 or later, e.g. REDIS_7_2 (the gateway uses sharded pub/sub, SPUBLISH/SSUBSCRIBE); got "${redisVersion}"`);
   }
 
   // https://cloud.google.com/memorystore/docs/cluster/cluster-node-specification: 1 to 250 shards, 0 to 2 replicas per shard.
@@ -282,17 +294,33 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
   }
   const redisNodeType = oneOf("redisNodeType", REDIS_CLUSTER_NODE_TYPES, "REDIS_HIGHMEM_MEDIUM");
   const redisPscSubnetCidr = str("redisPscSubnetCidr") ?? "10.8.1.0/28";
+  const redisPasswordGeneration = int("redisPasswordGeneration", 1, 1, 1_000_000, "raise it by one to rotate the Redis ACL password");
+  const redisPreviousPasswordGeneration =
+    str("redisPreviousPasswordGeneration") === undefined
+      ? undefined
+      : int("redisPreviousPasswordGeneration", 1, 1, 1_000_000, "the generation whose password stays accepted during a rotation");
+  if (redisPreviousPasswordGeneration !== undefined && redisPreviousPasswordGeneration >= redisPasswordGeneration) {
+    problems.push(
+      `redisPreviousPasswordGeneration (${redisPreviousPasswordGeneration}) must be lower than redisPasswordGeneration (${redisPasswordGeneration}), e.g. 1 while redisPasswordGeneration is 2`,
+    );
+  }
 
   const minInstances = int("minInstances", production ? 1 : 0, 0, 100, "instances");
   const maxInstances = int("maxInstances", 10, 1, 1000, "instances");
-  if (minInstances > maxInstances) problems.push(`minInstances (${minInstances}) must not exceed maxInstances (${maxInstances})`);
+  if (minInstances > maxInstances) problems.push(`minInstances (${minInstances}) must not exceed maxInstances (${maxInstances}), e.g. minInstances 1 with maxInstances 10`);
   if (production && minInstances < 1) {
     problems.push("minInstances must be at least 1 in a production stack (a cold start delays the first WebSocket upgrades by seconds)");
   }
-  const concurrency = int("concurrency", 250, 1, 1000, "concurrent requests per instance; every open WebSocket counts as one");
 
   const cpu = oneOf("cpu", CPU_LIMITS, "1");
   const memory = matching("memory", str("memory") ?? "1Gi", /^(?:[1-9]\d{2,4}Mi|[1-9]\d?Gi)$/, "a Cloud Run memory limit like 512Mi or 2Gi");
+  // Every open WebSocket is one concurrent request (infra/capacity.ts, docs/operations.md#capacity).
+  const concurrency = int("concurrency", CLOUD_RUN_MAX_CONCURRENCY, 1, CLOUD_RUN_MAX_CONCURRENCY, "concurrent requests per instance; every open WebSocket counts as one");
+  if (/^(?:[1-9]\d{2,4}Mi|[1-9]\d?Gi)$/.test(memory) && concurrency > socketsPerInstance(memory)) {
+    problems.push(
+      `concurrency (${concurrency}) is more sockets than memory ${memory} holds by the measured figures (${socketsPerInstance(memory)}, docs/operations.md#capacity); raise memory, e.g. 1Gi, or lower concurrency`,
+    );
+  }
 
   const subnetCidr = str("subnetCidr") ?? "10.8.0.0/24";
   const cidr = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(subnetCidr);
@@ -301,7 +329,7 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     problems.push(`subnetCidr must be an IPv4 CIDR range like 10.8.0.0/24; got "${subnetCidr}"`);
   } else if (prefix < 16 || prefix > 26) {
     // https://cloud.google.com/run/docs/configuring/vpc-direct-vpc#ip-address-allocation
-    problems.push(`subnetCidr must be a /16 to /26 range (Direct VPC egress needs at least a /26); got /${prefix}`);
+    problems.push(`subnetCidr must be a /16 to /26 range like 10.8.0.0/24 (Direct VPC egress needs at least a /26); got /${prefix}`);
   } else {
     // Direct VPC egress uses up to two addresses per instance (during a revision rollout both
     // revisions hold addresses), and GCP reserves four per subnet.
@@ -329,7 +357,7 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     const u = new URL(runbookBaseUrl);
     if (u.protocol !== "https:" || u.hash !== "") throw new Error();
   } catch {
-    problems.push(`runbookBaseUrl must be an https URL of docs/operations.md without a #fragment; got "${runbookBaseUrl}"`);
+    problems.push(`runbookBaseUrl must be an https URL of docs/operations.md without a #fragment, like ${DEFAULT_RUNBOOK_BASE_URL}; got "${runbookBaseUrl}"`);
   }
 
   const logLevel = oneOf("logLevel", LOG_LEVELS, "info");
@@ -353,6 +381,8 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     redisReplicaCount,
     redisNodeType,
     redisPscSubnetCidr,
+    redisPasswordGeneration,
+    redisPreviousPasswordGeneration,
     minInstances,
     maxInstances,
     concurrency,

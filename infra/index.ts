@@ -55,6 +55,9 @@ const redis = cluster
         network: network.network.id,
         pscSubnetwork: network.redisPscSubnetwork!.id,
         deletionProtection: cfg.deletionProtection,
+        username: id,
+        passwordGeneration: cfg.redisPasswordGeneration,
+        previousPasswordGeneration: cfg.redisPreviousPasswordGeneration,
       },
       opts(apis),
     )
@@ -83,15 +86,16 @@ const secrets = new Secrets(
       // Unset: generated (the `generate` list below); set during and after a rotation.
       "service-secret": secretConfig.serviceSecret,
       "service-secret-previous": secretConfig.serviceSecretPrevious,
-      // A cluster has no AUTH string (AUTH_MODE_DISABLED, infra/redisCluster.ts): the service
-      // still requires a version, so it gets a generated value the cluster ignores.
-      ...(redis instanceof Redis ? { "redis-auth-string": redis.authString } : {}),
+      // An instance's AUTH string, or the password of the cluster's ACL user (infra/redisCluster.ts).
+      "redis-auth-string": redis instanceof Redis ? redis.authString : redis.password,
       "redis-tls-ca": redis.caCertificates,
     },
-    generate: redis instanceof Redis ? ["service-secret"] : ["service-secret", "redis-auth-string"],
+    generate: ["service-secret"],
     deletionProtection: cfg.deletionProtection,
   },
-  opts(apis),
+  // A new cluster password becomes the secret's latest version only once the ACL policy accepts it:
+  // an instance that starts in between (a scale-out of the old revision) reads it.
+  opts(apis, ...(redis instanceof RedisCluster ? [redis.aclPolicy] : [])),
 );
 
 const service = new Service(
@@ -103,7 +107,7 @@ const service = new Service(
     image: cfg.image,
     network: network.network.id,
     subnetwork: network.subnetwork.id,
-    redis: redis instanceof Redis ? { url: redis.url } : { clusterNodes: redis.nodes },
+    redis: redis instanceof Redis ? { url: redis.url } : { clusterNodes: redis.nodes, username: redis.username },
     allowedOrigins: cfg.allowedOrigins,
     secrets: secrets.entries,
     minInstances: cfg.minInstances,
@@ -115,6 +119,8 @@ const service = new Service(
     jwtIssuer: cfg.jwtIssuer,
     jwtAudience: cfg.jwtAudience,
     deletionProtection: cfg.deletionProtection,
+    // A revision that authenticates with a new password starts only once the cluster accepts it.
+    startAfter: redis instanceof RedisCluster ? [redis.aclPolicy] : [],
   },
   opts(apis),
 );

@@ -5,9 +5,13 @@ import * as pulumi from "@pulumi/pulumi";
  * The paths the internet may reach. Everything else, `/internal/…` (the agent
  * backends' API) in particular, is answered 404 by the load balancer itself
  * and never reaches Cloud Run. (Agent backends call `/internal/` on the
- * run.app URL from inside the VPC.)
+ * run.app URL from inside the VPC.) Liveness and readiness are public as
+ * `/health` and `/ready`, never `/healthz` and `/readyz`: Cloud Run's front end
+ * answers paths ending in `z` itself with Google's 404
+ * (https://cloud.google.com/run/docs/known-issues, "Reserved URL paths": "we recommend
+ * avoiding all paths that end in z").
  */
-export const PUBLIC_PATHS = ["/api/*", "/ws", "/healthz", "/readyz"] as const;
+export const PUBLIC_PATHS = ["/api/*", "/ws", "/health", "/ready"] as const;
 export const TICKET_PATH = "/api/v1/auth/websocket_ticket";
 /** Cloud Armor's lowest-priority rule; every policy must have it. */
 export const DEFAULT_RULE_PRIORITY = 2147483647;

@@ -1,5 +1,6 @@
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
+import { MetricVisible } from "./metricVisibility.js";
 
 /**
  * Sections of docs/operations.md, one per alert. They are the GitHub slugs of
@@ -14,13 +15,22 @@ export const RUNBOOK_ANCHORS = {
 } as const;
 export type AlertName = keyof typeof RUNBOOK_ANCHORS;
 
+/**
+ * How long a threshold condition must hold before it fires. The Monitoring
+ * API refuses a condition that sets evaluationMissingData with a zero
+ * duration (400 "Conditions setting evaluation_missing_data must have a
+ * non-zero duration": GoogleCloudPlatform/monitoring-dashboard-samples#280,
+ * chainguard-dev/terraform-infra-common#401), and every condition here sets it.
+ */
+export const MIN_CONDITION_DURATION = "60s";
+
 export interface MonitoringArgs {
   readonly project: string;
   /** SERVICE_ID: prefixes the log-based metric names. */
   readonly serviceId: string;
   /** The Cloud Run service whose logs and metrics are watched. */
   readonly serviceName: pulumi.Input<string>;
-  /** The public host name; the uptime check fetches https://<domain>/healthz through the load balancer. */
+  /** The public host name; the uptime check fetches https://<domain>/health through the load balancer. */
   readonly domain: string;
   readonly alertEmails: readonly string[];
   /** The URL of docs/operations.md; each alert links `${runbookBaseUrl}#<anchor>`. */
@@ -41,7 +51,8 @@ type LabelSpec = Readonly<Record<string, { extractor: string; description: strin
  * request log (internal event publishes); Cloud Run's built-in metrics give
  * 5xx and latency. Every alert policy notifies every e-mail channel and links
  * its section of the runbook (docs/operations.md). An uptime check fetches
- * /healthz through the load balancer, so DNS, the certificate, the load
+ * /health (never /healthz: Cloud Run's front end answers paths ending in `z`
+ * itself, infra/loadBalancer.ts) through the load balancer, so DNS, the certificate, the load
  * balancer and Cloud Run are checked together, the way a browser meets them.
  */
 export class Monitoring extends pulumi.ComponentResource {
@@ -53,6 +64,7 @@ export class Monitoring extends pulumi.ComponentResource {
     readonly ticketsIssued: gcp.logging.Metric;
     readonly eventsPublished: gcp.logging.Metric;
   };
+  readonly metricsVisible: Readonly<Record<"wsAuth" | "wsClose" | "storeUnavailable", MetricVisible>>;
   readonly uptimeCheck: gcp.monitoring.UptimeCheckConfig;
   readonly alertPolicies: Readonly<Record<AlertName, gcp.monitoring.AlertPolicy>>;
   readonly dashboard: gcp.monitoring.Dashboard;
@@ -61,6 +73,8 @@ export class Monitoring extends pulumi.ComponentResource {
   constructor(name: string, args: MonitoringArgs, opts?: pulumi.ComponentResourceOptions) {
     super("chat-gateway:infra:Monitoring", name, {}, opts);
     const child = { parent: this, dependsOn: opts?.dependsOn };
+    // index.ts passes a plain array of resources.
+    const inherited = (Array.isArray(opts?.dependsOn) ? opts.dependsOn : []) as pulumi.Resource[];
     const runbook = (anchor: string) => `${args.runbookBaseUrl}#${anchor}`;
 
     this.notificationChannels = args.alertEmails.map(
@@ -122,6 +136,8 @@ export class Monitoring extends pulumi.ComponentResource {
     // balancer's and Cloud Run's request logs record full URLs. A ticket is
     // single-use and lives 30 s, yet "no ticket in any log" must hold for the
     // platform's logs too: drop those request entries before they are stored.
+    // A project exclusion applies to the _Default sink only: a sink added later
+    // (an export) still gets them unless it excludes them too (docs/operations.md).
     // The gateway's own ws_auth/ws_close lines carry everything on-call needs.
     this.ticketUrlExclusion = new gcp.logging.ProjectExclusion(
       `${name}-ticket-urls`,
@@ -133,18 +149,26 @@ export class Monitoring extends pulumi.ComponentResource {
       child,
     );
     const metricType = (m: gcp.logging.Metric) => pulumi.interpolate`logging.googleapis.com/user/${m.name}`;
+    // The alert policies on log-based metrics wait until Monitoring shows them (infra/metricVisibility.ts).
+    const visible = (key: string, m: gcp.logging.Metric) =>
+      new MetricVisible(`${name}-${key}-visible`, { project: args.project, metricType: metricType(m) }, { parent: this, dependsOn: [m] });
+    this.metricsVisible = {
+      wsAuth: visible("ws-auth", this.metrics.wsAuth),
+      wsClose: visible("ws-close", this.metrics.wsClose),
+      storeUnavailable: visible("store-unavailable", this.metrics.storeUnavailable),
+    };
 
     // --- Uptime check --------------------------------------------------------
     this.uptimeCheck = new gcp.monitoring.UptimeCheckConfig(
-      `${name}-healthz`,
+      `${name}-health`,
       {
-        displayName: `Chat gateway https://${args.domain}/healthz`,
+        displayName: `Chat gateway https://${args.domain}/health`,
         period: "60s",
         timeout: "10s",
         checkerType: "STATIC_IP_CHECKERS",
         monitoredResource: { type: "uptime_url", labels: { project_id: args.project, host: args.domain } },
         httpCheck: {
-          path: "/healthz",
+          path: "/health",
           port: 443,
           useSsl: true,
           validateSsl: true,
@@ -163,6 +187,7 @@ export class Monitoring extends pulumi.ComponentResource {
       severity: "CRITICAL" | "ERROR" | "WARNING",
       meaning: string,
       condition: gcp.types.input.monitoring.AlertPolicyConditionConditionThreshold,
+      waitFor: readonly pulumi.Resource[] = [],
     ): gcp.monitoring.AlertPolicy =>
       new gcp.monitoring.AlertPolicy(
         `${name}-${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,
@@ -180,7 +205,7 @@ export class Monitoring extends pulumi.ComponentResource {
             links: [{ displayName: "Runbook", url: runbook(RUNBOOK_ANCHORS[key]) }],
           },
         },
-        child,
+        { parent: this, dependsOn: [...inherited, ...waitFor] },
       );
 
     const runRequests = pulumi.interpolate`metric.type="run.googleapis.com/request_count" AND resource.type="cloud_run_revision" AND resource.label.service_name="${args.serviceName}"`;
@@ -199,9 +224,10 @@ export class Monitoring extends pulumi.ComponentResource {
           denominatorAggregations: sum("300s"),
           comparison: "COMPARISON_GT",
           thresholdValue: args.thresholds.authFailureRatio,
-          duration: "0s",
+          duration: MIN_CONDITION_DURATION,
           evaluationMissingData: "EVALUATION_MISSING_DATA_INACTIVE",
         },
+        [this.metricsVisible.wsAuth],
       ),
       http5xx: policy(
         "http5xx",
@@ -215,7 +241,7 @@ export class Monitoring extends pulumi.ComponentResource {
           denominatorAggregations: sum("300s"),
           comparison: "COMPARISON_GT",
           thresholdValue: args.thresholds.http5xxRatio,
-          duration: "0s",
+          duration: MIN_CONDITION_DURATION,
           evaluationMissingData: "EVALUATION_MISSING_DATA_INACTIVE",
         },
       ),
@@ -229,9 +255,10 @@ export class Monitoring extends pulumi.ComponentResource {
           aggregations: sum("60s"),
           comparison: "COMPARISON_GT",
           thresholdValue: 0,
-          duration: "0s",
+          duration: MIN_CONDITION_DURATION,
           evaluationMissingData: "EVALUATION_MISSING_DATA_INACTIVE",
         },
+        [this.metricsVisible.storeUnavailable],
       ),
       internalErrorCloses: policy(
         "internalErrorCloses",
@@ -243,15 +270,16 @@ export class Monitoring extends pulumi.ComponentResource {
           aggregations: sum("300s"),
           comparison: "COMPARISON_GT",
           thresholdValue: args.thresholds.internalErrorCloses,
-          duration: "0s",
+          duration: MIN_CONDITION_DURATION,
           evaluationMissingData: "EVALUATION_MISSING_DATA_INACTIVE",
         },
+        [this.metricsVisible.wsClose],
       ),
       uptime: policy(
         "uptime",
-        `Uptime check of https://${args.domain}/healthz failing`,
+        `Uptime check of https://${args.domain}/health failing`,
         "CRITICAL",
-        `https://${args.domain}/healthz failed from more than one checker region for 2 minutes (monitoring.googleapis.com/uptime_check/check_passed). Browsers probably cannot reach the gateway.`,
+        `https://${args.domain}/health failed from more than one checker region for 2 minutes (monitoring.googleapis.com/uptime_check/check_passed). Browsers probably cannot reach the gateway.`,
         {
           filter: pulumi.interpolate`metric.type="monitoring.googleapis.com/uptime_check/check_passed" AND resource.type="uptime_url" AND metric.label.check_id="${this.uptimeCheck.uptimeCheckId}"`,
           aggregations: [

@@ -1,5 +1,7 @@
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import { gatewayAclRule } from "../service/src/plugins/store/acl.js";
 import type { RedisClusterNodeType } from "./config.js";
 
 export interface RedisClusterArgs {
@@ -14,6 +16,16 @@ export interface RedisClusterArgs {
   /** The subnet those endpoints take their addresses from (its id). */
   readonly pscSubnetwork: pulumi.Input<string>;
   readonly deletionProtection: boolean;
+  /** The ACL user the gateway authenticates as (REDIS_USERNAME). */
+  readonly username: string;
+  /**
+   * The generation of the gateway's password: raising it makes a new one
+   * (a rotation). `previousPasswordGeneration`, while set, keeps that older
+   * generation's password accepted too, so running instances and their
+   * reconnects keep working until the new revision has replaced them.
+   */
+  readonly passwordGeneration: number;
+  readonly previousPasswordGeneration?: number | undefined;
 }
 
 /**
@@ -26,19 +38,16 @@ export interface RedisClusterArgs {
  * In-transit encryption is on (server authentication, the cluster's managed
  * CA); like the instance's, it is chosen at creation only.
  *
- * Authentication: AUTH_MODE_DISABLED, deliberately. Memorystore for Redis
- * Cluster has no static AUTH string: it offers IAM authentication (a
- * short-lived OAuth access token as the AUTH password, to be refreshed before
- * it expires, hourly) or none. The gateway authenticates with a static
- * password read once at startup (REDIS_PASSWORD), so IAM auth would fail its
- * connections within the hour; it needs token support in the gateway first.
- * Until then the cluster relies on network isolation (PSC endpoints exist only
- * in this VPC, which has no ingress and holds only the gateway's Cloud Run
- * instances) plus TLS. The service still requires a `redis-auth-string`
- * secret version (service/src/secretNames.ts marks REDIS_PASSWORD required),
- * so the program stores a generated value there that the cluster ignores:
- * ioredis sends AUTH with it and treats "no password configured" as a warning
- * (docs/operations.md#redis-cluster).
+ * Authentication: an ACL policy (https://cloud.google.com/memorystore/docs/cluster/use-acl-policies)
+ * with one user, the gateway's, whose password the program generates and
+ * stores as the `redis-auth-string` secret (REDIS_PASSWORD; REDIS_USERNAME is
+ * plain config). A static password fits the gateway, which reads its secrets
+ * once at startup; IAM authentication (AUTH_MODE_IAM_AUTH) would need an
+ * access token refreshed hourly on every connection. A Redis user holds
+ * several passwords at once, so a rotation accepts the old and the new one
+ * until the old revision is gone (docs/operations.md#rotating-the-redis-password).
+ * The user's permissions are the gateway's own rule
+ * (service/src/plugins/store/acl.ts), which the store contract suite runs under.
  */
 export class RedisCluster extends pulumi.ComponentResource {
   readonly connectionPolicy: gcp.networkconnectivity.ServiceConnectionPolicy;
@@ -50,6 +59,10 @@ export class RedisCluster extends pulumi.ComponentResource {
   readonly nodes: pulumi.Output<string>;
   /** PEM of every CA certificate the cluster's managed server CA lists (several during a CA rotation). */
   readonly caCertificates: pulumi.Output<string>;
+  readonly aclPolicy: gcp.redis.ClusterAclPolicy;
+  /** The gateway's current password (a Pulumi secret): the `redis-auth-string` secret's value. */
+  readonly password: pulumi.Output<string>;
+  readonly username: string;
 
   constructor(name: string, args: RedisClusterArgs, opts?: pulumi.ComponentResourceOptions) {
     super("chat-gateway:infra:RedisCluster", name, {}, opts);
@@ -69,6 +82,25 @@ export class RedisCluster extends pulumi.ComponentResource {
       child,
     );
 
+    // One password per generation; the resource name carries it, so an older
+    // generation's password survives while previousPasswordGeneration names it.
+    const generations = [args.passwordGeneration, ...(args.previousPasswordGeneration === undefined ? [] : [args.previousPasswordGeneration])];
+    const passwords = generations.map(
+      (generation) =>
+        new random.RandomPassword(`${name}-redis-password-g${generation}`, { length: 48, special: false }, { parent: this }).result,
+    );
+    this.username = args.username;
+    this.password = pulumi.secret(passwords[0]!);
+    this.aclPolicy = new gcp.redis.ClusterAclPolicy(
+      `${name}-redis-acl`,
+      {
+        aclPolicyId: `${args.username}-acl`,
+        location: args.region,
+        rules: [{ username: args.username, rule: pulumi.secret(pulumi.all(passwords).apply((p) => gatewayAclRule(p))) }],
+      },
+      child,
+    );
+
     this.cluster = new gcp.redis.Cluster(
       `${name}-redis`,
       {
@@ -77,8 +109,9 @@ export class RedisCluster extends pulumi.ComponentResource {
         replicaCount: args.replicaCount,
         nodeType: args.nodeType,
         pscConfigs: [{ network: args.network }],
-        // No static AUTH string exists for clusters; IAM auth needs gateway support (see above).
+        // No IAM authentication: the ACL policy's user and password authenticate (see above).
         authorizationMode: "AUTH_MODE_DISABLED",
+        aclPolicy: this.aclPolicy.name,
         // Chosen at creation only. Clients connect with TLS and trust managedServerCas.
         transitEncryptionMode: "TRANSIT_ENCRYPTION_MODE_SERVER_AUTHENTICATION",
         zoneDistributionConfig: { mode: "MULTI_ZONE" },
@@ -90,7 +123,7 @@ export class RedisCluster extends pulumi.ComponentResource {
           weeklyMaintenanceWindows: [{ day: "TUESDAY", startTime: { hours: 3, minutes: 0, seconds: 0, nanos: 0 } }],
         },
       },
-      { parent: this, dependsOn: [this.connectionPolicy] },
+      { parent: this, dependsOn: [this.connectionPolicy, this.aclPolicy] },
     );
 
     const endpoint = this.cluster.discoveryEndpoints.apply((endpoints) => {

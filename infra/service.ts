@@ -21,6 +21,24 @@ export const METRICS_PORT = 9464;
  * (its per-IP ticket limit): Google's external load balancer, then Cloud Run's front end.
  */
 export const TRUST_PROXY_HOPS = 2;
+/**
+ * How long the startup probe lets an instance become ready. Direct VPC egress
+ * "might experience connection establishment delays of a minute or more on
+ * instance startup" (https://cloud.google.com/run/docs/configuring/vpc-direct-vpc,
+ * limitations), and the first revision may wait for its secret grants to
+ * propagate (below). Cloud Run caps failureThreshold × periodSeconds of a
+ * startup probe at 240 s (https://cloud.google.com/run/docs/configuring/healthchecks).
+ */
+export const STARTUP_PROBE = { periodSeconds: 2, failureThreshold: 120, timeoutSeconds: 1 } as const;
+/**
+ * IAM grants made in the same apply "typically" take 2 minutes to propagate and
+ * "could take 7 minutes or longer"
+ * (https://cloud.google.com/iam/docs/access-change-propagation). The gateway
+ * retries a PERMISSION_DENIED secret read for this long (a NOT_FOUND secret
+ * still fails at once), inside the startup probe's 240 s, so a first revision
+ * whose grants are seconds old becomes ready instead of failing the apply.
+ */
+export const SECRETS_PERMISSION_WAIT_SECONDS = 180;
 
 export interface ServiceArgs {
   readonly project: string;
@@ -35,7 +53,7 @@ export interface ServiceArgs {
    * credentials: one Memorystore instance) or `clusterNodes` (`host:port` of
    * a Memorystore for Redis Cluster's discovery endpoint, always over TLS).
    */
-  readonly redis: { readonly url: pulumi.Input<string> } | { readonly clusterNodes: pulumi.Input<string> };
+  readonly redis: { readonly url: pulumi.Input<string> } | { readonly clusterNodes: pulumi.Input<string>; readonly username: string };
   readonly allowedOrigins: readonly string[];
   /** The secrets the service reads at startup; its identity gets access to exactly these. */
   readonly secrets: readonly SecretEntry[];
@@ -48,17 +66,20 @@ export interface ServiceArgs {
   readonly jwtIssuer?: string | undefined;
   readonly jwtAudience?: string | undefined;
   readonly deletionProtection: boolean;
+  /** Resources the revision must not start before, besides its secrets (e.g. the Redis ACL policy that admits its user). */
+  readonly startAfter?: readonly pulumi.Resource[];
 }
 
 /**
  * The gateway on Cloud Run, run by an identity of its own that can read its
  * secrets and nothing else, reachable only through the external load balancer
  * (ingress INTERNAL_LOAD_BALANCER; the run.app URL answers 404 from the
- * internet), and shaped for long-lived WebSockets: a 3600 s request timeout
+ * internet; the invoker check is disabled instead of granting allUsers), and
+ * shaped for long-lived WebSockets: a 3600 s request timeout
  * with the gateway closing sockets at 3300 s itself, CPU always allocated
  * (heartbeats and fan-out happen between requests), session affinity (best
  * effort: reconnects usually land on a warm instance), startup CPU boost, and
- * a startup probe on /readyz, so a revision that cannot read its secrets or
+ * a startup probe on /readyz (up to 240 s), so a revision that cannot read its secrets or
  * reach Redis never receives traffic. The revision is created only after its
  * secret versions and their IAM grants exist, and a new secret version rolls a
  * new revision (the gateway reads secrets at startup only).
@@ -67,7 +88,6 @@ export class Service extends pulumi.ComponentResource {
   readonly serviceAccount: gcp.serviceaccount.Account;
   readonly secretAccess: readonly gcp.secretmanager.SecretIamMember[];
   readonly service: gcp.cloudrunv2.Service;
-  readonly publicInvoker: gcp.cloudrunv2.ServiceIamMember;
   readonly serviceName: pulumi.Output<string>;
   /** The run.app URL; closed to the internet by the ingress setting, open from the VPC. */
   readonly uri: pulumi.Output<string>;
@@ -107,7 +127,11 @@ export class Service extends pulumi.ComponentResource {
       GCP_PROJECT: args.project,
       SERVICE_ID: args.serviceId,
       // REDIS_URL and REDIS_CLUSTER_NODES are mutually exclusive (service/src/config.ts).
-      ...("url" in args.redis ? { REDIS_URL: args.redis.url } : { REDIS_CLUSTER_NODES: args.redis.clusterNodes, REDIS_TLS: "true" }),
+      // A cluster authenticates its ACL user (infra/redisCluster.ts); an instance's AUTH string is the default user's.
+      ...("url" in args.redis
+        ? { REDIS_URL: args.redis.url }
+        : { REDIS_CLUSTER_NODES: args.redis.clusterNodes, REDIS_TLS: "true", REDIS_USERNAME: args.redis.username }),
+      SECRETS_PERMISSION_WAIT_SECONDS: String(SECRETS_PERMISSION_WAIT_SECONDS),
       ALLOWED_ORIGINS: args.allowedOrigins.join(","),
       MAX_CONNECTION_AGE_SECONDS: String(MAX_CONNECTION_AGE_SECONDS),
       SHUTDOWN_GRACE_MS: String(SHUTDOWN_GRACE_MS),
@@ -131,9 +155,14 @@ export class Service extends pulumi.ComponentResource {
         name: args.serviceId,
         location: args.region,
         description: "Chat gateway: ticket-authenticated WebSockets for AI-agent chat",
-        // Only the external load balancer (and the VPC) may call it; the allUsers
-        // invoker grant below is for the load balancer's unauthenticated browser traffic.
+        // Only the external load balancer (and the VPC) may call it.
         ingress: "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
+        // The load balancer forwards browsers' unauthenticated requests, so the invoker
+        // check is switched off. Cloud Run recommends this over an allUsers run.invoker
+        // grant, which organisations with domain-restricted sharing refuse
+        // (https://cloud.google.com/run/docs/authenticating/public#invoker_check);
+        // the ingress setting keeps the run.app URL closed to the internet.
+        invokerIamDisabled: true,
         deletionProtection: args.deletionProtection,
         template: {
           serviceAccount: this.serviceAccount.email,
@@ -164,13 +193,10 @@ export class Service extends pulumi.ComponentResource {
               },
               envs: Object.entries(this.env).map(([envName, value]) => ({ name: envName, value })),
               // Ready means: secrets loaded, Redis and the bus reachable (docs/protocol.md §6).
-              // 30 × 2 s leaves room for the 5 s secret-loading budget and a Redis TLS handshake.
-              startupProbe: {
-                httpGet: { path: "/readyz", port: CONTAINER_PORT },
-                periodSeconds: 2,
-                timeoutSeconds: 1,
-                failureThreshold: 30,
-              },
+              // Probes come from Cloud Run inside the instance, not through its front end,
+              // so /readyz and /healthz reach the container here (the public checks use /ready, /health).
+              // 120 × 2 s = 240 s: see STARTUP_PROBE.
+              startupProbe: { httpGet: { path: "/readyz", port: CONTAINER_PORT }, ...STARTUP_PROBE },
               livenessProbe: {
                 httpGet: { path: "/healthz", port: CONTAINER_PORT },
                 periodSeconds: 15,
@@ -181,16 +207,7 @@ export class Service extends pulumi.ComponentResource {
           ],
         },
       },
-      { parent: this, dependsOn: [...versions, ...this.secretAccess] },
-    );
-
-    // The load balancer forwards browsers' unauthenticated requests, so the invoker
-    // check must let everyone through; the ingress setting keeps the run.app URL
-    // closed to the internet. This is the only public grant in the program.
-    this.publicInvoker = new gcp.cloudrunv2.ServiceIamMember(
-      `${name}-public-invoker`,
-      { name: this.service.name, location: args.region, role: "roles/run.invoker", member: "allUsers" },
-      { parent: this },
+      { parent: this, dependsOn: [...versions, ...this.secretAccess, ...(args.startAfter ?? [])] },
     );
 
     this.serviceName = this.service.name;

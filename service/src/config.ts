@@ -35,9 +35,12 @@ export interface Config {
      * when REDIS_CLUSTER_NODES is.
      */
     readonly cluster?: { readonly nodes: readonly { readonly host: string; readonly port: number }[]; readonly tls: boolean };
+    /** The ACL user to authenticate as (REDIS_USERNAME); unset: the default user (an AUTH string). */
+    readonly username: string | undefined;
     readonly password: string | undefined;
     readonly tlsCa: string | undefined;
   };
+  readonly secretsPermissionWaitSeconds: number;
   readonly allowedOrigins: readonly string[];
   readonly ticketTtlSeconds: number;
   readonly ticketRatePerUser: number;
@@ -94,6 +97,9 @@ const INTEGERS = {
   // for the client IP (per-IP rate limit). Behind Google's external load
   // balancer and Cloud Run: 2. Directly exposed: 0, or clients could spoof it.
   TRUST_PROXY_HOPS: [0, 0, 10, "hops"],
+  // SECRETS_SOURCE=gcp: how long a PERMISSION_DENIED secret read is retried before startup
+  // fails (IAM grants made seconds earlier take minutes to propagate; ./secrets.ts). 0: fail at once.
+  SECRETS_PERMISSION_WAIT_SECONDS: [0, 0, 600, "s"],
 } as const satisfies Record<string, readonly [number, number, number, string]>;
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -175,6 +181,15 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     problems.push("REDIS_TLS_CA is set but REDIS_TLS is not \"true\": the cluster would be reached without TLS; set REDIS_TLS=true");
   }
 
+  // An ACL user (Memorystore for Redis Cluster's ACL policy) authenticates with REDIS_PASSWORD.
+  const redisUsername = str("REDIS_USERNAME");
+  if (redisUsername !== undefined && !/^[A-Za-z0-9_.@-]{1,128}$/.test(redisUsername)) {
+    problems.push("REDIS_USERNAME must be 1-128 letters, digits, '_', '.', '@' or '-' (a Redis ACL user name, e.g. chat-gateway)");
+  }
+  if (redisUsername !== undefined && str("REDIS_PASSWORD") === undefined && !reported.has("REDIS_PASSWORD")) {
+    problems.push("REDIS_USERNAME is set but REDIS_PASSWORD is not: an ACL user authenticates with its password");
+  }
+
   const origins = (str("ALLOWED_ORIGINS") ?? "").split(",").map((o) => o.trim()).filter(Boolean);
   // Not `required()`: a value of only commas or blanks ("," or " , ") is set but names no origin.
   if (production && origins.length === 0) problems.push("ALLOWED_ORIGINS is required (in production: comma-separated exact origins)");
@@ -216,9 +231,11 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     redis: {
       url: redisUrl,
       ...(redisCluster === undefined ? {} : { cluster: { nodes: redisCluster, tls: redisTls === "true" } }),
+      username: redisUsername,
       password: str("REDIS_PASSWORD"),
       tlsCa: str("REDIS_TLS_CA"),
     },
+    secretsPermissionWaitSeconds: int("SECRETS_PERMISSION_WAIT_SECONDS"),
     allowedOrigins: origins,
     ticketTtlSeconds: int("TICKET_TTL_SECONDS"),
     ticketRatePerUser: int("TICKET_RATE_PER_USER"),

@@ -1,4 +1,5 @@
 import { ConfigError } from "./config.js";
+import { secretsPermissionWaitMs } from "./secrets.js";
 import { startServer } from "./server.js";
 
 /**
@@ -9,7 +10,8 @@ import { startServer } from "./server.js";
  * drains: /readyz turns 503, every socket gets 1012 SERVICE_RESTART, the
  * store closes; if that takes longer than SHUTDOWN_GRACE_MS, exit anyway.
  */
-const STARTUP_LIMIT_MS = 5000;
+// Plus the time a PERMISSION_DENIED secret read may be retried (./secrets.ts), 0 unless configured.
+const STARTUP_LIMIT_MS = 5000 + secretsPermissionWaitMs(process.env);
 
 async function main(): Promise<void> {
   const startup = setTimeout(() => {

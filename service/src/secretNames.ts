@@ -46,7 +46,7 @@ export const SECRETS = [
     env: "REDIS_PASSWORD",
     id: "redis-auth-string",
     required: true,
-    description: "Memorystore AUTH string",
+    description: "Memorystore AUTH string (an instance), or the password of the gateway's ACL user (a cluster; REDIS_USERNAME names it)",
   },
   {
     env: "REDIS_TLS_CA",

@@ -41,15 +41,17 @@ describe("the example stack files", () => {
     }
   });
 
-  it("production has its own example project and domain, HA Redis, warm instances and deletion protection", () => {
+  // docs/operations.md step 2 runs this file against the operator's real values: check shape, not example-ness.
+  it("production has its own project and domain, HA Redis, warm instances and deletion protection", () => {
     const staging = parseStackConfig(source("staging"), "staging");
     const production = parseStackConfig(source("production"), "production");
     expect(production.project).not.toBe(staging.project);
     expect(production.domain).not.toBe(staging.domain);
     for (const c of [staging, production]) {
-      expect(c.project).toMatch(/example/);
-      expect(c.domain).toMatch(/\.example\.com$/);
-      expect(c.image).toContain(c.project);
+      expect(c.project).toMatch(/^[a-z][a-z0-9-]{4,28}[a-z0-9]$/);
+      expect(c.domain).toMatch(/^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/);
+      expect(c.runbookBaseUrl).toMatch(/^https:\/\/[^#]+$/);
+      for (const origin of c.allowedOrigins) expect(origin).toMatch(/^https:\/\//);
     }
     expect(production.redisMode).toBe("cluster");
     expect(production.redisReplicaCount).toBeGreaterThanOrEqual(1);
@@ -107,6 +109,14 @@ describe("out-of-range values throw with the reason", () => {
     expect(problems.join("\n")).toMatch(reason);
   });
 
+  // `pulumi preview` prints these: each names the key, what is allowed and an example to copy.
+  it.each(cases)("the error for %s = %j names the key, the allowed values and an example", (key, value) => {
+    const problems = problemsOf(() => parseStackConfig(source("staging", { [key]: value }), "staging"));
+    const problem = problems.find((p) => p.startsWith(key) || p.includes(` ${key} `) || p.includes(`${key} (`));
+    expect(problem, problems.join("\n")).toBeDefined();
+    expect(problem).toMatch(/e\.g\.|\blike\b/);
+  });
+
   it("a production instance must be STANDARD_HA", () => {
     const problems = problemsOf(() =>
       parseStackConfig(source("production", { ...INSTANCE_SHAPE, redisTier: "BASIC" }), "production"),
@@ -118,8 +128,9 @@ describe("out-of-range values throw with the reason", () => {
   const redisCases: [string, Record<string, string | undefined>, RegExp][] = [
     ["an unknown redisMode", { redisMode: "memcached" }, /redisMode must be one of instance, cluster/],
     ["a Redis older than 7.0 (no sharded pub/sub)", { redisVersion: "REDIS_6_X" }, /redisVersion must be a Memorystore version/],
-    ["REDIS_6_2", { redisVersion: "REDIS_6_2" }, /redisVersion must be REDIS_7_0 or later \(the gateway uses sharded pub\/sub/],
+    ["REDIS_6_2", { redisVersion: "REDIS_6_2" }, /redisVersion must be REDIS_7_0 or later, e.g. REDIS_7_2 \(the gateway uses sharded pub\/sub/],
     ["cluster keys on an instance", { redisShardCount: "3" }, /redisShardCount is a setting of redisMode cluster, but redisMode is instance/],
+    ["a password generation on an instance (its AUTH string is Memorystore's)", { redisPasswordGeneration: "2" }, /redisPasswordGeneration is a setting of redisMode cluster/],
   ];
   it.each(redisCases)("staging (instance): %s is refused", (_what, overrides, reason) => {
     expect(problemsOf(() => parseStackConfig(source("staging", overrides), "staging")).join("\n")).toMatch(reason);
@@ -137,6 +148,8 @@ describe("out-of-range values throw with the reason", () => {
     ["an unknown node type", { redisNodeType: "REDIS_HUGE" }, /redisNodeType must be one of REDIS_SHARED_CORE_NANO/],
     ["a PSC subnet that overlaps subnetCidr", { redisPscSubnetCidr: "10.8.0.16/28" }, /redisPscSubnetCidr \(10.8.0.16\/28\) must not overlap subnetCidr/],
     ["a PSC subnet that is no range", { redisPscSubnetCidr: "10.8.1.0" }, /redisPscSubnetCidr must be an IPv4 CIDR range/],
+    ["a previous password generation that is not older", { redisPasswordGeneration: "2", redisPreviousPasswordGeneration: "2" }, /redisPreviousPasswordGeneration \(2\) must be lower than redisPasswordGeneration \(2\), e\.g\. 1/],
+    ["password generation 0", { redisPasswordGeneration: "0" }, /redisPasswordGeneration must be an integer from 1 to 1000000/],
   ];
   it.each(clusterCases)("production (cluster): %s is refused", (_what, overrides, reason) => {
     expect(problemsOf(() => parseStackConfig(source("production", overrides), "production")).join("\n")).toMatch(reason);

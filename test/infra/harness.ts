@@ -7,6 +7,7 @@
  * import of the program (a static import would run it before the mocks exist),
  * and `vi.resetModules()` before each run so the program runs again.
  */
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import yaml from "js-yaml";
 import { fileURLToPath } from "node:url";
@@ -129,8 +130,11 @@ function computed(type: string, name: string, inputs: Record<string, any>, proje
       return { name: `projects/${project}/notificationChannels/${name}` };
     case "gcp:monitoring/alertPolicy:AlertPolicy":
       return { name: `projects/${project}/alertPolicies/${name}` };
+    case "gcp:redis/clusterAclPolicy:ClusterAclPolicy":
+      return { name: `projects/${project}/locations/${inputs.location}/aclPolicies/${inputs.aclPolicyId}` };
     case "random:index/randomPassword:RandomPassword":
-      return { result: "r".repeat(Number(inputs.length ?? 16)) };
+      // Distinct per resource, so two generations of a password differ as they would.
+      return { result: createHash("sha256").update(name).digest("hex").repeat(4).slice(0, Number(inputs.length ?? 16)) };
     default:
       return type.startsWith("gcp:compute/") ? { name: inputs.name ?? name, selfLink: selfLink(type.split(":")[2] ?? "x") } : {};
   }
@@ -259,6 +263,8 @@ export const T = {
   psa: "gcp:servicenetworking/connection:Connection",
   redis: "gcp:redis/instance:Instance",
   redisCluster: "gcp:redis/cluster:Cluster",
+  redisAclPolicy: "gcp:redis/clusterAclPolicy:ClusterAclPolicy",
+  metricVisible: "pulumi-nodejs:dynamic/chat-gateway:MetricVisible",
   serviceConnectionPolicy: "gcp:networkconnectivity/serviceConnectionPolicy:ServiceConnectionPolicy",
   secret: "gcp:secretmanager/secret:Secret",
   secretVersion: "gcp:secretmanager/secretVersion:SecretVersion",

@@ -67,11 +67,11 @@ describe.each(STACKS)("%s stack: load balancer", (stack) => {
     expect((await run(stack)).one(T.backend).inputs.logConfig).toEqual({ enable: true, sampleRate: 1 });
   });
 
-  it("the URL map routes /api/*, /ws, /healthz and /readyz to the gateway", async () => {
+  it("the URL map routes /api/*, /ws, /health and /ready to the gateway", async () => {
     const r = await run(stack);
     const host = await domain();
     const backend = await backendId();
-    for (const path of ["/api/v1/auth/websocket_ticket", "/api/anything", "/ws", "/healthz", "/readyz"]) {
+    for (const path of ["/api/v1/auth/websocket_ticket", "/api/anything", "/ws", "/health", "/ready"]) {
       expect(route(r, host, path), path).toBe(backend);
     }
   });

@@ -100,14 +100,14 @@ describe.each(STACKS)("%s stack: monitoring", (stack) => {
     expect(c).toMatchObject({ comparison: "COMPARISON_GT", thresholdValue: 20 });
   });
 
-  it("an uptime check fetches /healthz over HTTPS through the load balancer's domain, and its failure alerts", async () => {
+  it("an uptime check fetches /health over HTTPS through the load balancer's domain, and its failure alerts", async () => {
     const r = await run(stack);
     const check = r.one(T.uptime);
     expect(check.inputs.monitoredResource).toEqual({
       type: "uptime_url",
       labels: { project_id: r.config["chat-gateway:project"], host: r.config["chat-gateway:domain"] },
     });
-    expect(check.inputs.httpCheck).toMatchObject({ path: "/healthz", port: 443, useSsl: true, validateSsl: true });
+    expect(check.inputs.httpCheck).toMatchObject({ path: "/health", port: 443, useSsl: true, validateSsl: true });
     const c = threshold(policy(r, RUNBOOK_ANCHORS.uptime));
     expect(c.filter).toContain('metric.type="monitoring.googleapis.com/uptime_check/check_passed"');
     expect(c.filter).toContain(`metric.label.check_id="${check.state.uptimeCheckId}"`);

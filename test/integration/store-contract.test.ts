@@ -26,6 +26,7 @@ import {
   type Store,
   type TicketRecord,
 } from "../../service/src/plugins/store/index.js";
+import { gatewayAclRule } from "../../service/src/plugins/store/acl.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { makeCertificates, startRedisCluster, type RedisClusterHandle } from "../support/redis-cluster.js";
 import { runScript } from "../support/process.js";
@@ -33,7 +34,7 @@ import { runScript } from "../support/process.js";
 const LIMITS: HistoryLimits = { maxEvents: 1000, ttlMs: 900_000 };
 
 interface Harness {
-  readonly name: "memory" | "redis" | "redis cluster";
+  readonly name: "memory" | "redis" | "redis cluster" | "redis, ACL user" | "redis cluster, ACL user";
   readonly store: Store;
   readonly peer: Store;
   /** A new store on the same data (closed by teardown). */
@@ -75,19 +76,27 @@ async function memoryHarness(): Promise<Harness> {
   };
 }
 
-async function redisHarness(): Promise<Harness> {
-  const server = await startRedis();
-  const raw = new Redis(server.url);
+/**
+ * Production's Redis authenticates an ACL user (infra/redisCluster.ts): here
+ * the default user is off, and the stores log in as `chat-gateway` with
+ * exactly the permissions the program deploys (service/src/plugins/store/acl.ts).
+ */
+const ACL_ADMIN = { username: "admin", password: `admin-${randomUUID()}` };
+const ACL_GATEWAY = { username: "chat-gateway", password: `gw-${randomUUID()}` };
+
+async function redisHarness(acl = false): Promise<Harness> {
+  const server = await startRedis(acl ? { acl: aclUsers() } : {});
+  const raw = new Redis(server.url, acl ? ACL_ADMIN : {});
   const stores: Store[] = [];
   const create = () => {
-    const store = createRedisStore({ url: server.url });
+    const store = createRedisStore({ url: server.url, ...(acl ? ACL_GATEWAY : {}) });
     stores.push(store);
     return store;
   };
   const store = create();
   const peer = create();
   return {
-    name: "redis",
+    name: acl ? "redis, ACL user" : "redis",
     store,
     peer,
     create,
@@ -106,13 +115,21 @@ async function redisHarness(): Promise<Harness> {
   };
 }
 
-async function clusterHarness(): Promise<Harness> {
-  const cluster = await startRedisCluster({ replicas: 1 });
+/** The users of an ACL-authenticated server or cluster: an admin for the harness, and the gateway's. */
+function aclUsers() {
+  return {
+    users: [`${ACL_ADMIN.username} on >${ACL_ADMIN.password} ~* &* +@all`, `${ACL_GATEWAY.username} ${gatewayAclRule([ACL_GATEWAY.password])}`],
+    admin: ACL_ADMIN,
+  };
+}
+
+async function clusterHarness(acl = false): Promise<Harness> {
+  const cluster = await startRedisCluster({ replicas: 1, ...(acl ? { acl: aclUsers() } : {}) });
   const nodes = clusterNodes(cluster);
-  const raw = new Cluster(nodes);
+  const raw = new Cluster(nodes, acl ? { redisOptions: ACL_ADMIN } : {});
   const stores: Store[] = [];
   const create = () => {
-    const store = createRedisStore({ cluster: { nodes } });
+    const store = createRedisStore({ cluster: { nodes }, ...(acl ? ACL_GATEWAY : {}) });
     stores.push(store);
     return store;
   };
@@ -120,7 +137,7 @@ async function clusterHarness(): Promise<Harness> {
   const peer = create();
   await waitFor(async () => (await store.check()).bus && (await peer.check()).bus, 10_000);
   return {
-    name: "redis cluster",
+    name: acl ? "redis cluster, ACL user" : "redis cluster",
     store,
     peer,
     create,
@@ -141,8 +158,10 @@ async function clusterHarness(): Promise<Harness> {
 
 describe.each([
   { name: "memory", setup: memoryHarness },
-  { name: "redis", setup: redisHarness },
-  { name: "redis cluster", setup: clusterHarness },
+  { name: "redis", setup: () => redisHarness() },
+  { name: "redis, ACL user", setup: () => redisHarness(true) },
+  { name: "redis cluster", setup: () => clusterHarness() },
+  { name: "redis cluster, ACL user", setup: () => clusterHarness(true) },
 ])("$name store", ({ setup }) => {
   let h: Harness;
   beforeAll(async () => {

@@ -75,6 +75,11 @@ export interface StartClusterOptions {
   password?: string;
   /** Serve TLS only, the cluster bus and replication included (PEM file paths; see makeCertificates). */
   tls?: { certFile: string; keyFile: string; caFile: string };
+  /**
+   * Redis ACL users on every node, the default user off (see StartRedisOptions.acl).
+   * `admin` forms the cluster, replicates (masteruser) and answers `call`.
+   */
+  acl?: { users: string[]; admin: { username: string; password: string } };
 }
 
 /** Starts the cluster; throws (after stopping what it started) if it does not form within 20 s. */
@@ -84,6 +89,7 @@ export async function startRedisCluster(options: StartClusterOptions = {}): Prom
   const nodeTimeoutMs = options.nodeTimeoutMs ?? 1000;
   const password = options.password;
   const tls = options.tls;
+  const acl = options.acl;
   const count = masters * (replicas + 1);
 
   const servers = await Promise.all(
@@ -99,13 +105,15 @@ export async function startRedisCluster(options: StartClusterOptions = {}): Prom
           "--repl-diskless-sync-delay", "0",
           ...(password === undefined ? [] : ["--requirepass", password, "--masterauth", password]),
           ...(tls === undefined ? [] : ["--tls-cluster", "yes", "--tls-replication", "yes"]),
+          ...(acl === undefined ? [] : ["--masteruser", acl.admin.username, "--masterauth", acl.admin.password]),
         ],
         tls,
+        ...(acl === undefined ? {} : { acl }),
       }),
     ),
   );
   const ca = tls === undefined ? undefined : await readFile(tls.caFile, "utf8");
-  const handles = servers.map((server) => nodeHandle(server, password, ca));
+  const handles = servers.map((server) => nodeHandle(server, acl?.admin ?? (password === undefined ? undefined : { password }), ca));
   const cluster: RedisClusterHandle = {
     nodes: handles,
     startupNodes: handles.map((h) => h.address).join(","),
@@ -143,6 +151,7 @@ export async function startRedisCluster(options: StartClusterOptions = {}): Prom
   try {
     await run(REDIS_CLI, [
       ...(password === undefined ? [] : ["-a", password, "--no-auth-warning"]),
+      ...(acl === undefined ? [] : ["--user", acl.admin.username, "-a", acl.admin.password, "--no-auth-warning"]),
       ...(tls === undefined ? [] : ["--tls", "--cacert", tls.caFile]),
       "--cluster", "create",
       ...handles.map((h) => h.address),
@@ -170,7 +179,7 @@ async function startNode(options: StartRedisOptions): Promise<RedisServerHandle>
   throw lastError;
 }
 
-function nodeHandle(server: RedisServerHandle, password: string | undefined, ca: string | undefined): ClusterNodeHandle {
+function nodeHandle(server: RedisServerHandle, login: { username?: string; password: string } | undefined, ca: string | undefined): ClusterNodeHandle {
   let running = true;
   return {
     get port() {
@@ -196,7 +205,7 @@ function nodeHandle(server: RedisServerHandle, password: string | undefined, ca:
       const conn = new Redis({
         port: server.port,
         host: "127.0.0.1",
-        password,
+        ...login,
         tls: ca === undefined ? undefined : { ca },
         lazyConnect: true,
         retryStrategy: null,

@@ -40,6 +40,13 @@ export interface StartRedisOptions {
   args?: string[];
   /** Serve TLS only (PEM file paths); the url is then `rediss://`. */
   tls?: { certFile: string; keyFile: string; caFile: string };
+  /**
+   * Redis ACL users, each a `user` config line without the keyword, e.g.
+   * `gw on >secret ~* +@all` (https://redis.io/docs/latest/operate/oss_and_stack/management/security/acl/).
+   * The default user is switched off, so every connection must authenticate;
+   * `admin` is the one the harness itself logs in as (it needs INFO).
+   */
+  acl?: { users: string[]; admin: { username: string; password: string } };
 }
 
 export async function startRedis(options: StartRedisOptions = {}): Promise<RedisServerHandle> {
@@ -48,7 +55,9 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
   const tlsArgs = tls
     ? ["--tls-cert-file", tls.certFile, "--tls-key-file", tls.keyFile, "--tls-ca-cert-file", tls.caFile, "--tls-auth-clients", "no"]
     : [];
-  const extraArgs = [...(options.args ?? []), ...tlsArgs];
+  const aclArgs = options.acl ? ["--user", "default", "off", ...options.acl.users.flatMap((line) => ["--user", ...line.split(" ")])] : [];
+  const extraArgs = [...(options.args ?? []), ...tlsArgs, ...aclArgs];
+  const login = options.acl?.admin;
   let child: ChildProcess | undefined;
   let port = 0;
 
@@ -58,7 +67,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     while (Date.now() < deadline) {
       const candidate = fixedPort ?? (await freePort());
       try {
-        child = await spawnServer(candidate, dir, extraArgs, tls !== undefined, deadline);
+        child = await spawnServer(candidate, dir, extraArgs, tls !== undefined, deadline, login);
         port = candidate;
         return;
       } catch (err) {
@@ -111,7 +120,14 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
   };
 }
 
-async function spawnServer(port: number, dir: string, extraArgs: string[], tls: boolean, deadline: number): Promise<ChildProcess> {
+async function spawnServer(
+  port: number,
+  dir: string,
+  extraArgs: string[],
+  tls: boolean,
+  deadline: number,
+  login?: { username: string; password: string },
+): Promise<ChildProcess> {
   const logfile = join(dir, `redis-${port}.log`);
   const listen = tls ? ["--port", "0", "--tls-port", String(port)] : ["--port", String(port)];
   const child = spawn(
@@ -132,7 +148,7 @@ async function spawnServer(port: number, dir: string, extraArgs: string[], tls: 
     }
     const passwordAt = extraArgs.indexOf("--requirepass");
     const password = passwordAt >= 0 ? extraArgs[passwordAt + 1] : undefined;
-    const pid = await Promise.race([serverPid(port, tls, password), spawnError]);
+    const pid = await Promise.race([serverPid(port, tls, login ? [login.username, login.password] : password === undefined ? [] : [password]), spawnError]);
     if (pid === child.pid) return child;
     await sleep(20);
   }
@@ -141,7 +157,7 @@ async function spawnServer(port: number, dir: string, extraArgs: string[], tls: 
 }
 
 /** The process id of the redis-server answering on the port, or undefined. */
-function serverPid(port: number, tls: boolean, password: string | undefined): Promise<number | undefined> {
+function serverPid(port: number, tls: boolean, auth: readonly string[]): Promise<number | undefined> {
   return new Promise((resolve) => {
     const socket: Socket = tls
       ? connectTls({ host: "127.0.0.1", port, rejectUnauthorized: false })
@@ -152,10 +168,11 @@ function serverPid(port: number, tls: boolean, password: string | undefined): Pr
       resolve(pid);
     };
     socket.setTimeout(500, () => done(undefined));
-    socket.once("error", () => done(undefined));
+    // `on`, not `once`: a TLS socket can report a second error (an alert after a reset) once the first was handled.
+    socket.on("error", () => done(undefined));
     const command = (...args: string[]) => `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join("")}`;
     socket.once(tls ? "secureConnect" : "connect", () =>
-      socket.write((password === undefined ? "" : command("AUTH", password)) + command("INFO", "server")),
+      socket.write((auth.length === 0 ? "" : command("AUTH", ...auth)) + command("INFO", "server")),
     );
     socket.on("data", (chunk) => {
       data += chunk.toString("utf8");

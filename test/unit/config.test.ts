@@ -92,6 +92,7 @@ describe("defaults", () => {
       METRICS_PORT: config.metricsPort,
       AGENT_STEP_DELAY_MS: config.agentStepDelayMs,
       TRUST_PROXY_HOPS: config.trustProxyHops,
+      SECRETS_PERMISSION_WAIT_SECONDS: config.secretsPermissionWaitSeconds,
     };
     for (const [name, [def]] of Object.entries(INTEGER_SETTINGS)) {
       expect(byName[name as keyof typeof INTEGER_SETTINGS], name).toBe(def);
@@ -374,5 +375,29 @@ describe("AUTH_JWKS_URL", () => {
     const { problems } = problemsOf({ SERVICE_SECRET, AUTH_JWKS_URL: "ftp://auth.example.com/jwks" });
     expect(problems).toHaveLength(1);
     expect(problemNaming(problems, "AUTH_JWKS_URL")).toMatch(/https:\/\/ or http:\/\//);
+  });
+});
+
+describe("REDIS_USERNAME (a Redis ACL user, e.g. Memorystore for Redis Cluster's ACL policy)", () => {
+  const REDIS = { ...MINIMAL, REDIS_CLUSTER_NODES: "10.0.0.3:6379", REDIS_TLS: "true" };
+
+  it("is carried with the password, and unset means the default user", () => {
+    expect(parseConfig({ ...REDIS, REDIS_USERNAME: "chat-gateway", REDIS_PASSWORD: "pw" }).redis).toMatchObject({ username: "chat-gateway", password: "pw" });
+    expect(parseConfig({ ...REDIS, REDIS_PASSWORD: "pw" }).redis.username).toBeUndefined();
+  });
+
+  it("without REDIS_PASSWORD is a problem: an ACL user authenticates with its password", () => {
+    const { problems } = problemsOf({ ...REDIS, REDIS_USERNAME: "chat-gateway" });
+    expect(problems).toHaveLength(1);
+    expect(problemNaming(problems, "REDIS_USERNAME")).toContain("REDIS_PASSWORD");
+  });
+
+  it("with a space or a control character is a problem (it would split the AUTH command)", () => {
+    for (const bad of ["chat gateway", "gw\r\nFLUSHALL", "x".repeat(129)]) {
+      const { problems } = problemsOf({ ...REDIS, REDIS_USERNAME: bad, REDIS_PASSWORD: "pw" });
+      expect(problems, bad).toHaveLength(1);
+      problemNaming(problems, "REDIS_USERNAME");
+      expect(problems[0]).not.toContain("FLUSHALL");
+    }
   });
 });

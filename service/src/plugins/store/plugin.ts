@@ -18,9 +18,9 @@ declare module "fastify" {
  * a store handed in belongs to the caller.
  */
 export function createConfiguredStore(config: Config, logger?: StoreLogger): Store {
-  const { url, cluster, password, tlsCa } = config.redis;
-  if (cluster !== undefined) return createRedisStore({ cluster, password, tlsCa, logger });
-  if (url !== undefined) return createRedisStore({ url, password, tlsCa, logger });
+  const { url, cluster, username, password, tlsCa } = config.redis;
+  if (cluster !== undefined) return createRedisStore({ cluster, username, password, tlsCa, logger });
+  if (url !== undefined) return createRedisStore({ url, username, password, tlsCa, logger });
   return createMemoryStore();
 }
 

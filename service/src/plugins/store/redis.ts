@@ -55,6 +55,11 @@ export interface RedisStoreOptions {
    * TLS to every node, trusting `tlsCa` when given.
    */
   readonly cluster?: { readonly nodes: readonly RedisClusterNode[]; readonly tls?: boolean };
+  /**
+   * The ACL user (`AUTH username password`), overriding one in the URL; unset:
+   * the default user. Memorystore for Redis Cluster's ACL policy names it.
+   */
+  readonly username?: string;
   /** Overrides a password in the URL; the AUTH password of every node of a cluster. */
   readonly password?: string;
   /** PEM of the CA that signed the servers' certificates (`rediss://`, or a cluster with `tls`). */
@@ -373,7 +378,7 @@ function urlOptions(url: string, options: RedisStoreOptions, timeoutMs: number):
     ...commonOptions(timeoutMs),
     host: parsed.hostname.replace(/^\[|\]$/g, ""),
     port: parsed.port === "" ? 6379 : Number(parsed.port),
-    username: parsed.username === "" ? undefined : decodeURIComponent(parsed.username),
+    username: options.username ?? (parsed.username === "" ? undefined : decodeURIComponent(parsed.username)),
     password: options.password ?? (parsed.password === "" ? undefined : decodeURIComponent(parsed.password)),
     db: Number.isInteger(db) ? db : 0,
     tls: parsed.protocol === "rediss:" ? (options.tlsCa === undefined ? {} : { ca: options.tlsCa }) : undefined,
@@ -389,6 +394,7 @@ function clusterNodeOptions(options: RedisStoreOptions, timeoutMs: number) {
   const tls = options.cluster?.tls === true;
   return {
     ...commonOptions(timeoutMs),
+    username: options.username,
     password: options.password,
     tls: tls ? (options.tlsCa === undefined ? {} : { ca: options.tlsCa }) : undefined,
   } satisfies RedisOptions;
