@@ -1,0 +1,380 @@
+/**
+ * One socket per browser: a GatewayClient shared by the tabs of one origin
+ * (opt-in, `shareAcrossTabs: true`). Each tab has one of these; the elected
+ * leader tab runs the only GatewayClient (./leader.ts) and the others talk to
+ * it over a BroadcastChannel. To the app it looks like a GatewayClient: the
+ * same events, every seq once and in order, and acks for its own messages.
+ *
+ * When the leader tab closes, the next tab in the Web Locks queue leads at
+ * once; when it freezes (no heartbeat for `leaderTimeoutMs`), a tab steals
+ * the lock. The new leader asks every tab for its position and resumes from
+ * the lowest, so no tab misses an event; each tab drops what it already has.
+ */
+import type { GatewayClientOptions, SendOptions } from "../index.js";
+import type { AgentEvent, ConnectionState, GatewayClientEvents, StateChange, Timers } from "../types.js";
+import { BeatElection, LockElection, type Election, type LockManagerLike } from "./election.js";
+import { Leader, type Outgoing } from "./leader.js";
+import { parseMessage, type Position, type RelayedMessage, type TabMessage } from "./messages.js";
+import { realTimers, TimerSet } from "./timers.js";
+
+/** The part of BroadcastChannel used here; the browser's and Node's both fit. */
+export interface ChannelLike {
+  onmessage: ((event: { data: unknown }) => void) | null;
+  postMessage(message: unknown): void;
+  close(): void;
+}
+
+/** Where "freeze" and "pagehide" are announced (the document, per the Page Lifecycle API). */
+export interface LifecycleTarget {
+  addEventListener(type: "freeze" | "pagehide", listener: () => void): void;
+  removeEventListener(type: "freeze" | "pagehide", listener: () => void): void;
+}
+
+export interface ShareOptions {
+  /** Tabs share a socket when they have the same gateway URL and key: use the signed-in user's id. Default "". */
+  readonly key?: string;
+  readonly BroadcastChannel?: new (name: string) => ChannelLike;
+  /** Default `navigator.locks`; null: elect by heartbeats and claims instead. */
+  readonly locks?: LockManagerLike | null;
+  /** How often the leader says it is alive. Default 500 ms. */
+  readonly heartbeatMs?: number;
+  /** Silence after which another tab takes over. Default 1500 ms (background tabs run timers at most once a second). */
+  readonly leaderTimeoutMs?: number;
+  /** How long a new leader waits for the tabs' positions. Default 150 ms. */
+  readonly collectMs?: number;
+  /** Default: the global `document`; null for none. */
+  readonly lifecycle?: LifecycleTarget | null;
+}
+
+export interface SharedGatewayClientOptions extends GatewayClientOptions {
+  readonly share?: ShareOptions;
+}
+
+type Listener<K extends keyof GatewayClientEvents> = (event: GatewayClientEvents[K]) => void;
+const MAX_ID_LENGTH = 128;
+
+export class SharedGatewayClient {
+  /** This tab's id on the channel. */
+  readonly tabId: string;
+  private readonly options: SharedGatewayClientOptions;
+  private readonly channelName: string;
+  private readonly settings: { heartbeatMs: number; leaderTimeoutMs: number; collectMs: number };
+  private readonly timers: TimerSet<"watch" | "takeover">;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly listeners = new Map<keyof GatewayClientEvents, Set<(event: never) => void>>();
+  /** This tab's own unacked messages: sent to every new leader until acked. */
+  private readonly pending = new Map<string, RelayedMessage>();
+
+  private pos: Position;
+  private change: StateChange = { state: "closed", errorCode: "CLOSED_BY_APP", reason: "not connected" };
+  private channel: ChannelLike | undefined;
+  private election: Election | undefined;
+  private leader: Leader | undefined;
+  /** The highest leader term seen, its leader, and when that leader was last heard. */
+  private term = 0;
+  private leaderId: string | undefined;
+  private heardAt = 0;
+  /** A hole was reported to the leader and not yet filled. */
+  private behind = false;
+
+  constructor(options: SharedGatewayClientOptions) {
+    if (typeof options.getToken !== "function") throw new TypeError("GatewayClient: options.getToken is required");
+    const share = options.share ?? {};
+    this.options = options;
+    this.channelName = `chat-gateway/tabs/v1 ${options.url} ${share.key ?? ""}`;
+    this.settings = { heartbeatMs: share.heartbeatMs ?? 500, leaderTimeoutMs: share.leaderTimeoutMs ?? 1500, collectMs: share.collectMs ?? 150 };
+    this.timers = new TimerSet<"watch" | "takeover">(options.timers ?? realTimers);
+    this.now = options.now ?? Date.now;
+    this.random = options.random ?? Math.random;
+    this.tabId = newId();
+    this.pos = { lastSeq: options.lastSeq, epoch: options.epoch };
+  }
+
+  // ── the app's side: as GatewayClient ──
+
+  get state(): ConnectionState {
+    return this.change.state;
+  }
+
+  get lastSeq(): number | undefined {
+    return this.pos.lastSeq;
+  }
+
+  get epoch(): string | undefined {
+    return this.pos.epoch;
+  }
+
+  get pendingMessageIds(): string[] {
+    return [...this.pending.keys()];
+  }
+
+  /** True while this tab holds the browser's socket. */
+  get isLeader(): boolean {
+    return this.leader !== undefined;
+  }
+
+  on<K extends keyof GatewayClientEvents>(type: K, listener: Listener<K>): () => void {
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, (set = new Set()));
+    set.add(listener as (event: never) => void);
+    return () => this.off(type, listener);
+  }
+
+  off<K extends keyof GatewayClientEvents>(type: K, listener: Listener<K>): void {
+    this.listeners.get(type)?.delete(listener as (event: never) => void);
+  }
+
+  /** Joins the tabs: leads if no tab does, follows otherwise. Idempotent. */
+  connect(): void {
+    if (this.channel) return;
+    const share = this.options.share ?? {};
+    const Channel = share.BroadcastChannel ?? (globalThis as { BroadcastChannel?: new (name: string) => ChannelLike }).BroadcastChannel;
+    if (!Channel) throw new TypeError("GatewayClient: shareAcrossTabs needs BroadcastChannel");
+    const channel = new Channel(this.channelName);
+    this.channel = channel;
+    channel.onmessage = (event) => this.receive(event.data);
+    this.election = this.makeElection(share);
+    this.lifecycle(true);
+    this.setState({ state: "connecting", errorCode: "CONNECTING", reason: "connecting…" });
+    // A live leader answers the hello at once; without an answer within a heartbeat, this tab takes over.
+    this.heardAt = this.now() - this.settings.leaderTimeoutMs + this.settings.heartbeatMs;
+    this.post({ k: "hello", from: this.tabId, pos: this.pos });
+    this.election.start();
+    this.watch();
+  }
+
+  /** Leaves the tabs (another takes over the socket if this one held it). Unacked messages stay with the leader. */
+  close(): void {
+    if (!this.channel) return;
+    this.lifecycle(false);
+    this.stepDown();
+    this.election?.stop();
+    this.election = undefined;
+    this.timers.clearAll();
+    this.channel.onmessage = null;
+    this.channel.close();
+    this.channel = undefined;
+    this.leaderId = undefined;
+    this.setState({ state: "closed", errorCode: "CLOSED_BY_APP", reason: "closed by the app" });
+  }
+
+  send(text: string, options: SendOptions): string {
+    return this.sendChatMessage({ text, ...options });
+  }
+
+  sendChatMessage(message: { text: string; threadId: string; messageId?: string }): string {
+    const { text, threadId } = message;
+    if (typeof text !== "string" || text.trim() === "") throw new TypeError("GatewayClient.send: text must be a non-empty string");
+    if (!isId(threadId)) throw new TypeError(`GatewayClient.send: threadId must be a string of 1 to ${MAX_ID_LENGTH} characters`);
+    const messageId = message.messageId ?? newId();
+    if (!isId(messageId)) throw new TypeError(`GatewayClient.send: messageId must be a string of 1 to ${MAX_ID_LENGTH} characters`);
+    const limit = this.options.maxMessageBytes ?? 65_536;
+    const bytes = new TextEncoder().encode(JSON.stringify({ type: "chat_message", message_id: messageId, thread_id: threadId, text })).length;
+    if (bytes > limit) throw new RangeError(`GatewayClient.send: the message is ${bytes} bytes; the gateway accepts at most ${limit}`);
+    if (this.pending.has(messageId)) return messageId;
+    const relayed = { text, threadId, messageId };
+    this.pending.set(messageId, relayed);
+    this.forward(relayed);
+    return messageId;
+  }
+
+  // ── election ──
+
+  private makeElection(share: ShareOptions): Election {
+    const hooks = { elected: () => this.lead(), deposed: () => this.stepDown() };
+    const locks = share.locks === undefined ? (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator?.locks : share.locks;
+    if (locks) return new LockElection(locks, this.channelName, hooks);
+    const post = (m: TabMessage) => this.post(m);
+    return new BeatElection({ self: this.tabId, post, timers: this.options.timers ?? realTimers, claimMs: this.settings.collectMs, nextTerm: () => this.term + 1 }, hooks);
+  }
+
+  private lead(): void {
+    if (this.leader || !this.channel) return;
+    const term = this.term + 1;
+    this.term = term;
+    this.leaderId = this.tabId;
+    this.behind = false;
+    this.timers.clear("takeover");
+    const leader = new Leader({
+      options: this.options,
+      timers: this.options.timers ?? realTimers,
+      heartbeatMs: this.settings.heartbeatMs,
+      collectMs: this.settings.collectMs,
+      position: () => this.pos,
+      // Signed and posted to the others; handled here too, as a follower would.
+      publish: (outgoing: Outgoing) => {
+        if (this.leader !== leader) return;
+        const message = { ...outgoing, from: this.tabId, term } as TabMessage;
+        this.post(message);
+        this.handle(message);
+      },
+    });
+    this.leader = leader;
+    leader.start();
+    for (const message of this.pending.values()) leader.relay(message);
+  }
+
+  private stepDown(): void {
+    const leader = this.leader;
+    if (!leader) return;
+    this.leader = undefined;
+    leader.stop();
+    this.election?.resign();
+  }
+
+  /** Watches the leader's heartbeats; after `leaderTimeoutMs` of silence, takes over (after a random stagger, so one tab does). */
+  private watch(): void {
+    const expected = this.now() + this.settings.heartbeatMs;
+    this.timers.set("watch", this.settings.heartbeatMs, () => {
+      const now = this.now();
+      // This tab was frozen or throttled itself: the leader's messages may be queued right behind this timer. Look again next time.
+      const late = now - expected > this.settings.heartbeatMs;
+      if (!this.leader && !late && now - this.heardAt > this.settings.leaderTimeoutMs && !this.timers.has("takeover")) {
+        const silentSince = this.heardAt;
+        this.timers.set("takeover", Math.floor(this.random() * this.settings.heartbeatMs), () => {
+          if (!this.leader && this.heardAt === silentSince) this.election?.takeOver();
+        });
+      }
+      this.watch();
+    });
+  }
+
+  // ── messages ──
+
+  private receive(data: unknown): void {
+    const message = parseMessage(data);
+    if (!message || message.from === this.tabId) return;
+    this.election?.observe(message);
+    this.handle(message);
+  }
+
+  private handle(message: TabMessage): void {
+    switch (message.k) {
+      case "hello":
+      case "position":
+      case "send":
+      case "claim":
+        this.leader?.onMessage(message);
+        return;
+      default:
+        if (this.isCurrentLeader(message)) this.fromLeader(message);
+    }
+  }
+
+  /** Adopts a leader of a higher term; drops what a deposed leader still says. */
+  private isCurrentLeader(message: TabMessage & { term: number }): boolean {
+    if (message.term < this.term) return false;
+    if (message.term === this.term && message.from !== this.leaderId) {
+      // Two leaders of one term (only without Web Locks): the lower tab id wins.
+      if (this.leaderId !== undefined && this.leaderId < message.from) return false;
+    }
+    this.heardAt = this.now();
+    if (message.term === this.term && message.from === this.leaderId) return true;
+    if (message.from !== this.tabId) this.stepDown();
+    this.term = message.term;
+    this.leaderId = message.from;
+    this.behind = false;
+    // A new leader: it has none of this tab's unacked messages yet.
+    if (message.from !== this.tabId) for (const m of this.pending.values()) this.post({ k: "send", from: this.tabId, term: this.term, message: m });
+    return true;
+  }
+
+  private fromLeader(message: TabMessage): void {
+    switch (message.k) {
+      case "collect":
+        if (message.from !== this.tabId) this.post({ k: "position", from: this.tabId, term: message.term, pos: this.pos });
+        return;
+      case "state":
+        if (this.pos.lastSeq === undefined) this.pos = message.pos;
+        else if (this.pos.epoch === undefined && message.pos.epoch !== undefined) this.pos = { ...this.pos, epoch: message.pos.epoch };
+        this.setState(message.change);
+        return;
+      case "event":
+        return this.onEvent(message.event);
+      case "resync":
+        this.pos = { lastSeq: message.resync.latestSeq, epoch: message.resync.epoch };
+        this.behind = false;
+        this.emit("resync", message.resync);
+        return;
+      case "error":
+        if (message.error.messageId === undefined || this.pending.has(message.error.messageId)) this.emit("error", message.error);
+        return;
+      case "ack":
+        if (this.pending.delete(message.ack.messageId)) this.emit("ack", message.ack);
+        return;
+      default:
+        return; // beat: heard, nothing else to do
+    }
+  }
+
+  /** Every seq once, in order: what this tab has is dropped; a hole is reported to the leader, which resumes from here. */
+  private onEvent(event: AgentEvent): void {
+    const last = this.pos.lastSeq;
+    if (last !== undefined && event.seq <= last) return;
+    if (last !== undefined && event.seq > last + 1) {
+      if (!this.behind) this.post({ k: "hello", from: this.tabId, pos: this.pos });
+      this.behind = true;
+      if (this.leader) this.leader.onMessage({ k: "hello", from: this.tabId, pos: this.pos });
+      return;
+    }
+    this.behind = false;
+    this.pos = { lastSeq: event.seq, epoch: this.pos.epoch };
+    this.emit("event", event);
+  }
+
+  private forward(message: RelayedMessage): void {
+    if (this.leader) this.leader.relay(message);
+    else if (this.leaderId !== undefined) this.post({ k: "send", from: this.tabId, term: this.term, message });
+  }
+
+  // ── plumbing ──
+
+  private post(message: TabMessage): void {
+    try {
+      this.channel?.postMessage(message);
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+
+  private lifecycle(on: boolean): void {
+    const target = this.options.share?.lifecycle === undefined ? (globalThis as { document?: LifecycleTarget }).document : this.options.share.lifecycle;
+    if (!target) return;
+    for (const type of ["freeze", "pagehide"] as const) {
+      if (on) target.addEventListener(type, this.onHidden);
+      else target.removeEventListener(type, this.onHidden);
+    }
+  }
+
+  /** A tab about to be frozen (or put in the back/forward cache) hands the socket on now rather than after a timeout. */
+  private readonly onHidden = (): void => this.stepDown();
+
+  private setState(change: StateChange): void {
+    this.change = change;
+    this.emit("state", change);
+  }
+
+  private emit<K extends keyof GatewayClientEvents>(type: K, event: GatewayClientEvents[K]): void {
+    for (const listener of [...(this.listeners.get(type) ?? [])]) {
+      try {
+        (listener as Listener<K>)(event);
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+  }
+}
+
+function isId(value: unknown): value is string {
+  return typeof value === "string" && value.length > 0 && value.length <= MAX_ID_LENGTH;
+}
+
+/** crypto.randomUUID exists only in secure contexts; getRandomValues everywhere. */
+function newId(): string {
+  const c = globalThis.crypto;
+  if (typeof c.randomUUID === "function") return c.randomUUID();
+  return [...c.getRandomValues(new Uint8Array(16))].map((x) => x.toString(16).padStart(2, "0")).join("");
+}
