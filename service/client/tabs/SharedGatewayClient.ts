@@ -36,9 +36,13 @@ export interface ShareOptions {
   readonly BroadcastChannel?: new (name: string) => ChannelLike;
   /** Default `navigator.locks`; null: elect by heartbeats and claims instead. */
   readonly locks?: LockManagerLike | null;
-  /** How often the leader says it is alive. Default 500 ms. */
+  /** How often the leader says it is alive. Default 400 ms. */
   readonly heartbeatMs?: number;
-  /** Silence after which another tab takes over. Default 1500 ms (background tabs run timers at most once a second). */
+  /**
+   * Silence after which another tab takes over (a frozen or hung leader).
+   * Default 1200 ms: above the 1 s to which browsers throttle the timers of
+   * background tabs, and low enough for a takeover within 2 s.
+   */
   readonly leaderTimeoutMs?: number;
   /** How long a new leader waits for the tabs' positions. Default 150 ms. */
   readonly collectMs?: number;
@@ -83,7 +87,7 @@ export class SharedGatewayClient {
     const share = options.share ?? {};
     this.options = options;
     this.channelName = `chat-gateway/tabs/v1 ${options.url} ${share.key ?? ""}`;
-    this.settings = { heartbeatMs: share.heartbeatMs ?? 500, leaderTimeoutMs: share.leaderTimeoutMs ?? 1500, collectMs: share.collectMs ?? 150 };
+    this.settings = { heartbeatMs: share.heartbeatMs ?? 400, leaderTimeoutMs: share.leaderTimeoutMs ?? 1200, collectMs: share.collectMs ?? 150 };
     this.timers = new TimerSet<"watch" | "takeover">(options.timers ?? realTimers);
     this.now = options.now ?? Date.now;
     this.random = options.random ?? Math.random;
@@ -137,8 +141,10 @@ export class SharedGatewayClient {
     this.election = this.makeElection(share);
     this.lifecycle(true);
     this.setState({ state: "connecting", errorCode: "CONNECTING", reason: "connecting…" });
-    // A live leader answers the hello at once; without an answer within a heartbeat, this tab takes over.
-    this.heardAt = this.now() - this.settings.leaderTimeoutMs + this.settings.heartbeatMs;
+    // With Web Locks, a held lock means a leader: only its silence for the whole timeout makes this tab steal.
+    // Without, a live leader answers the hello at once: a heartbeat without an answer is enough to claim.
+    const wait = this.election instanceof BeatElection ? this.settings.heartbeatMs : this.settings.leaderTimeoutMs;
+    this.heardAt = this.now() - this.settings.leaderTimeoutMs + wait;
     this.post({ k: "hello", from: this.tabId, pos: this.pos });
     this.election.start();
     this.watch();
@@ -219,20 +225,27 @@ export class SharedGatewayClient {
     const leader = this.leader;
     if (!leader) return;
     this.leader = undefined;
+    // Deposed: the tab that took over gets a full timeout to be heard before anyone takes over again.
+    this.heardAt = this.now();
     leader.stop();
     this.election?.resign();
   }
 
-  /** Watches the leader's heartbeats; after `leaderTimeoutMs` of silence, takes over (after a random stagger, so one tab does). */
+  /**
+   * Watches the leader's heartbeats (twice per heartbeat interval); after
+   * `leaderTimeoutMs` of silence, takes over, after a short random stagger so
+   * that one tab does rather than all of them in turn.
+   */
   private watch(): void {
-    const expected = this.now() + this.settings.heartbeatMs;
-    this.timers.set("watch", this.settings.heartbeatMs, () => {
+    const tick = this.settings.heartbeatMs / 2;
+    const expected = this.now() + tick;
+    this.timers.set("watch", tick, () => {
       const now = this.now();
       // This tab was frozen or throttled itself: the leader's messages may be queued right behind this timer. Look again next time.
       const late = now - expected > this.settings.heartbeatMs;
       if (!this.leader && !late && now - this.heardAt > this.settings.leaderTimeoutMs && !this.timers.has("takeover")) {
         const silentSince = this.heardAt;
-        this.timers.set("takeover", Math.floor(this.random() * this.settings.heartbeatMs), () => {
+        this.timers.set("takeover", Math.floor((this.random() * this.settings.heartbeatMs) / 4), () => {
           if (!this.leader && this.heardAt === silentSince) this.election?.takeOver();
         });
       }

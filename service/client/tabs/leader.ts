@@ -59,7 +59,8 @@ export class Leader {
       case "hello":
         this.ctx.publish({ k: "beat" });
         // A tab behind what this socket delivers (a persisted position, or a hole) needs a resume from its position.
-        if (this.isBehind(message.pos)) this.collect();
+        if (this.positions) this.positions.push(message.pos);
+        else if (this.isBehind(message.pos)) this.collect();
         else if (this.lastChange) this.publishState(this.lastChange);
         return;
       case "claim":
