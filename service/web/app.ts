@@ -146,12 +146,13 @@ function startClient(userId: string): void {
   const position = positions.get(userId);
   const options = { url: gatewayUrl, getToken, lastSeq: position?.lastSeq, epoch: position?.epoch };
   // Shared by the tabs of this user; the key keeps another user's tabs (and token) apart.
-  const share = { key: userId, ...(query.get("locks") === "0" ? { locks: null } : {}) };
+  // data-tab says which tab holds the socket (for a person, and for the multi-tab tests).
+  const onRoleChange = (leader: boolean) => (ui.status.dataset.tab = leader ? "leader" : "follower");
+  const share = { key: userId, onRoleChange, ...(query.get("locks") === "0" ? { locks: null } : {}) };
+  ui.status.dataset.tab = SHARE_ACROSS_TABS ? "follower" : "own";
   const c: ChatClient = SHARE_ACROSS_TABS ? new SharedGatewayClient({ ...options, share }) : new GatewayClient(options);
   client = c;
   c.on("state", (change) => {
-    // Which tab holds the socket (for a person, and for the multi-tab tests).
-    ui.status.dataset.tab = c instanceof SharedGatewayClient ? (c.isLeader ? "leader" : "follower") : "own";
     renderStatus(change);
     logLine(change);
     renderFacts();

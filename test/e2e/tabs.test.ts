@@ -12,7 +12,7 @@
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { DevSignIn } from "../../service/src/dev/signIn.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { ARTIFACTS, freePort, launchBrowser, publish, sleep, startGateway, startPage, type Browser, type GatewayUnderTest } from "./harness.js";
@@ -22,6 +22,11 @@ export interface Tab {
   /** Runs `fn(arg)` in the page and returns its (JSON-serialisable) result. */
   run<A, R>(fn: (arg: A) => R | Promise<R>, arg: A): Promise<R>;
   close(): Promise<void>;
+  /**
+   * Stops the page's JavaScript (a hung or frozen tab, without the `freeze`
+   * event), if the engine can; resolves to the function that lets it run again.
+   */
+  hang?(): Promise<() => Promise<void>>;
 }
 
 export interface TabDriver {
@@ -38,7 +43,20 @@ export async function chromiumTabs(): Promise<TabDriver> {
     async open(url) {
       const page = await browser.newPage();
       await page.goto(url);
-      return { run: (fn, arg) => page.evaluate(fn as never, arg) as never, close: () => page.close() };
+      return {
+        run: (fn, arg) => page.evaluate(fn as never, arg) as never,
+        close: () => page.close(),
+        // The debugger stops the page at its next statement (its next timer, at the latest): nothing of it runs until resumed.
+        async hang() {
+          const cdp = await page.context().newCDPSession(page);
+          await cdp.send("Debugger.enable");
+          await cdp.send("Debugger.pause");
+          return async () => {
+            await cdp.send("Debugger.resume");
+            await cdp.detach();
+          };
+        },
+      };
     },
     errors: () => browser.pageErrors,
     close: () => browser.close(),
@@ -55,6 +73,10 @@ beforeAll(async () => {
   [redis, driver] = await Promise.all([startRedis(), chromiumTabs()]);
   gateway = await startGateway({ redisUrl: redis.url, origins: [`http://127.0.0.1:${pagePort}`] });
   stand = await startPage(gateway, pagePort);
+});
+afterEach(async () => {
+  // A failed scenario must not leave its tabs (and their socket) to the next one.
+  for (const tab of opened.splice(0)) await tab.close().catch(() => undefined);
 });
 afterAll(async () => {
   await stand?.close();
@@ -130,17 +152,35 @@ const sendFrom = (tab: Tab, text: string) =>
 const bubbleStatus = (tab: Tab, messageId: string) =>
   tab.run((id) => document.querySelector<HTMLElement>(`[data-testid="chat-message"][data-message-id="${id}"]`)?.dataset.status ?? null, messageId);
 
+/** `count` tabs of the demo page at `query`, each signed in as `user`. */
+const opened: Tab[] = [];
+async function openTabs(count: number, query: string, user: string): Promise<Tab[]> {
+  const tabs: Tab[] = [];
+  for (let i = 0; i < count; i++) {
+    const tab = await driver.open(`${stand.url}/${query}`);
+    opened.push(tab);
+    await signIn(tab, user);
+    tabs.push(tab);
+  }
+  return tabs;
+}
+
+const takeovers: Array<Record<string, unknown>> = [];
+
+/** Milliseconds from `since` until one of `tabs` leads with an open socket. */
+async function untilNewLeader(tabs: Tab[], since: number): Promise<number> {
+  return until("a new leader, connected", async () => {
+    const leader = (await Promise.all(tabs.map(view))).find((v) => v.role === "leader" && v.state === "open");
+    return leader ? Date.now() - since : undefined;
+  });
+}
+
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 describe("five tabs of the demo page with ?share=1", () => {
   it("share one socket; every tab sees every event once and in order; a follower's message is acked to it; closing the leader hands over without a hole", async () => {
     const user = "e2e-tabs";
-    const tabs: Tab[] = [];
-    for (let i = 0; i < 5; i++) {
-      const tab = await driver.open(`${stand.url}/?share=1`);
-      await signIn(tab, user);
-      tabs.push(tab);
-    }
+    const tabs = await openTabs(5, "?share=1", user);
     const views = () => Promise.all(tabs.map(view));
     await until("every tab open", async () => (await views()).every((v) => v.state === "open"));
     const roles = (await views()).map((v) => v.role);
@@ -166,10 +206,7 @@ describe("five tabs of the demo page with ?share=1", () => {
     await tabs[leaderIndex]!.close();
     tabs.splice(leaderIndex, 1);
     await publish(gateway, user, "published while the leader's tab was closing");
-    const takeoverMs = await until("a new leader, connected", async () => {
-      const now = (await views()).find((v) => v.role === "leader" && v.state === "open");
-      return now ? Date.now() - closedAt : undefined;
-    });
+    const takeoverMs = await untilNewLeader(tabs, closedAt);
     await publish(gateway, user, "after the takeover");
     await until("every event in the remaining tabs", async () => (await views()).every((v) => v.seqs.length >= 13));
     await sleep(300); // a late duplicate would show up by now
@@ -177,11 +214,66 @@ describe("five tabs of the demo page with ?share=1", () => {
     expect((await views()).filter((v) => v.role === "leader")).toHaveLength(1);
     expect(await until("one socket on the gateway again", async () => (await gatewaySockets()) === 1)).toBe(true);
 
-    await mkdir(ARTIFACTS, { recursive: true });
-    await writeFile(join(ARTIFACTS, "tabs-takeover.json"), `${JSON.stringify({ engine: "chromium", tabs: 5, takeoverMs }, null, 2)}\n`);
-    process.stdout.write(`tabs: leader tab closed → another tab's socket open in ${takeoverMs} ms\n`);
-    expect(takeoverMs).toBeLessThan(5000); // the 2 s target is reported, not timed here: a loaded machine must not fail it
+    takeovers.push({ engine: "chromium", scenario: "leader tab closed", election: "Web Locks", tabs: 5, takeoverMs });
+    expect(takeoverMs).toBeLessThan(10_000); // the 2 s target is reported, not timed here: a loaded machine must not fail it
     expect(driver.errors()).toEqual([]);
-    for (const tab of tabs) await tab.close();
   });
+
+  it("a hung leader (its JavaScript stopped, no goodbye) loses the socket to a tab that steals the lock; resumed, it follows", async () => {
+    const user = "e2e-tabs-hung";
+    const tabs = await openTabs(3, "?share=1", user);
+    await until("every tab open", async () => (await Promise.all(tabs.map(view))).every((v) => v.state === "open"));
+    for (let i = 1; i <= 3; i++) await publish(gateway, user, `event ${i}`);
+    await until("three events in every tab", async () => (await Promise.all(tabs.map(view))).every((v) => v.seqs.length >= 3));
+    const leader = tabs[(await Promise.all(tabs.map(view))).findIndex((v) => v.role === "leader")]!;
+    const others = tabs.filter((t) => t !== leader);
+
+    const hungAt = Date.now();
+    const resume = await leader.hang!();
+    await publish(gateway, user, "published while the leader hangs");
+    const takeoverMs = await untilNewLeader(others, hungAt);
+    await publish(gateway, user, "after the takeover");
+    await until("five events in the other tabs", async () => (await Promise.all(others.map(view))).every((v) => v.seqs.length >= 5));
+
+    await resume();
+    await until("the old leader follows", async () => (await view(leader)).role === "follower");
+    await publish(gateway, user, "after the old leader resumed");
+    await until("six events everywhere", async () => (await Promise.all(tabs.map(view))).every((v) => v.seqs.length >= 6));
+    await sleep(300);
+    for (const v of await Promise.all(tabs.map(view))) expectOnceInOrder(v, 6);
+    expect(await until("one socket on the gateway", async () => (await gatewaySockets()) === 1)).toBe(true);
+    takeovers.push({ engine: "chromium", scenario: "leader hung (missed heartbeats, lock stolen)", election: "Web Locks", tabs: 3, takeoverMs });
+    expect(driver.errors()).toEqual([]);
+  });
+
+  it("without Web Locks (?locks=0), heartbeats and claims elect one leader, and closing it hands over without a hole", async () => {
+    const user = "e2e-tabs-nolocks";
+    const tabs = await openTabs(3, "?share=1&locks=0", user);
+    const views = () => Promise.all(tabs.map(view));
+    await until("every tab open", async () => (await views()).every((v) => v.state === "open"));
+    expect((await views()).filter((v) => v.role === "leader")).toHaveLength(1);
+    for (let i = 1; i <= 3; i++) await publish(gateway, user, `event ${i}`);
+    await until("three events in every tab", async () => (await views()).every((v) => v.seqs.length >= 3));
+
+    const leaderIndex = (await views()).findIndex((v) => v.role === "leader");
+    const closedAt = Date.now();
+    await tabs[leaderIndex]!.close();
+    tabs.splice(leaderIndex, 1);
+    await publish(gateway, user, "published while the leader's tab was closing");
+    const takeoverMs = await untilNewLeader(tabs, closedAt);
+    await publish(gateway, user, "after the takeover");
+    await until("five events in the remaining tabs", async () => (await views()).every((v) => v.seqs.length >= 5));
+    await sleep(300);
+    for (const v of await views()) expectOnceInOrder(v, 5);
+    expect(await until("one socket on the gateway", async () => (await gatewaySockets()) === 1)).toBe(true);
+    takeovers.push({ engine: "chromium", scenario: "leader tab closed", election: "heartbeats (no Web Locks)", tabs: 3, takeoverMs });
+    expect(driver.errors()).toEqual([]);
+  });
+});
+
+afterAll(async () => {
+  if (takeovers.length === 0) return;
+  await mkdir(ARTIFACTS, { recursive: true });
+  await writeFile(join(ARTIFACTS, "tabs-takeover.json"), `${JSON.stringify(takeovers, null, 2)}\n`);
+  for (const t of takeovers) process.stdout.write(`tabs takeover (${t.scenario}, ${t.election}, ${t.tabs} tabs): ${t.takeoverMs} ms\n`);
 });

@@ -70,8 +70,14 @@ export class Tab {
 export class ChannelHub {
   private readonly open = new Set<FakeChannel>();
   readonly posted: unknown[] = [];
+  /** When each tab gets its last message: delivery may be slow (`latency`), but stays in order, as the spec requires. */
+  private readonly lastArrival = new Map<Tab, number>();
 
-  constructor(private readonly clock: Clock) {}
+  /** `latency` draws each message's delay in ms (default 0: the next step). */
+  constructor(
+    private readonly clock: Clock,
+    private readonly latency: () => number = () => 0,
+  ) {}
 
   classFor(tab: Tab): new (name: string) => ChannelLike {
     const hub = this;
@@ -96,7 +102,9 @@ export class ChannelHub {
     const copy = structuredClone(message);
     for (const to of this.open) {
       if (to === from || to.name !== from.name) continue;
-      this.clock.timersFor(to.tab).setTimeout(() => to.onmessage?.({ data: copy }), 0);
+      const at = Math.max(this.clock.now + this.latency(), this.lastArrival.get(to.tab) ?? 0);
+      this.lastArrival.set(to.tab, at);
+      this.clock.timersFor(to.tab).setTimeout(() => to.onmessage?.({ data: copy }), at - this.clock.now);
     }
   }
 

@@ -36,7 +36,7 @@ afterEach(() => {
   for (const t of tabs.splice(0)) if (!t.tab.dead) t.client.close();
 });
 
-function openTab(name: string, options: { webLocks?: boolean; lastSeq?: number; epoch?: string } = {}): TabUnderTest {
+function openTab(name: string, options: { webLocks?: boolean; lastSeq?: number; epoch?: string; random?: () => number } = {}): TabUnderTest {
   const tab = new Tab(name);
   const sockets: FakeSocket[] = [];
   const client = new SharedGatewayClient({
@@ -52,8 +52,8 @@ function openTab(name: string, options: { webLocks?: boolean; lastSeq?: number; 
     window: null,
     timers: clock.timersFor(tab),
     now: () => clock.now,
-    // Every tab draws the same stagger: the worst case, tabs taking over at the same moment.
-    random: () => 0.5,
+    // By default every tab draws the same stagger: the worst case, tabs taking over at the same moment.
+    random: options.random ?? (() => 0.5),
     lastSeq: options.lastSeq,
     epoch: options.epoch,
     share: { key: "alice", BroadcastChannel: hub.classFor(tab), locks: options.webLocks === false ? null : locks.managerFor(tab), lifecycle: null },
@@ -195,6 +195,54 @@ describe.each([
     socketOf(second).event(3);
     await clock.advance(50);
     for (const t of group) expect(t.seqs).toEqual([1, 2, 3]);
+  });
+});
+
+/** A small deterministic generator, so a failing schedule can be replayed from its seed. */
+function seeded(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state * 1664525 + 1013904223) >>> 0;
+    return state / 2 ** 32;
+  };
+}
+
+describe.each([
+  { election: "Web Locks", webLocks: true },
+  { election: "heartbeats and claims", webLocks: false },
+])("random schedules ($election): slow channel, tabs opening at random, leaders closed or hung at random", ({ webLocks }) => {
+  it.each(Array.from({ length: 20 }, (_, i) => i + 1))("seed %i: always exactly one leader and one socket, and no tab misses an event", async (seed) => {
+    const draw = seeded(seed);
+    const latency = seeded(seed * 7);
+    hub = new ChannelHub(clock, () => Math.floor(latency() * 60));
+    const group: TabUnderTest[] = [];
+    for (const name of ["a", "b", "c", "d", "e"]) {
+      group.push(openTab(name, { webLocks, random: seeded(seed * 100 + name.charCodeAt(0)) }));
+      await clock.advance(Math.floor(draw() * 300));
+    }
+    let seq = 0;
+    const live = () => group.filter((t) => !t.tab.dead);
+    const openSocket = () => live().flatMap((t) => t.sockets.filter((s) => !s.closed));
+    for (let round = 0; round < 4; round++) {
+      await clock.advance(4000);
+      expect(live().filter((t) => t.client.isLeader), `round ${round}`).toHaveLength(1);
+      expect(openSocket(), `round ${round}`).toHaveLength(1);
+      const socket = openSocket()[0]!;
+      if (socket.readyState !== 1) socket.establish(seq);
+      await clock.advance(50);
+      socket.frame({ type: "resume_complete", replayed: 0 });
+      socket.event(++seq);
+      await clock.advance(200);
+      for (const t of live()) expect(t.seqs.at(-1), `tab ${t.tab.name}, round ${round}`).toBe(seq);
+      const leader = live().find((t) => t.client.isLeader)!;
+      if (draw() < 0.5) kill(leader);
+      else {
+        leader.tab.frozen = true;
+        await clock.advance(3000);
+        leader.tab.frozen = false;
+      }
+    }
+    for (const t of live()) expect(t.seqs, `tab ${t.tab.name}`).toEqual(range(t.seqs[0]!, seq));
   });
 });
 

@@ -48,6 +48,8 @@ export interface ShareOptions {
   readonly collectMs?: number;
   /** Default: the global `document`; null for none. */
   readonly lifecycle?: LifecycleTarget | null;
+  /** Called when this tab starts or stops holding the browser's socket. */
+  readonly onRoleChange?: (leader: boolean) => void;
 }
 
 export interface SharedGatewayClientOptions extends GatewayClientOptions {
@@ -217,6 +219,7 @@ export class SharedGatewayClient {
       },
     });
     this.leader = leader;
+    this.options.share?.onRoleChange?.(true);
     leader.start();
     for (const message of this.pending.values()) leader.relay(message);
   }
@@ -229,6 +232,7 @@ export class SharedGatewayClient {
     this.heardAt = this.now();
     leader.stop();
     this.election?.resign();
+    this.options.share?.onRoleChange?.(false);
   }
 
   /**
