@@ -152,6 +152,10 @@ export class LockHub {
         new Promise((resolve, reject) => {
           if (options.steal && options.signal) return reject(new DOMException("steal with signal", "NotSupportedError"));
           const lock = this.lock(name);
+          if (options.ifAvailable && (lock.holder || lock.queue.length > 0)) {
+            void Promise.resolve().then(() => callback(null).then(resolve, reject));
+            return;
+          }
           const request = { tab, callback, resolve, reject };
           if (options.signal?.aborted) return reject(new DOMException("aborted", "AbortError"));
           options.signal?.addEventListener("abort", () => {

@@ -83,7 +83,7 @@ const range = (from: number, to: number) => Array.from({ length: to - from + 1 }
 async function untilNewSocket(candidates: TabUnderTest[]): Promise<number> {
   const since = clock.now;
   while (!candidates.some((t) => t.sockets.length > 0)) {
-    if (clock.now - since > 5000) throw new Error("no takeover within 5 s");
+    if (clock.now - since > 5000) throw new Error(`no takeover within 5 s; last messages: ${JSON.stringify(hub.posted.slice(-10))}`);
     await clock.advance(10);
   }
   return clock.now - since;

@@ -190,16 +190,19 @@ export class SharedGatewayClient {
   // ── election ──
 
   private makeElection(share: ShareOptions): Election {
-    const hooks = { elected: () => this.lead(), deposed: () => this.stepDown() };
+    const hooks = { elected: (stolen: boolean) => this.lead(stolen), deposed: () => this.stepDown() };
     const locks = share.locks === undefined ? (globalThis as { navigator?: { locks?: LockManagerLike } }).navigator?.locks : share.locks;
-    if (locks) return new LockElection(locks, this.channelName, hooks);
+    const timers = this.options.timers ?? realTimers;
+    const settle = () => new Promise<void>((resolve) => timers.setTimeout(resolve, this.settings.heartbeatMs));
+    if (locks) return new LockElection(locks, this.channelName, hooks, settle);
     const post = (m: TabMessage) => this.post(m);
     return new BeatElection({ self: this.tabId, post, timers: this.options.timers ?? realTimers, claimMs: this.settings.collectMs, nextTerm: () => this.term + 1 }, hooks);
   }
 
-  private lead(): void {
+  private lead(stolen = false): void {
     if (this.leader || !this.channel) return;
-    const term = this.term + 1;
+    // A stolen lead outranks a tab the lock was granted to meanwhile (it saw the same terms, and would pick the next one).
+    const term = this.term + (stolen ? 2 : 1);
     this.term = term;
     this.leaderId = this.tabId;
     this.behind = false;
@@ -282,6 +285,8 @@ export class SharedGatewayClient {
   /** Adopts a leader of a higher term; drops what a deposed leader still says. */
   private isCurrentLeader(message: TabMessage & { term: number }): boolean {
     if (message.term < this.term) return false;
+    // A tab holding the Web Lock leads until the lock is taken from it (LockElection says so), whatever others say.
+    if (this.leader && message.from !== this.tabId && this.election instanceof LockElection) return false;
     if (message.term === this.term && message.from !== this.leaderId) {
       // Two leaders of one term (only without Web Locks): the lower tab id wins.
       if (this.leaderId !== undefined && this.leaderId < message.from) return false;

@@ -6,7 +6,9 @@
  *   queued tab the moment the holder closes (or crashes). A frozen holder
  *   keeps its lock, so a tab that stops hearing the leader takes it with
  *   `steal: true`; the old holder's request then rejects, which deposes it
- *   as soon as it runs again.
+ *   as soon as it runs again. Tabs that notice the silence together would
+ *   steal it from each other in turn: a second lock, taken `ifAvailable`,
+ *   lets one of them steal.
  * - `BeatElection`, where Web Locks is missing (older Safari, some embedded
  *   webviews): a tab that hears no leader posts a claim for the next term and
  *   leads unless, within `claimMs`, it hears a live leader or a better claim
@@ -20,8 +22,8 @@ import type { TabMessage } from "./messages.js";
 import { TimerSet } from "./timers.js";
 
 export interface ElectionHooks {
-  /** This tab leads from now on. */
-  elected(): void;
+  /** This tab leads from now on; `stolen` when it took the lead from a live (frozen) holder. */
+  elected(stolen: boolean): void;
   /** It no longer does: its lock was stolen while it was frozen. */
   deposed(): void;
 }
@@ -41,7 +43,7 @@ export interface Election {
 
 /** The part of the Web Locks API used here; `navigator.locks` fits. */
 export interface LockManagerLike {
-  request(name: string, options: { signal?: AbortSignal; steal?: boolean }, callback: (lock: unknown) => Promise<void>): Promise<unknown>;
+  request(name: string, options: { signal?: AbortSignal; steal?: boolean; ifAvailable?: boolean }, callback: (lock: unknown) => Promise<void>): Promise<unknown>;
 }
 
 export class LockElection implements Election {
@@ -51,10 +53,16 @@ export class LockElection implements Election {
   private release: (() => void) | undefined;
   private stopped = true;
 
+  /**
+   * `settle` resolves when the other tabs have had time to hear a new leader
+   * (a heartbeat): until then the takeover lock stays held, so a tab that
+   * noticed the same silence does not steal the lead from the tab that just took it.
+   */
   constructor(
     private readonly locks: LockManagerLike,
     private readonly name: string,
     private readonly hooks: ElectionHooks,
+    private readonly settle: () => Promise<void>,
   ) {}
 
   start(): void {
@@ -65,8 +73,13 @@ export class LockElection implements Election {
 
   takeOver(): void {
     if (this.stopped || this.release) return;
-    this.queued?.abort();
-    this.ask(true);
+    // Only the tab that gets the takeover lock steals; it holds it until the steal is granted.
+    const takeover = (lock: unknown): Promise<void> => {
+      if (lock === null || this.stopped || this.release) return Promise.resolve();
+      this.queued?.abort();
+      return this.ask(true).then(this.settle);
+    };
+    this.locks.request(`${this.name} takeover`, { ifAvailable: true }, takeover).catch(() => undefined);
   }
 
   resign(): void {
@@ -84,25 +97,29 @@ export class LockElection implements Election {
 
   observe(): void {}
 
-  /** Queues for the lock, or (steal) takes it from its holder. */
-  private ask(steal: boolean): void {
+  /** Queues for the lock, or (steal) takes it from its holder; resolves once granted (or given up). */
+  private ask(steal: boolean): Promise<void> {
     const request = {};
     this.current = request;
     const abort = steal ? undefined : new AbortController();
     this.queued = abort;
     // `signal` cannot be combined with `steal` (the spec rejects it).
     const options = abort ? { signal: abort.signal } : { steal: true };
+    let grantedOrDone: () => void = () => undefined;
+    const done = new Promise<void>((resolve) => (grantedOrDone = resolve));
     const granted = (): Promise<void> =>
       new Promise<void>((resolve) => {
+        grantedOrDone();
         if (this.current !== request || this.stopped) return resolve(); // granted after we moved on: give it back
         this.queued = undefined;
         this.release = resolve;
-        this.hooks.elected();
+        this.hooks.elected(steal);
       });
     this.locks.request(this.name, options, granted).then(
       () => this.settled(request),
       () => this.settled(request),
-    );
+    ).finally(grantedOrDone);
+    return done;
   }
 
   /** The request ended: we released it, or it was aborted while queued, or stolen while held. */
@@ -159,7 +176,7 @@ export class BeatElection implements Election {
       this.claimTerm = undefined;
       if (this.stopped) return;
       this.leading = true;
-      this.hooks.elected();
+      this.hooks.elected(false);
     });
   }
 
