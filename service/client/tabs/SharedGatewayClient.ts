@@ -10,54 +10,17 @@
  * the lock. The new leader asks every tab for its position and resumes from
  * the lowest, so no tab misses an event; each tab drops what it already has.
  */
-import type { GatewayClientOptions, SendOptions } from "../index.js";
-import type { AgentEvent, ConnectionState, GatewayClientEvents, StateChange, Timers } from "../types.js";
+import type { SendOptions } from "../index.js";
+import type { AgentEvent, ConnectionState, GatewayClientEvents, StateChange } from "../types.js";
 import { BeatElection, LockElection, type Election, type LockManagerLike } from "./election.js";
+import { Emitter, type Listener } from "./emitter.js";
 import { Leader, type Outgoing } from "./leader.js";
 import { parseMessage, type Position, type RelayedMessage, type TabMessage } from "./messages.js";
+import type { ChannelLike, LifecycleTarget, ShareOptions, SharedGatewayClientOptions } from "./options.js";
+import { checkedMessage, newId } from "./outgoing.js";
 import { realTimers, TimerSet } from "./timers.js";
 
-/** The part of BroadcastChannel used here; the browser's and Node's both fit. */
-export interface ChannelLike {
-  onmessage: ((event: { data: unknown }) => void) | null;
-  postMessage(message: unknown): void;
-  close(): void;
-}
-
-/** Where "freeze" and "pagehide" are announced (the document, per the Page Lifecycle API). */
-export interface LifecycleTarget {
-  addEventListener(type: "freeze" | "pagehide", listener: () => void): void;
-  removeEventListener(type: "freeze" | "pagehide", listener: () => void): void;
-}
-
-export interface ShareOptions {
-  /** Tabs share a socket when they have the same gateway URL and key: use the signed-in user's id. Default "". */
-  readonly key?: string;
-  readonly BroadcastChannel?: new (name: string) => ChannelLike;
-  /** Default `navigator.locks`; null: elect by heartbeats and claims instead. */
-  readonly locks?: LockManagerLike | null;
-  /** How often the leader says it is alive. Default 400 ms. */
-  readonly heartbeatMs?: number;
-  /**
-   * Silence after which another tab takes over (a frozen or hung leader).
-   * Default 1200 ms: above the 1 s to which browsers throttle the timers of
-   * background tabs, and low enough for a takeover within 2 s.
-   */
-  readonly leaderTimeoutMs?: number;
-  /** How long a new leader waits for the tabs' positions. Default 150 ms. */
-  readonly collectMs?: number;
-  /** Default: the global `document`; null for none. */
-  readonly lifecycle?: LifecycleTarget | null;
-  /** Called when this tab starts or stops holding the browser's socket. */
-  readonly onRoleChange?: (leader: boolean) => void;
-}
-
-export interface SharedGatewayClientOptions extends GatewayClientOptions {
-  readonly share?: ShareOptions;
-}
-
-type Listener<K extends keyof GatewayClientEvents> = (event: GatewayClientEvents[K]) => void;
-const MAX_ID_LENGTH = 128;
+export type { ChannelLike, LifecycleTarget, ShareOptions, SharedGatewayClientOptions } from "./options.js";
 
 export class SharedGatewayClient {
   /** This tab's id on the channel. */
@@ -68,7 +31,7 @@ export class SharedGatewayClient {
   private readonly timers: TimerSet<"watch" | "takeover">;
   private readonly now: () => number;
   private readonly random: () => number;
-  private readonly listeners = new Map<keyof GatewayClientEvents, Set<(event: never) => void>>();
+  private readonly events = new Emitter();
   /** This tab's own unacked messages: sent to every new leader until acked. */
   private readonly pending = new Map<string, RelayedMessage>();
 
@@ -121,14 +84,11 @@ export class SharedGatewayClient {
   }
 
   on<K extends keyof GatewayClientEvents>(type: K, listener: Listener<K>): () => void {
-    let set = this.listeners.get(type);
-    if (!set) this.listeners.set(type, (set = new Set()));
-    set.add(listener as (event: never) => void);
-    return () => this.off(type, listener);
+    return this.events.on(type, listener);
   }
 
   off<K extends keyof GatewayClientEvents>(type: K, listener: Listener<K>): void {
-    this.listeners.get(type)?.delete(listener as (event: never) => void);
+    this.events.off(type, listener);
   }
 
   /** Joins the tabs: leads if no tab does, follows otherwise. Idempotent. */
@@ -172,19 +132,11 @@ export class SharedGatewayClient {
   }
 
   sendChatMessage(message: { text: string; threadId: string; messageId?: string }): string {
-    const { text, threadId } = message;
-    if (typeof text !== "string" || text.trim() === "") throw new TypeError("GatewayClient.send: text must be a non-empty string");
-    if (!isId(threadId)) throw new TypeError(`GatewayClient.send: threadId must be a string of 1 to ${MAX_ID_LENGTH} characters`);
-    const messageId = message.messageId ?? newId();
-    if (!isId(messageId)) throw new TypeError(`GatewayClient.send: messageId must be a string of 1 to ${MAX_ID_LENGTH} characters`);
-    const limit = this.options.maxMessageBytes ?? 65_536;
-    const bytes = new TextEncoder().encode(JSON.stringify({ type: "chat_message", message_id: messageId, thread_id: threadId, text })).length;
-    if (bytes > limit) throw new RangeError(`GatewayClient.send: the message is ${bytes} bytes; the gateway accepts at most ${limit}`);
-    if (this.pending.has(messageId)) return messageId;
-    const relayed = { text, threadId, messageId };
-    this.pending.set(messageId, relayed);
+    const relayed = checkedMessage(message, this.options.maxMessageBytes ?? 65_536);
+    if (this.pending.has(relayed.messageId)) return relayed.messageId;
+    this.pending.set(relayed.messageId, relayed);
     this.forward(relayed);
-    return messageId;
+    return relayed.messageId;
   }
 
   // ── election ──
@@ -317,13 +269,13 @@ export class SharedGatewayClient {
       case "resync":
         this.pos = { lastSeq: message.resync.latestSeq, epoch: message.resync.epoch };
         this.behind = false;
-        this.emit("resync", message.resync);
+        this.events.emit("resync", message.resync);
         return;
       case "error":
-        if (message.error.messageId === undefined || this.pending.has(message.error.messageId)) this.emit("error", message.error);
+        if (message.error.messageId === undefined || this.pending.has(message.error.messageId)) this.events.emit("error", message.error);
         return;
       case "ack":
-        if (this.pending.delete(message.ack.messageId)) this.emit("ack", message.ack);
+        if (this.pending.delete(message.ack.messageId)) this.events.emit("ack", message.ack);
         return;
       default:
         return; // beat: heard, nothing else to do
@@ -342,7 +294,7 @@ export class SharedGatewayClient {
     }
     this.behind = false;
     this.pos = { lastSeq: event.seq, epoch: this.pos.epoch };
-    this.emit("event", event);
+    this.events.emit("event", event);
   }
 
   private forward(message: RelayedMessage): void {
@@ -374,29 +326,6 @@ export class SharedGatewayClient {
 
   private setState(change: StateChange): void {
     this.change = change;
-    this.emit("state", change);
+    this.events.emit("state", change);
   }
-
-  private emit<K extends keyof GatewayClientEvents>(type: K, event: GatewayClientEvents[K]): void {
-    for (const listener of [...(this.listeners.get(type) ?? [])]) {
-      try {
-        (listener as Listener<K>)(event);
-      } catch (err) {
-        queueMicrotask(() => {
-          throw err;
-        });
-      }
-    }
-  }
-}
-
-function isId(value: unknown): value is string {
-  return typeof value === "string" && value.length > 0 && value.length <= MAX_ID_LENGTH;
-}
-
-/** crypto.randomUUID exists only in secure contexts; getRandomValues everywhere. */
-function newId(): string {
-  const c = globalThis.crypto;
-  if (typeof c.randomUUID === "function") return c.randomUUID();
-  return [...c.getRandomValues(new Uint8Array(16))].map((x) => x.toString(16).padStart(2, "0")).join("");
 }
