@@ -168,6 +168,21 @@ describe.each([
     expect(socket.sent.filter((f) => f.type === "chat_message").map((f) => f.message_id)).toEqual([id]);
   });
 
+  it("a leader closed by its app says so: another tab takes over at once, without waiting for its silence", async () => {
+    const group = ["a", "b", "c"].map((n) => openTab(n, { webLocks }));
+    await clock.advance(2000);
+    const first = group.find((t) => t.client.isLeader)!;
+    socketOf(first).establish(0);
+    await clock.advance(50);
+    first.client.close();
+    expect(first.client.state).toBe("closed");
+    expect(first.sockets.every((s) => s.closed)).toBe(true);
+    const rest = group.filter((t) => t !== first);
+    expect(await untilNewSocket(rest)).toBeLessThanOrEqual(webLocks ? 300 : 700);
+    await clock.advance(2000);
+    expect(leaders(rest)).toHaveLength(1);
+  });
+
   it("a frozen leader is replaced within 2 s; thawed, it steps down and closes its socket", async () => {
     const group = ["a", "b", "c"].map((n) => openTab(n, { webLocks }));
     await clock.advance(2000);

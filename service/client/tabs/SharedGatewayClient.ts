@@ -116,7 +116,7 @@ export class SharedGatewayClient {
   close(): void {
     if (!this.channel) return;
     this.lifecycle(false);
-    this.stepDown();
+    this.resign();
     this.election?.stop();
     this.election = undefined;
     this.timers.clearAll();
@@ -277,6 +277,10 @@ export class SharedGatewayClient {
       case "ack":
         if (this.pending.delete(message.ack.messageId)) this.events.emit("ack", message.ack);
         return;
+      case "resign":
+        // Without Web Locks its silence starts now: the next look at the clock takes over. (A released Web Lock needs no help.)
+        if (message.from !== this.tabId && !(this.election instanceof LockElection)) this.heardAt = -Infinity;
+        return;
       default:
         return; // beat: heard, nothing else to do
     }
@@ -322,7 +326,14 @@ export class SharedGatewayClient {
   }
 
   /** A tab about to be frozen (or put in the back/forward cache) hands the socket on now rather than after a timeout. */
-  private readonly onHidden = (): void => this.stepDown();
+  private readonly onHidden = (): void => this.resign();
+
+  /** Leaves the lead and says so, so that another tab takes over at once (without Web Locks, it would wait for the silence). */
+  private resign(): void {
+    if (!this.leader) return;
+    this.post({ k: "resign", from: this.tabId, term: this.term });
+    this.stepDown();
+  }
 
   private setState(change: StateChange): void {
     this.change = change;

@@ -24,6 +24,8 @@ export type TabMessage =
   | { k: "hello"; from: string; pos: Position }
   /** The leader is alive (also its answer to a hello or a claim). */
   | { k: "beat"; from: string; term: number }
+  /** The leader is leaving (closed by the app, page hidden or frozen): take over now, not after a timeout. */
+  | { k: "resign"; from: string; term: number }
   /** Election without Web Locks: a tab proposes itself as leader of `term`. */
   | { k: "claim"; from: string; term: number }
   /** A new leader asks every tab for its position before it connects. */
@@ -46,6 +48,7 @@ type Check = (m: Record<string, unknown>) => boolean;
 const CHECKS: Record<TabMessageKind, Check> = {
   hello: (m) => isPosition(m.pos),
   beat: () => true,
+  resign: () => true,
   claim: () => true,
   collect: () => true,
   position: (m) => isPosition(m.pos),
