@@ -21,6 +21,7 @@ import { ARTIFACTS, freePort, launchBrowser, publish, sleep, startGateway, start
 export interface Tab {
   /** Runs `fn(arg)` in the page and returns its (JSON-serialisable) result. */
   run<A, R>(fn: (arg: A) => R | Promise<R>, arg: A): Promise<R>;
+  /** Closes the tab as a person would (its pagehide handlers run); resolves once it is gone. */
   close(): Promise<void>;
   /**
    * Stops the page's JavaScript (a hung or frozen tab, without the `freeze`
@@ -45,7 +46,13 @@ export async function chromiumTabs(): Promise<TabDriver> {
       await page.goto(url);
       return {
         run: (fn, arg) => page.evaluate(fn as never, arg) as never,
-        close: () => page.close(),
+        // As a person closes a tab: its pagehide handlers run (playwright skips them by default).
+        close: async () => {
+          if (page.isClosed()) return;
+          const closed = new Promise((resolve) => page.once("close", resolve));
+          await page.close({ runBeforeUnload: true });
+          await closed;
+        },
         // The debugger stops the page at its next statement (its next timer, at the latest): nothing of it runs until resumed.
         async hang() {
           const cdp = await page.context().newCDPSession(page);

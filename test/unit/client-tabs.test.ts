@@ -7,7 +7,7 @@
  * test/integration/client-tabs.test.ts and, in Chromium, test/e2e/tabs.test.ts.
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { SharedGatewayClient } from "../../service/client/tabs/SharedGatewayClient.js";
+import { SharedGatewayClient, type LifecycleTarget } from "../../service/client/tabs/SharedGatewayClient.js";
 import type { AckEvent, AgentEvent, ClientError, StateChange } from "../../service/client/types.js";
 import { ChannelHub, Clock, FakeSocket, LockHub, Tab, ticketFetch } from "./client-tabs-fakes.js";
 
@@ -36,7 +36,10 @@ afterEach(() => {
   for (const t of tabs.splice(0)) if (!t.tab.dead) t.client.close();
 });
 
-function openTab(name: string, options: { webLocks?: boolean; lastSeq?: number; epoch?: string; random?: () => number } = {}): TabUnderTest {
+function openTab(
+  name: string,
+  options: { webLocks?: boolean; lastSeq?: number; epoch?: string; random?: () => number; lifecycle?: LifecycleTarget } = {},
+): TabUnderTest {
   const tab = new Tab(name);
   const sockets: FakeSocket[] = [];
   const client = new SharedGatewayClient({
@@ -56,7 +59,7 @@ function openTab(name: string, options: { webLocks?: boolean; lastSeq?: number; 
     random: options.random ?? (() => 0.5),
     lastSeq: options.lastSeq,
     epoch: options.epoch,
-    share: { key: "alice", BroadcastChannel: hub.classFor(tab), locks: options.webLocks === false ? null : locks.managerFor(tab), lifecycle: null },
+    share: { key: "alice", BroadcastChannel: hub.classFor(tab), locks: options.webLocks === false ? null : locks.managerFor(tab), lifecycle: options.lifecycle ?? null },
   });
   const t: TabUnderTest = { tab, client, seqs: [], acks: [], errors: [], states: [], sockets };
   client.on("event", (e: AgentEvent) => t.seqs.push(e.seq));
@@ -258,6 +261,21 @@ describe.each([
       }
     }
     for (const t of live()) expect(t.seqs, `tab ${t.tab.name}`).toEqual(range(t.seqs[0]!, seq));
+  });
+});
+
+describe("the page's lifecycle", () => {
+  it.each(["freeze", "pagehide"] as const)("a leader's %s hands the socket on at once (without Web Locks too)", async (type) => {
+    const page = new EventTarget();
+    const a = openTab("a", { webLocks: false, lifecycle: page as unknown as LifecycleTarget });
+    await clock.advance(1000);
+    expect(a.client.isLeader).toBe(true);
+    const b = openTab("b", { webLocks: false });
+    await clock.advance(1000);
+    page.dispatchEvent(new Event(type));
+    expect(a.client.isLeader).toBe(false);
+    expect(a.sockets.every((s) => s.closed)).toBe(true);
+    expect(await untilNewSocket([b])).toBeLessThanOrEqual(700);
   });
 });
 

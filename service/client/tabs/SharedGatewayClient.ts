@@ -316,16 +316,20 @@ export class SharedGatewayClient {
     }
   }
 
+  /** `freeze` is announced on the document, `pagehide` on the window (Page Lifecycle API). */
   private lifecycle(on: boolean): void {
-    const target = this.options.share?.lifecycle === undefined ? (globalThis as { document?: LifecycleTarget }).document : this.options.share.lifecycle;
-    if (!target) return;
-    for (const type of ["freeze", "pagehide"] as const) {
-      if (on) target.addEventListener(type, this.onHidden);
-      else target.removeEventListener(type, this.onHidden);
+    const given = this.options.share?.lifecycle;
+    const global = globalThis as { document?: LifecycleTarget; window?: LifecycleTarget };
+    const targets: Array<[LifecycleTarget | undefined | null, "freeze" | "pagehide"]> = [
+      [given === undefined ? global.document : given, "freeze"],
+      [given === undefined ? global.window : given, "pagehide"],
+    ];
+    for (const [target, type] of targets) {
+      if (on) target?.addEventListener(type, this.onHidden);
+      else target?.removeEventListener(type, this.onHidden);
     }
   }
 
-  /** A tab about to be frozen (or put in the back/forward cache) hands the socket on now rather than after a timeout. */
   private readonly onHidden = (): void => this.resign();
 
   /** Leaves the lead and says so, so that another tab takes over at once (without Web Locks, it would wait for the silence). */

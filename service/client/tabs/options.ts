@@ -9,7 +9,7 @@ export interface ChannelLike {
   close(): void;
 }
 
-/** Where "freeze" and "pagehide" are announced (the document, per the Page Lifecycle API). */
+/** Where "freeze" (the document) and "pagehide" (the window) are announced, per the Page Lifecycle API. */
 export interface LifecycleTarget {
   addEventListener(type: "freeze" | "pagehide", listener: () => void): void;
   removeEventListener(type: "freeze" | "pagehide", listener: () => void): void;
@@ -31,7 +31,7 @@ export interface ShareOptions {
   readonly leaderTimeoutMs?: number;
   /** How long a new leader waits for the tabs' positions. Default 150 ms. */
   readonly collectMs?: number;
-  /** Default: the global `document`; null for none. */
+  /** Default: the global `document` (freeze) and `window` (pagehide); null for none. */
   readonly lifecycle?: LifecycleTarget | null;
   /** Called when this tab starts or stops holding the browser's socket. */
   readonly onRoleChange?: (leader: boolean) => void;
