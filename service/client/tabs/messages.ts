@@ -1,6 +1,7 @@
 /**
- * What the tabs of one browser say to each other over their BroadcastChannel
- * (docs/protocol.md §9). Anything on the channel is checked before it is
+ * What the tabs of one browser say to each other over their BroadcastChannel:
+ * private to the SDK (docs/protocol.md §8.5), versioned in the channel's name
+ * (SharedGatewayClient). Anything on the channel is checked before it is
  * used: another script of the origin, or another version of the app, may
  * post there, and a malformed message must be ignored, not thrown on.
  */
