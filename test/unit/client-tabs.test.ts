@@ -317,6 +317,27 @@ describe("positions", () => {
   });
 });
 
+describe("a connection the gateway ended for good", () => {
+  it("tells every tab why it closed; a tab that joins later makes the leader try once more", async () => {
+    const a = openTab("a");
+    const b = openTab("b");
+    await clock.advance(1000);
+    const first = socketOf(a);
+    first.establish(0);
+    await clock.advance(10);
+    first.frame({ type: "error", code: "SESSION_REVOKED", message: "revoked", fatal: true });
+    first.onclose?.({ code: 4501, reason: "SESSION_REVOKED" });
+    await clock.advance(50);
+    for (const t of [a, b]) expect([t.client.state, t.states.at(-1)?.errorCode]).toEqual(["closed", "SESSION_REVOKED"]);
+    expect(b.errors.map((e) => e.code)).toContain("SESSION_REVOKED");
+    await clock.advance(5000);
+    expect(a.sockets).toHaveLength(1); // it does not retry by itself
+    openTab("c"); // e.g. the user signed in again in a new tab
+    await clock.advance(500);
+    expect(a.sockets).toHaveLength(2);
+  });
+});
+
 describe("what other scripts post on the channel", () => {
   it("malformed messages are ignored, and a deposed term's events are dropped; the tabs keep working", async () => {
     const a = openTab("a");

@@ -60,7 +60,8 @@ export class Leader {
         this.ctx.publish({ k: "beat" });
         // A tab behind what this socket delivers (a persisted position, or a hole) needs a resume from its position.
         if (this.positions) this.positions.push(message.pos);
-        else if (this.isBehind(message.pos)) this.collect();
+        // A client that stopped (revoked, origin refused) tries again when a tab joins, as a new GatewayClient would.
+        else if (this.isBehind(message.pos) || this.lastChange?.state === "closed") this.collect();
         else if (this.lastChange) this.publishState(this.lastChange);
         return;
       case "claim":
