@@ -5,9 +5,14 @@
  * the page with textContent, never as HTML.
  *
  * `../client/index.js` is the SDK; the dev server bundles this file with that
- * import pointing at /gateway-client.js, the distributable bundle.
+ * import pointing at /gateway-client.js, the distributable bundle (and
+ * `../client/tabs/index.js` at /gateway-client-tabs.js).
+ *
+ * `?share=1` turns on one socket per browser: the page's tabs share the
+ * leader tab's connection (`?share=1&locks=0`: elected without Web Locks).
  */
 import { GatewayClient, type AgentEvent, type ConnectionState, type StateChange } from "../client/index.js";
+import { SharedGatewayClient, type ChatClient } from "../client/tabs/index.js";
 
 const THREAD_ID = "web-demo";
 const LOG_LIMIT = 60;
@@ -81,7 +86,9 @@ const ui = {
 
 let gatewayUrl = "";
 let session: Session | undefined;
-let client: GatewayClient | undefined;
+let client: ChatClient | undefined;
+const query = new URLSearchParams(location.search);
+const SHARE_ACROSS_TABS = query.get("share") === "1";
 /** Where each user's stream stood, so signing in again resumes instead of starting over. */
 const positions = new Map<string, { lastSeq: number | undefined; epoch: string | undefined }>();
 const runs = new Map<string, RunView>();
@@ -137,7 +144,13 @@ async function signIn(userId: string): Promise<void> {
 function startClient(userId: string): void {
   stopClient();
   const position = positions.get(userId);
-  const c = new GatewayClient({ url: gatewayUrl, getToken, lastSeq: position?.lastSeq, epoch: position?.epoch });
+  const options = { url: gatewayUrl, getToken, lastSeq: position?.lastSeq, epoch: position?.epoch };
+  // Shared by the tabs of this user; the key keeps another user's tabs (and token) apart.
+  // data-tab says which tab holds the socket (for a person, and for the multi-tab tests).
+  const onRoleChange = (leader: boolean) => (ui.status.dataset.tab = leader ? "leader" : "follower");
+  const share = { key: userId, onRoleChange, ...(query.get("locks") === "0" ? { locks: null } : {}) };
+  ui.status.dataset.tab = SHARE_ACROSS_TABS ? "follower" : "own";
+  const c: ChatClient = SHARE_ACROSS_TABS ? new SharedGatewayClient({ ...options, share }) : new GatewayClient(options);
   client = c;
   c.on("state", (change) => {
     renderStatus(change);

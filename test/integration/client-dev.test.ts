@@ -46,6 +46,14 @@ describe("the sign-in stand-in", () => {
     expect(app).not.toContain("class GatewayClient"); // not a private copy
   });
 
+  it("serves the tabs layer as a separate module too, loading the same SDK bundle", async () => {
+    const tabs = await (await fetch(`${stack.pageUrl}/gateway-client-tabs.js`)).text();
+    expect(tabs).toMatch(/^import\s*\{[^}]*GatewayClient[^}]*\}\s*from\s*"\.\/gateway-client\.js"/);
+    expect(tabs).toContain("sourceMappingURL=gateway-client-tabs.js.map");
+    const app = await (await fetch(`${stack.pageUrl}/app.js`)).text();
+    expect(app).toMatch(/from\s*"\.\/gateway-client-tabs\.js"/);
+  });
+
   it("tells the page where the gateway is", async () => {
     expect(await (await fetch(`${stack.pageUrl}/config.json`)).json()).toEqual({ gatewayUrl: stack.gatewayUrl });
   });

@@ -7,11 +7,21 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { build, type Plugin } from "esbuild";
-import { BROWSER_TARGET, bundleClient, CLIENT_BUNDLE_NAME, pickJsAndMap } from "../../client/build.js";
+import { build } from "esbuild";
+import {
+  BROWSER_TARGET,
+  bundleClient,
+  bundleTabs,
+  CLIENT_BUNDLE_NAME,
+  CLIENT_ENTRY,
+  PACKAGE_DIST,
+  pickJsAndMap,
+  sdkAsSeparateModules,
+  TABS_BUNDLE_NAME,
+  TABS_ENTRY,
+} from "../../client/build.js";
 
 export const WEB_DIR = fileURLToPath(new URL("../../web/", import.meta.url));
-const SDK_ENTRY = /[\\/]client[\\/]index\.js$/;
 
 export interface Asset {
   readonly type: string;
@@ -25,8 +35,9 @@ const JS = "text/javascript; charset=utf-8";
 const JSON_TYPE = "application/json; charset=utf-8";
 
 export async function buildAssets(): Promise<Assets> {
-  const [client, app, html, css] = await Promise.all([
-    bundleClient(),
+  const [client, tabs, app, html, css] = await Promise.all([
+    bundleClient(join(PACKAGE_DIST, CLIENT_BUNDLE_NAME)),
+    bundleTabs(`./${CLIENT_BUNDLE_NAME}`, join(PACKAGE_DIST, TABS_BUNDLE_NAME)),
     bundleApp(),
     readFile(join(WEB_DIR, "index.html"), "utf8"),
     readFile(join(WEB_DIR, "styles.css"), "utf8"),
@@ -38,16 +49,21 @@ export async function buildAssets(): Promise<Assets> {
     ["/app.js.map", { type: JSON_TYPE, body: app.map.text }],
     [`/${CLIENT_BUNDLE_NAME}`, { type: JS, body: client.js.text }],
     [`/${CLIENT_BUNDLE_NAME}.map`, { type: JSON_TYPE, body: client.map.text }],
+    [`/${TABS_BUNDLE_NAME}`, { type: JS, body: tabs.js.text }],
+    [`/${TABS_BUNDLE_NAME}.map`, { type: JSON_TYPE, body: tabs.map.text }],
   ]);
 }
 
-/** service/web/app.ts imports the SDK as ../client/index.js (type-checked against it); in the browser that is /gateway-client.js. */
-const sdkAsSeparateModule: Plugin = {
-  name: "sdk-as-separate-module",
-  setup(b) {
-    b.onResolve({ filter: SDK_ENTRY }, () => ({ path: `./${CLIENT_BUNDLE_NAME}`, external: true }));
-  },
-};
+/**
+ * service/web/app.ts imports the SDK as ../client/index.js and ../client/tabs/index.js
+ * (type-checked against them); in the browser those are /gateway-client.js and /gateway-client-tabs.js.
+ */
+const sdkAsSeparateModule = sdkAsSeparateModules(
+  new Map([
+    [CLIENT_ENTRY, `./${CLIENT_BUNDLE_NAME}`],
+    [TABS_ENTRY, `./${TABS_BUNDLE_NAME}`],
+  ]),
+);
 
 async function bundleApp() {
   const result = await build({
