@@ -7,6 +7,7 @@
  */
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
 import { Apis, REDIS_CLUSTER_APIS, REQUIRED_APIS } from "./apis.js";
 import { loadStackConfig } from "./config.js";
 import { LoadBalancer } from "./loadBalancer.js";
@@ -73,6 +74,14 @@ const redis = cluster
       opts(apis),
     );
 
+// The agent webhook's key is shared with the agent backend: set it with
+// `pulumi config set --secret agentWebhookSecret whsec_…`, or let the program
+// generate one (read it from Secret Manager for the backend).
+const agentWebhookSecret =
+  cfg.agentWebhookUrl === undefined
+    ? undefined
+    : (secretConfig.agentWebhookSecret ?? pulumi.secret(pulumi.interpolate`whsec_${new random.RandomBytes(`${id}-agent-webhook-key`, { length: 32 }).base64}`));
+
 const secrets = new Secrets(
   id,
   {
@@ -84,6 +93,7 @@ const secrets = new Secrets(
       // still requires a version, so it gets a generated value the cluster ignores.
       ...(redis instanceof Redis ? { "redis-auth-string": redis.authString } : {}),
       "redis-tls-ca": redis.caCertificates,
+      "agent-webhook-secret": agentWebhookSecret,
     },
     generate: redis instanceof Redis ? ["service-secret"] : ["service-secret", "redis-auth-string"],
     deletionProtection: cfg.deletionProtection,
@@ -111,6 +121,7 @@ const service = new Service(
     logLevel: cfg.logLevel,
     jwtIssuer: cfg.jwtIssuer,
     jwtAudience: cfg.jwtAudience,
+    agentWebhookUrl: cfg.agentWebhookUrl,
     deletionProtection: cfg.deletionProtection,
   },
   opts(apis),
