@@ -231,6 +231,19 @@ describe("against misbehaving backends", () => {
     client.close();
   });
 
+  it("refuses, finally, a message_id no HTTP header can carry (it is the webhook-id), without a hand-off", async () => {
+    backend.answer = (_req, res) => res.writeHead(200).end();
+    const client = await connect(gw, "odd-ids");
+    const before = backend.requests.length;
+    for (const id of ["line\nbreak", "ü-umlaut", "with space", "\u0000nul"]) {
+      client.send(chat(id));
+      expect(await errorFor(client, id)).toMatchObject({ code: "MESSAGE_REJECTED", fatal: false, message_id: id });
+    }
+    expect(backend.requests.length).toBe(before);
+    await stillServes(client);
+    client.close();
+  });
+
   it("never puts the webhook URL (which may carry a token) or the secret in a frame or a log line", async () => {
     backend.answer = (_req, res) => res.writeHead(502).end();
     const client = await connect(gw, "leaks");

@@ -113,6 +113,12 @@ export function createChatHandoff(deps: ChatHandoffDeps) {
   /** Hands the message off and answers the client; never rejects for the backend's or the store's faults. */
   async function handOff(conn: ChatSender, frame: ChatMessageFrame, receivedAt: number): Promise<void> {
     const refuse = (code: ErrorCode, message?: string) => conn.send(errorFrame(code, { fatal: false, message, extra: { message_id: frame.message_id } }));
+    // The id travels as the webhook-id header: one that no HTTP header can carry would fail every
+    // attempt, and the client would resend it forever. Final, so the SDK drops it.
+    if (!HEADER_SAFE_ID.test(frame.message_id)) {
+      count("rejected");
+      return void refuse("MESSAGE_REJECTED", "message_id must be printable ASCII (it is the webhook-id of the hand-off); this message will not be run.");
+    }
     let claim;
     try {
       claim = await deps.store.claimMessage(conn.userId, frame.message_id, { ttlMs: ACCEPTED_TTL_MS, staleMs: claimStaleMs });
@@ -200,3 +206,5 @@ export function createChatHandoff(deps: ChatHandoffDeps) {
 }
 
 const SHUTDOWN = new Error("shutdown");
+/** Printable ASCII, no spaces: safe in an HTTP header and in the signed `id.timestamp.body` content. */
+const HEADER_SAFE_ID = /^[\x21-\x7e]+$/;
