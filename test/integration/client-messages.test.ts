@@ -158,6 +158,18 @@ describe("chat messages", () => {
     }
   });
 
+  it("drops a message the agent backend refused (MESSAGE_REJECTED): told once, never resent, never acked", async () => {
+    const c = track(clientFor(gw, "msg-rejected"));
+    await opened(c);
+    const id = c.client.send("please /reject this", { threadId: "thread-x" });
+    await until("refused", () => c.rec.errors.find((e) => e.messageId === id));
+    await sleep(1500); // longer than the SDK's resend delay after a "not accepted"
+    expect(c.rec.errors.filter((e) => e.messageId === id)).toEqual([expect.objectContaining({ code: "MESSAGE_REJECTED", fatal: false })]);
+    expect(c.client.pendingMessageIds).toEqual([]);
+    expect(sentOfType(c, "chat_message").map((f) => f.message_id)).toEqual([id]);
+    expect(c.rec.acks).toEqual([]);
+  });
+
   it("refuses what the gateway would refuse, before it can cost the connection", () => {
     const c = clientFor(gw, "msg-5", { connect: false, maxMessageBytes: 1024 });
     expect(() => c.client.send("   ", { threadId: "t" })).toThrow(TypeError);
