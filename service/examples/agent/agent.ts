@@ -21,6 +21,13 @@ import { runDemo, type RunInput } from "./run.js";
  *      the rest of the run goes on in the background.
  * A message containing "/reject" is refused with 422 (to try the gateway's
  * MESSAGE_REJECTED path); one containing "/fail" ends its run with agent_error.
+ *
+ * Crash window, chosen on purpose: the id is recorded as started after
+ * agent_started is published. A process killed between the two (one round
+ * trip) starts that message again when its resend arrives; recording first
+ * would instead lose the message if the process died before publishing. A
+ * message is never lost, and one acked is never run again. The run itself
+ * is not resumed after a crash (a real backend would keep it in a queue).
  */
 export interface ExampleAgentOptions {
   /** The gateway's internal API (a function when the gateway starts after the agent). */
