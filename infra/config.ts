@@ -99,6 +99,13 @@ export interface StackConfig {
   readonly jwtAudience: string | undefined;
   /** Cloud Armor: ticket requests per client IP per minute before the edge answers 429. */
   readonly ticketEdgeRateLimitPerMinute: number;
+  /**
+   * The agent backend's webhook (AGENT_WEBHOOK_URL): https, or http to a
+   * loopback address for an agent running as a sidecar in the same instance.
+   * Unset: the gateway serves agent events only and answers chat_message with
+   * CHAT_UNAVAILABLE.
+   */
+  readonly agentWebhookUrl: string | undefined;
   readonly alerts: {
     /** Rejected / all WebSocket authentications over 5 minutes. */
     readonly authFailureRatio: number;
@@ -117,6 +124,8 @@ export interface StackSecrets {
   readonly serviceSecret?: pulumi.Output<string> | undefined;
   /** Only set during a service secret rotation: the value agent backends may still send. */
   readonly serviceSecretPrevious?: pulumi.Output<string> | undefined;
+  /** `whsec_…` shared with the agent backend; unset: generated when agentWebhookUrl is set. */
+  readonly agentWebhookSecret: pulumi.Output<string> | undefined;
 }
 
 export class StackConfigError extends Error {
@@ -269,6 +278,12 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     else if (production && !origin.startsWith("https://")) problems.push(`allowedOrigins entry "${origin}" must use https in a production stack`);
   }
 
+  const agentWebhookUrl = str("agentWebhookUrl");
+  if (agentWebhookUrl !== undefined) {
+    const problem = webhookUrlProblem(agentWebhookUrl);
+    if (problem !== undefined) problems.push(`agentWebhookUrl ${problem}`);
+  }
+
   const redisMode = oneOf("redisMode", REDIS_MODES, "instance");
   const misplaced = redisMode === "cluster" ? INSTANCE_ONLY_KEYS : CLUSTER_ONLY_KEYS;
   for (const key of misplaced) {
@@ -395,6 +410,7 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
     jwtIssuer: str("jwtIssuer"),
     jwtAudience: str("jwtAudience"),
     ticketEdgeRateLimitPerMinute,
+    agentWebhookUrl,
     alerts: {
       authFailureRatio: ratio("authFailureRatioAlert", 0.01),
       http5xxRatio: ratio("http5xxRatioAlert", 0.02),
@@ -403,6 +419,27 @@ export function parseStackConfig(get: ConfigSource, stack: string): StackConfig 
   };
   if (problems.length > 0) throw new StackConfigError(stack, problems);
   return config;
+}
+
+/**
+ * Why a webhook URL would be refused by the gateway in production
+ * (service/src/config.ts), or undefined: https, or plain http to a loopback
+ * address only (an agent sidecar in the same instance); no credentials.
+ */
+function webhookUrlProblem(raw: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return "must be a URL like https://agent.example.com/webhook";
+  }
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  const loopback = host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  if (url.protocol !== "https:" && !(url.protocol === "http:" && loopback)) {
+    return "must use https (plain http only to a loopback address, for an agent running as a sidecar in the same instance)";
+  }
+  if (url.username !== "" || url.password !== "") return "must not carry credentials (the hand-off is signed with the agent webhook secret)";
+  return undefined;
 }
 
 /** True when two IPv4 CIDR ranges (already checked for syntax) share an address. */
@@ -437,8 +474,20 @@ export function parseStackSecrets(get: ConfigSource, stack: string): StackSecret
   const jwtSecretKeyPrevious = check("jwtSecretKeyPrevious", get("jwtSecretKeyPrevious"), false);
   const serviceSecret = check("serviceSecret", get("serviceSecret"), false);
   const serviceSecretPrevious = check("serviceSecretPrevious", get("serviceSecretPrevious"), false);
+  const webhookSecret = get("agentWebhookSecret")?.trim() || undefined;
+  const match = webhookSecret === undefined ? null : /^whsec_([A-Za-z0-9+/]+={0,2})$/.exec(webhookSecret);
+  const webhookKeyBytes = match ? Buffer.from(match[1]!, "base64").length : 0;
+  if (webhookSecret !== undefined && (webhookKeyBytes < 24 || webhookKeyBytes > 64)) {
+    problems.push("agentWebhookSecret must be whsec_ followed by the base64 of 24 to 64 random bytes (or unset: one is generated)");
+  }
   if (problems.length > 0 || jwtSecretKey === undefined) throw new StackConfigError(stack, problems);
-  return { jwtSecretKey, jwtSecretKeyPrevious, serviceSecret, serviceSecretPrevious };
+  return {
+    jwtSecretKey,
+    jwtSecretKeyPrevious,
+    serviceSecret,
+    serviceSecretPrevious,
+    agentWebhookSecret: webhookSecret === undefined ? undefined : pulumi.secret(webhookSecret),
+  };
 }
 
 /** Reads the current stack's configuration from Pulumi (`chat-gateway:<key>`). */

@@ -7,6 +7,7 @@
  */
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
 import { Apis, REDIS_CLUSTER_APIS, REQUIRED_APIS } from "./apis.js";
 import { loadStackConfig } from "./config.js";
 import { LoadBalancer } from "./loadBalancer.js";
@@ -76,6 +77,14 @@ const redis = cluster
       opts(apis),
     );
 
+// The agent webhook's key is shared with the agent backend: set it with
+// `pulumi config set --secret agentWebhookSecret whsec_…`, or let the program
+// generate one (read it from Secret Manager for the backend).
+const agentWebhookSecret =
+  cfg.agentWebhookUrl === undefined
+    ? undefined
+    : (secretConfig.agentWebhookSecret ?? pulumi.secret(pulumi.interpolate`whsec_${new random.RandomBytes(`${id}-agent-webhook-key`, { length: 32 }).base64}`));
+
 const secrets = new Secrets(
   id,
   {
@@ -89,6 +98,7 @@ const secrets = new Secrets(
       // An instance's AUTH string, or the password of the cluster's ACL user (infra/redisCluster.ts).
       "redis-auth-string": redis instanceof Redis ? redis.authString : redis.password,
       "redis-tls-ca": redis.caCertificates,
+      "agent-webhook-secret": agentWebhookSecret,
     },
     generate: ["service-secret"],
     deletionProtection: cfg.deletionProtection,
@@ -118,6 +128,7 @@ const service = new Service(
     logLevel: cfg.logLevel,
     jwtIssuer: cfg.jwtIssuer,
     jwtAudience: cfg.jwtAudience,
+    agentWebhookUrl: cfg.agentWebhookUrl,
     deletionProtection: cfg.deletionProtection,
     // A revision that authenticates with a new password starts only once the cluster accepts it.
     startAfter: redis instanceof RedisCluster ? [redis.aclPolicy] : [],

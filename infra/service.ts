@@ -65,6 +65,8 @@ export interface ServiceArgs {
   readonly logLevel: string;
   readonly jwtIssuer?: string | undefined;
   readonly jwtAudience?: string | undefined;
+  /** AGENT_WEBHOOK_URL (not a secret; its key is the agent-webhook-secret). Unset: no chat hand-off. */
+  readonly agentWebhookUrl?: string | undefined;
   readonly deletionProtection: boolean;
   /** Resources the revision must not start before, besides its secrets (e.g. the Redis ACL policy that admits its user). */
   readonly startAfter?: readonly pulumi.Resource[];
@@ -140,6 +142,8 @@ export class Service extends pulumi.ComponentResource {
       LOG_LEVEL: args.logLevel,
       ...(args.jwtIssuer !== undefined ? { JWT_ISSUER: args.jwtIssuer } : {}),
       ...(args.jwtAudience !== undefined ? { JWT_AUDIENCE: args.jwtAudience } : {}),
+      // Egress is PRIVATE_RANGES_ONLY: a public https URL is reached directly, a private address through the VPC.
+      ...(args.agentWebhookUrl !== undefined ? { AGENT_WEBHOOK_URL: args.agentWebhookUrl } : {}),
     };
 
     // A new secret version (a rotation, a Redis CA change) changes this label and so

@@ -500,16 +500,18 @@ export class GatewayClient {
       this.emit("error", { code, message: frame.message, fatal: true });
       return;
     }
-    if (code === "TICKET_STORE_UNAVAILABLE") {
-      // §8.2: the store could not serve a chat message (not acked: send it again) or a resume (ask again).
-      const entry = frame.message_id === undefined ? undefined : this.outbox.get(frame.message_id);
-      if (entry) {
-        entry.sentOn = undefined;
-        entry.notBefore = this.now() + STORE_RETRY_MS + reconnectNowDelay(this.random(), this.backoff);
-        this.pumpOutbox();
-      } else if (this.resumePending) {
-        this.setTimer("resume", STORE_RETRY_MS + reconnectNowDelay(this.random(), this.backoff), () => this.sendResume());
-      }
+    const entry = frame.message_id === undefined ? undefined : this.outbox.get(frame.message_id);
+    if (entry && (code === "MESSAGE_REJECTED" || code === "CHAT_UNAVAILABLE")) {
+      // §5a: a final refusal; sending it again would be refused again.
+      this.outbox.delete(frame.message_id!);
+    } else if (entry && (code === "AGENT_UNAVAILABLE" || code === "RATE_LIMITED" || code === "TICKET_STORE_UNAVAILABLE")) {
+      // §5a, §8.2: the agent backend or the store did not take the message: not acked, send it again.
+      entry.sentOn = undefined;
+      entry.notBefore = this.now() + STORE_RETRY_MS + reconnectNowDelay(this.random(), this.backoff);
+      this.pumpOutbox();
+    } else if (code === "TICKET_STORE_UNAVAILABLE" && this.resumePending) {
+      // §8.2: the store could not serve a resume: ask again.
+      this.setTimer("resume", STORE_RETRY_MS + reconnectNowDelay(this.random(), this.backoff), () => this.sendResume());
     }
     if (code === "AUTH_UNAVAILABLE") {
       // The gateway could not check the token (its auth keys are unreachable), not a bad token:

@@ -7,14 +7,13 @@ import { redactUrl } from "./logger.js";
 import { createTicketService, type TicketService } from "./auth/tickets.js";
 import { createTokenVerifier, type TokenVerifier } from "./auth/verifier.js";
 import type { KeySetOptions } from "./auth/jwks.js";
-import { createDemoAgent } from "./agent/demoAgent.js";
 import { metricsPlugin } from "./plugins/metrics.js";
 import { storePlugin } from "./plugins/store/plugin.js";
 import type { Store } from "./plugins/store/types.js";
-import { StoreUnavailableError } from "./plugins/store/types.js";
 import type { Connection } from "./realtime/connection.js";
 import { createEventPublisher, type EventPublisher } from "./realtime/events.js";
-import { errorFrame, type ClientFrame } from "./realtime/frames.js";
+import { createChatHandoff } from "./realtime/chatHandoff.js";
+import type { ClientFrame } from "./realtime/frames.js";
 import { createHub, type Hub } from "./realtime/hub.js";
 import { healthRoutes } from "./routes/health.js";
 import { internalRoutes } from "./routes/internal.js";
@@ -27,7 +26,7 @@ import { wsRoutes } from "./routes/ws.js";
  * close them. No I/O happens at import time.
  *
  * Every resource closes itself: `app.close()` drains the sockets with 1012,
- * ends the demo agent's runs, closes the bus and the store and stops the
+ * ends the hand-offs still in flight, closes the bus and the store and stops the
  * metrics listener. That is the whole graceful shutdown.
  */
 export interface AppOptions {
@@ -52,11 +51,6 @@ declare module "fastify" {
     chat: (conn: Connection, frame: Extract<ClientFrame, { type: "chat_message" }>) => Promise<void>;
   }
 }
-
-/** How long a chat message_id is remembered, so a resend after a reconnect is acked but not run twice. */
-const MESSAGE_ID_TTL_MS = 24 * 3600 * 1000;
-/** A claim whose run never started is taken over by a resend after this long (see Store.claimMessage). */
-const CLAIM_STALE_MS = 10_000;
 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { config } = options;
@@ -111,30 +105,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     metrics: app.metrics,
     limits: { maxEvents: config.historyMaxEvents, ttlMs: config.historyTtlSeconds * 1000 },
   });
-  const agent = createDemoAgent({ publisher, stepDelayMs: config.agentStepDelayMs, log: app.log });
+  // The gateway runs no agent of its own: each chat_message goes to the agent backend by webhook.
+  const handoff = createChatHandoff({ webhook: config.agentWebhook, store: app.store, metrics: app.metrics, log: app.log });
   app.decorate("hub", hub);
   app.decorate("publisher", publisher);
-  app.decorate("chat", async (conn: Connection, frame: Extract<ClientFrame, { type: "chat_message" }>) => {
-    // Acked only once its run has started (or had started before): an acked
-    // message is never lost, and a resent one never runs twice.
-    const notAccepted = (): void => {
-      conn.send(errorFrame("TICKET_STORE_UNAVAILABLE", { fatal: false, message: "The message was not accepted; send it again shortly.", extra: { message_id: frame.message_id } }));
-    };
-    let claim;
-    try {
-      claim = await app.store.claimMessage(conn.userId, frame.message_id, { ttlMs: MESSAGE_ID_TTL_MS, staleMs: CLAIM_STALE_MS });
-    } catch (err) {
-      if (!(err instanceof StoreUnavailableError)) throw err;
-      return notAccepted();
-    }
-    if (claim === "pending") return notAccepted();
-    if (claim === "claimed") {
-      if (!(await agent.start(conn.userId, frame.thread_id, frame.text))) return notAccepted();
-      // Best effort: should it fail, a resend after CLAIM_STALE_MS would run the message again, but the ack below stops resends.
-      await app.store.markMessageStarted(conn.userId, frame.message_id, MESSAGE_ID_TTL_MS).catch(() => undefined);
-    }
-    conn.send({ type: "ack", message_id: frame.message_id });
-  });
+  app.decorate("chat", (conn: Connection, frame: Extract<ClientFrame, { type: "chat_message" }>) => handoff.handle(conn, frame));
 
   // (A variable, not a literal: @types/ws 8.18 does not declare maxPendingAutoPongs yet.)
   const wsOptions = {
@@ -158,7 +133,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     // (clients see 1005). Drain with 1012 SERVICE_RESTART instead.
     preClose: async function () {
       await hub.drain(Math.max(500, config.shutdownGraceMs - 2000));
-      await agent.close();
+      handoff.close();
       hub.close();
       await new Promise<void>((resolve) => app.websocketServer.close(() => resolve()));
       // server.close() waits for every HTTP connection to end, including ones

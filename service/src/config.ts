@@ -56,7 +56,21 @@ export interface Config {
   readonly historyTtlSeconds: number;
   readonly metricsPort: number;
   readonly logLevel: string;
-  readonly agentStepDelayMs: number;
+  /**
+   * The agent backend's webhook (docs/protocol.md §5a). Unset: `chat_message`
+   * is answered with CHAT_UNAVAILABLE and the gateway serves agent events only.
+   */
+  readonly agentWebhook: {
+    readonly url: string | undefined;
+    /** `whsec_…`, required when `url` is set. */
+    readonly secret: string | undefined;
+    readonly timeoutMs: number;
+    /** Hand-offs in flight on this instance, in all and per user, before RATE_LIMITED. */
+    readonly maxInFlight: number;
+    readonly maxInFlightPerUser: number;
+    /** Accepted message ids remembered per user (oldest forgotten first), so a resend is acked without a second hand-off. */
+    readonly rememberedPerUser: number;
+  };
   readonly trustProxyHops: number;
 }
 
@@ -91,8 +105,12 @@ const INTEGERS = {
   HISTORY_MAX_EVENTS: [1000, 1, 100_000, "events"],
   HISTORY_TTL_SECONDS: [900, 1, 7 * 24 * 3600, "s"],
   METRICS_PORT: [9464, 0, 65535, "port"],
-  // Pacing of the demo agent's steps; 0 in tests.
-  AGENT_STEP_DELAY_MS: [400, 0, 60_000, "ms"],
+  // How long the agent backend has to answer a hand-off with 2xx before the
+  // client is told "not accepted" (and resends). Below Cloud Run's 10 s drain.
+  AGENT_WEBHOOK_TIMEOUT_MS: [5000, 100, 60_000, "ms"],
+  AGENT_WEBHOOK_MAX_IN_FLIGHT: [500, 1, 100_000, "hand-offs"],
+  AGENT_WEBHOOK_MAX_IN_FLIGHT_PER_USER: [8, 1, 1000, "hand-offs"],
+  MESSAGE_IDS_PER_USER: [1000, 10, 100_000, "message ids"],
   // Proxies in front of the gateway whose X-Forwarded-For entries are trusted
   // for the client IP (per-IP rate limit). Behind Google's external load
   // balancer and Cloud Run: 2. Directly exposed: 0, or clients could spoof it.
@@ -251,7 +269,13 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     historyTtlSeconds: int("HISTORY_TTL_SECONDS"),
     metricsPort: int("METRICS_PORT"),
     logLevel,
-    agentStepDelayMs: int("AGENT_STEP_DELAY_MS"),
+    agentWebhook: {
+      ...agentWebhook(str("AGENT_WEBHOOK_URL"), str("AGENT_WEBHOOK_SECRET"), production, reported, problems),
+      timeoutMs: int("AGENT_WEBHOOK_TIMEOUT_MS"),
+      maxInFlight: int("AGENT_WEBHOOK_MAX_IN_FLIGHT"),
+      maxInFlightPerUser: int("AGENT_WEBHOOK_MAX_IN_FLIGHT_PER_USER"),
+      rememberedPerUser: int("MESSAGE_IDS_PER_USER"),
+    },
     trustProxyHops: int("TRUST_PROXY_HOPS"),
   };
   if (config.redis.tlsCa !== undefined && !config.redis.tlsCa.includes("-----BEGIN CERTIFICATE-----")) {
@@ -259,6 +283,57 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+/**
+ * AGENT_WEBHOOK_URL and AGENT_WEBHOOK_SECRET. The URL is optional; when set it
+ * is https, or (outside production, or to a loopback address for an agent
+ * running as a sidecar in the same instance) http; and the secret is then
+ * required, in the Standard Webhooks form `whsec_<base64 of 24 to 64 bytes>`.
+ * Problems name the setting, never its value: the URL may carry a token.
+ */
+function agentWebhook(
+  url: string | undefined,
+  secret: string | undefined,
+  production: boolean,
+  reported: ReadonlySet<string>,
+  problems: string[],
+): { url: string | undefined; secret: string | undefined } {
+  if (url !== undefined) {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(url);
+    } catch {
+      problems.push("AGENT_WEBHOOK_URL is not a URL (https://agent.example.com/webhook)");
+    }
+    if (parsed !== undefined) {
+      const loopback = isLoopbackHost(parsed.hostname);
+      if (parsed.protocol !== "https:" && parsed.protocol !== "http:") problems.push("AGENT_WEBHOOK_URL must be https:// (or http:// to a loopback address)");
+      else if (parsed.protocol === "http:" && production && !loopback) {
+        problems.push("AGENT_WEBHOOK_URL must be https:// in production; plain http:// is allowed only to a loopback address (a sidecar)");
+      }
+      if (parsed.username !== "" || parsed.password !== "") problems.push("AGENT_WEBHOOK_URL must not carry credentials; the hand-off is signed with AGENT_WEBHOOK_SECRET");
+    }
+    if (secret === undefined && !reported.has("AGENT_WEBHOOK_SECRET")) {
+      problems.push("AGENT_WEBHOOK_SECRET is required when AGENT_WEBHOOK_URL is set (whsec_…, the key the agent backend verifies signatures with)");
+    }
+  }
+  if (secret !== undefined && !isWebhookSecret(secret)) {
+    problems.push("AGENT_WEBHOOK_SECRET must be whsec_ followed by the base64 of 24 to 64 random bytes");
+  }
+  return { url, secret };
+}
+
+function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, "");
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+function isWebhookSecret(secret: string): boolean {
+  const match = /^whsec_([A-Za-z0-9+/]+={0,2})$/.exec(secret);
+  if (!match) return false;
+  const bytes = Buffer.from(match[1]!, "base64").length;
+  return bytes >= 24 && bytes <= 64;
 }
 
 /**

@@ -57,6 +57,11 @@ export const ERRORS = {
   MESSAGE_INVALID: { frame: true, message: "The frame does not match the schema of its type." },
   UNKNOWN_TYPE: { frame: true, message: "Unknown frame type." },
   // TOKEN_INVALID is also sent as a non-fatal frame when refresh_session fails.
+  // chat_message hand-off to the agent backend (§5a); each names the message_id.
+  // RATE_LIMITED and TICKET_STORE_UNAVAILABLE are also sent as non-fatal "not accepted" frames.
+  AGENT_UNAVAILABLE: { frame: true, message: "The agent backend did not accept the message in time. It was not acked; send it again shortly." },
+  MESSAGE_REJECTED: { frame: true, message: "The agent backend refused the message. Do not send it again." },
+  CHAT_UNAVAILABLE: { frame: true, message: "Chat is not available on this gateway (no agent backend is configured)." },
 
   // ── resync_required code ──
   HISTORY_UNAVAILABLE: { frame: true, message: "The history no longer covers the gap. Reload state." },

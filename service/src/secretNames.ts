@@ -54,6 +54,13 @@ export const SECRETS = [
     required: true,
     description: "PEM of Memorystore's server CA, for in-transit encryption",
   },
+  {
+    env: "AGENT_WEBHOOK_SECRET",
+    id: "agent-webhook-secret",
+    // Required exactly when AGENT_WEBHOOK_URL is set (secrets.ts): a gateway without an agent backend needs no key.
+    required: false,
+    description: "whsec_ key that signs chat-message hand-offs to the agent backend (Standard Webhooks); shared with the agent backend",
+  },
 ] as const satisfies readonly SecretSpec[];
 
 export type SecretEnvName = (typeof SECRETS)[number]["env"];

@@ -86,7 +86,8 @@ export async function loadSecrets(env: Env, connect: () => Promise<SecretClient>
     Promise.all(
       specs.map(async (spec) => {
         const name = secretVersionName(project, serviceId, spec);
-        const required = spec.required && !(usesJwks && spec.env === "JWT_SECRET_KEY");
+        const required =
+          (spec.required && !(usesJwks && spec.env === "JWT_SECRET_KEY")) || (spec.env === "AGENT_WEBHOOK_SECRET" && str("AGENT_WEBHOOK_URL") !== undefined);
         try {
           const value = await withTimeout(client.access(name), ACCESS_TIMEOUT_MS);
           if (value.trim() === "") throw Object.assign(new Error("empty payload"), { code: "EMPTY" });

@@ -30,6 +30,7 @@ const ISSUER = "https://auth.example.test";
 const AUDIENCE = "chat-gateway";
 const TICKET = "/api/v1/auth/websocket_ticket";
 const EVENTS = "/internal/v1/users/fuzz-user/events";
+const BATCH = "/internal/v1/events";
 const REVOKE = "/internal/v1/users/fuzz-user/revoke";
 
 interface Case {
@@ -67,6 +68,7 @@ const bearer = (t: string) => ({ authorization: `Bearer ${t}`, origin: ORIGIN })
 const svc = { authorization: `Bearer ${TEST_SERVICE_SECRET}`, "x-service-id": "fuzz" };
 const json = { "content-type": "application/json" };
 const goodEvent = JSON.stringify({ type: "agent_thinking", run_id: "r", thread_id: "t", data: {} });
+const batchItem = JSON.stringify({ user_id: "fuzz-user", type: "agent_thinking", run_id: "r", thread_id: "t", data: {} });
 
 async function cases(): Promise<Case[]> {
   const c = (name: string, raw: Buffer, want: Case["want"]): Case => ({ name, raw, want });
@@ -163,6 +165,16 @@ async function cases(): Promise<Case[]> {
     c("internal: GET on events", request("GET", EVENTS, svc), code("NOT_FOUND")),
     c("internal: revoke with body '{'", request("POST", REVOKE, { ...svc, ...json }, "{"), code("BAD_REQUEST")),
     c("internal: revoke with a 2 KB body", request("POST", REVOKE, { ...svc, ...json }, JSON.stringify({ pad: "x".repeat(2000) })), code("BODY_TOO_LARGE")),
+    // the batch endpoint: bad items fail alone (207); a body that is not a batch is refused whole
+    c("batch: valid", request("POST", BATCH, { ...svc, ...json }, `[${batchItem}]`), { status: 207 }),
+    c("batch: no Authorization", request("POST", BATCH, { "x-service-id": "fuzz", ...json }, `[${batchItem}]`), code("SERVICE_UNAUTHORIZED")),
+    c("batch: an object, not an array", request("POST", BATCH, { ...svc, ...json }, batchItem), code("BAD_REQUEST")),
+    c("batch: empty", request("POST", BATCH, { ...svc, ...json }, "[]"), code("BAD_REQUEST")),
+    c("batch: 501 items", request("POST", BATCH, { ...svc, ...json }, `[${Array(501).fill(batchItem).join(",")}]`), code("BAD_REQUEST")),
+    c("batch: body of 3 MB", request("POST", BATCH, { ...svc, ...json }, `[${Array(40).fill(JSON.stringify({ ...JSON.parse(batchItem), data: { pad: "x".repeat(75_000) } })).join(",")}]`), code("BODY_TOO_LARGE")),
+    c("batch: items nested 100,000 deep, with seq, and junk (each refused alone)", request("POST", BATCH, { ...svc, ...json }, `[${batchItem.replace('"data":{}', `"data":${'{"a":'.repeat(100_000)}1${"}".repeat(100_000)}`)},${batchItem.replace("{", '{"seq":1,')},5,null,[]]`), { status: 207 }),
+    // Prototype poisoning is refused by the JSON parser, for the whole body.
+    c("batch: __proto__ in an item", request("POST", BATCH, { ...svc, ...json }, `[${batchItem},{"__proto__":{"x":1}}]`), code("BAD_REQUEST")),
   ];
   return list;
 }
@@ -173,7 +185,7 @@ function fuzzer(seed: number, tokens: string[]) {
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
   const bytes = (n: number) => Buffer.from(Array.from({ length: n }, () => Math.floor(rnd() * 256)));
   const methods = ["POST", "POST", "POST", "GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"];
-  const paths = [TICKET, TICKET, EVENTS, EVENTS, REVOKE, `${TICKET}?x=%zz`, "/internal/v1/users/%00/events", "/internal/v1/users/../events", "/api/", "/healthz", "/readyz", "/ws", "/", "/internal/v1/users/a%2Fb/revoke"];
+  const paths = [TICKET, TICKET, EVENTS, EVENTS, BATCH, REVOKE, `${TICKET}?x=%zz`, "/internal/v1/users/%00/events", "/internal/v1/users/../events", "/api/", "/healthz", "/readyz", "/ws", "/", "/internal/v1/users/a%2Fb/revoke"];
   const auths = [...tokens.map((t) => `Bearer ${t}`), `Bearer ${TEST_SERVICE_SECRET}`, "Bearer", "Basic Zm9vOmJhcg==", "", `Bearer ${"x".repeat(300)}`, "bearer lower"];
   const types = ["application/json", "application/json", "text/plain", "application/xml", "multipart/form-data; boundary=x", "application/json; charset=latin1", ""];
   const bodies: Array<() => string | Buffer | undefined> = [
@@ -181,6 +193,7 @@ function fuzzer(seed: number, tokens: string[]) {
     () => "",
     () => "{}",
     () => goodEvent,
+    () => `[${batchItem},${goodEvent},{}]`,
     () => bytes(1 + Math.floor(rnd() * 300)),
     () => "[".repeat(5000) + "]".repeat(5000),
     () => JSON.stringify({ type: pick(["agent_thinking", "agent_error", 5, null]), run_id: pick(["r", "", 7]), thread_id: "t", data: pick([{}, [], "x", { deep: { a: [1, 2, { b: null }] } }]) }),

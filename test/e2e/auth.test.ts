@@ -39,7 +39,7 @@ afterEach(async () => {
 });
 afterAll(async () => {
   await stand?.close();
-  await gateway?.stop();
+  await gateway?.dispose();
   await browser?.close();
   await redis?.stop();
 });
@@ -97,7 +97,7 @@ describe("a ticket that expires before use", () => {
   it("is renewed: the page gets a new ticket and connects", async () => {
     const pagePort = await freePort();
     const shortTtl = await startGateway({ redisUrl: redis.url, origins: [`http://127.0.0.1:${pagePort}`], env: { TICKET_TTL_SECONDS: "1" } });
-    cleanup.push(() => shortTtl.stop());
+    cleanup.push(() => shortTtl.dispose());
     const shortPage = await startPage(shortTtl, pagePort);
     cleanup.push(() => shortPage.close());
     const page = await browser.newPage();

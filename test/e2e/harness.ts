@@ -15,6 +15,7 @@ import { startDevSignIn, type DevSignIn } from "../../service/src/dev/signIn.js"
 import { createLogger } from "../../service/src/logger.js";
 import { startServer, type Running } from "../../service/src/server.js";
 import { LogCapture } from "../support/gateway.js";
+import { startExampleAgent, type ExampleAgent } from "../../service/examples/agent/agent.js";
 
 export const ARTIFACTS = fileURLToPath(new URL("./artifacts/", import.meta.url));
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -70,8 +71,12 @@ export interface GatewayUnderTest {
   readonly jwtKey: string;
   readonly logs: LogCapture;
   running: Running;
-  /** Closes the app the way SIGTERM does (sockets get 1012, in-flight runs end with agent_error). */
+  /** The example agent backend the gateway hands chat messages to; it outlives a gateway restart, as a real one would. */
+  readonly agent: ExampleAgent;
+  /** Closes the app the way SIGTERM does (sockets get the drain close; the agent's runs in flight carry on and publish once it is back). */
   stop(): Promise<void>;
+  /** Stops the gateway (if running) and the agent backend. */
+  dispose(): Promise<void>;
   /** A new instance on the same port, with the same settings and store. */
   start(): Promise<void>;
 }
@@ -81,7 +86,17 @@ export async function startGateway(options: { redisUrl: string; origins: string[
   const port = await freePort();
   const jwtKey = randomBytes(32).toString("base64url");
   const serviceSecret = randomBytes(32).toString("base64url");
+  const webhookSecret = `whsec_${randomBytes(32).toString("base64")}`;
   const logs = new LogCapture();
+  const { AGENT_STEP_DELAY_MS: stepDelay, ...gatewayEnv } = options.env ?? {};
+  const agent = await startExampleAgent({
+    gatewayUrl: `http://${HOST}:${port}`,
+    serviceSecret,
+    webhookSecret,
+    host: HOST,
+    stepDelayMs: Number(stepDelay ?? 100),
+    log: () => undefined,
+  });
   const env = {
     PORT: String(port),
     HOST,
@@ -90,9 +105,10 @@ export async function startGateway(options: { redisUrl: string; origins: string[
     REDIS_URL: options.redisUrl,
     ALLOWED_ORIGINS: options.origins.join(","),
     METRICS_PORT: "0",
-    AGENT_STEP_DELAY_MS: "100",
+    AGENT_WEBHOOK_URL: agent.webhookUrl,
+    AGENT_WEBHOOK_SECRET: webhookSecret,
     SHUTDOWN_GRACE_MS: "3000",
-    ...options.env,
+    ...gatewayEnv,
   };
   const launch = () => startServer(env, { logger: createLogger({ level: "info", destination: logs }) });
   const gateway: GatewayUnderTest = {
@@ -103,6 +119,7 @@ export async function startGateway(options: { redisUrl: string; origins: string[
     jwtKey,
     logs,
     running: await launch(),
+    agent,
     async stop() {
       const { app } = gateway.running;
       const closed = app.close();
@@ -118,6 +135,10 @@ export async function startGateway(options: { redisUrl: string; origins: string[
     },
     async start() {
       gateway.running = await launch();
+    },
+    async dispose() {
+      if (gateway.running.app.server.listening) await gateway.stop();
+      await agent.close();
     },
   };
   return gateway;

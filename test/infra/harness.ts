@@ -135,6 +135,8 @@ function computed(type: string, name: string, inputs: Record<string, any>, proje
     case "random:index/randomPassword:RandomPassword":
       // Distinct per resource, so two generations of a password differ as they would.
       return { result: createHash("sha256").update(name).digest("hex").repeat(4).slice(0, Number(inputs.length ?? 16)) };
+    case "random:index/randomBytes:RandomBytes":
+      return { base64: Buffer.alloc(Number(inputs.length ?? 32), 0x61).toString("base64") };
     default:
       return type.startsWith("gcp:compute/") ? { name: inputs.name ?? name, selfLink: selfLink(type.split(":")[2] ?? "x") } : {};
   }
@@ -286,6 +288,7 @@ export const T = {
   uptime: "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig",
   dashboard: "gcp:monitoring/dashboard:Dashboard",
   password: "random:index/randomPassword:RandomPassword",
+  bytes: "random:index/randomBytes:RandomBytes",
 } as const;
 
 /** The plain env of the Cloud Run container, by name. */

@@ -82,6 +82,18 @@ describe("the gateway in dev mode", () => {
     expect(elsewhere.rec.states.at(-1)?.errorCode).toBe("ORIGIN_FORBIDDEN");
   });
 
+  it("hands a chat message to the example agent backend by signed webhook, which runs it through the internal API", async () => {
+    const { token } = (await (await signIn(stack.pageUrl, "dev-chat")).json()) as { token: string };
+    const c = clientFor({ url: stack.gatewayUrl }, "dev-chat", { origin: stack.pageUrl, getToken: async () => token });
+    await opened(c);
+    const id = c.client.send("hello agent", { threadId: "dev-thread" });
+    await until("ack", () => c.rec.acks.some((a) => a.messageId === id));
+    await until("completed", () => c.rec.events.some((e) => e.type === "agent_completed"));
+    expect(c.rec.events.map((e) => e.type)).toEqual(["agent_started", "agent_thinking", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]);
+    expect(stack.agent.webhookUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/webhook$/);
+    c.client.close();
+  });
+
   it("has no sign-in route and no shortcut of its own", async () => {
     const res = await signIn(stack.gatewayUrl, "dev-2");
     expect(res.status).toBe(404);

@@ -1,29 +1,42 @@
 /**
  * Chat messages and sessions through the SDK against a real gateway and
- * redis-server: a message is sent until acked and the demo agent runs it
- * once; sessions are refreshed before they end, and renewed after 4408.
+ * redis-server: a message is sent until acked and the example agent backend
+ * (behind the webhook hand-off) runs it once; sessions are refreshed before they end, and renewed after 4408.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { mintToken, type TestGateway } from "../support/gateway.js";
+import { startTestAgent, type TestAgent } from "../support/agent.js";
 import { clientFor, opened, sentOfType, sleep, startGatewayOn, until, type ClientUnderTest } from "./client-harness.js";
 
 let redis: RedisServerHandle;
 let gw: TestGateway;
+let agent: TestAgent;
 const live: ClientUnderTest[] = [];
 const track = (c: ClientUnderTest) => (live.push(c), c);
 
 beforeAll(async () => {
   redis = await startRedis();
-  gw = await startGatewayOn(0, { REDIS_URL: redis.url, TICKET_RATE_PER_USER: "1000" });
+  agent = await startTestAgent();
+  gw = await startGatewayOn(0, { REDIS_URL: redis.url, TICKET_RATE_PER_USER: "1000", ...agent.env });
+  agent.pointAt(gw);
 });
 afterEach(() => {
   for (const c of live.splice(0)) c.client.close();
 });
 afterAll(async () => {
   await gw?.close();
+  await agent?.close();
   await redis?.stop();
 });
+
+/** A gateway on a Redis of its own, with an agent backend of its own. */
+async function ownGateway(redisUrl: string, env: Record<string, string> = {}) {
+  const own = await startTestAgent();
+  const g = await startGatewayOn(0, { REDIS_URL: redisUrl, ...own.env, ...env });
+  own.pointAt(g);
+  return { url: g.url, wsUrl: g.wsUrl, app: g.app, config: g.config, logs: g.logs, close: async () => (await g.close(), await own.close()) };
+}
 
 const runsOf = (c: ClientUnderTest, threadId: string, type = "agent_started") =>
   c.rec.events.filter((e) => e.thread_id === threadId && e.type === type).length;
@@ -81,7 +94,7 @@ describe("chat messages", () => {
 
   it("sent again when the gateway could not accept it (store down, §8.2), on the same socket, and run once", async () => {
     const own = await startRedis();
-    const g = await startGatewayOn(0, { REDIS_URL: own.url });
+    const g = await ownGateway(own.url);
     try {
       const c = track(clientFor(g, "msg-3"));
       await opened(c);
@@ -109,10 +122,11 @@ describe("chat messages", () => {
   });
 
   // A claim that timed out while Redis hung still lands when it wakes. The resend then finds the
-  // message claimed but not started: "send again" until the claim is stale (10 s), then it runs once.
+  // message claimed but not handed off: "send again" until the claim is stale
+  // (AGENT_WEBHOOK_TIMEOUT_MS + 2 s), then it is handed off and runs once.
   it("a message refused while the store hangs (paused, not dead) still runs once", async () => {
     const own = await startRedis();
-    const g = await startGatewayOn(0, { REDIS_URL: own.url });
+    const g = await ownGateway(own.url);
     try {
       const c = track(clientFor(g, "msg-3b"));
       await opened(c);
@@ -130,7 +144,7 @@ describe("chat messages", () => {
   });
 
   it("paces a burst below the gateway's frame limit instead of being closed with 4429", async () => {
-    const strict = await startGatewayOn(0, { REDIS_URL: redis.url, MAX_FRAMES_PER_SECOND: "12" }); // burst 24
+    const strict = await ownGateway(redis.url, { MAX_FRAMES_PER_SECOND: "12" }); // burst 24
     try {
       const c = track(clientFor(strict, "msg-4", { messagesPerSecond: 10 })); // burst 20, then 10/s
       await opened(c);
@@ -142,6 +156,18 @@ describe("chat messages", () => {
     } finally {
       await strict.close();
     }
+  });
+
+  it("drops a message the agent backend refused (MESSAGE_REJECTED): told once, never resent, never acked", async () => {
+    const c = track(clientFor(gw, "msg-rejected"));
+    await opened(c);
+    const id = c.client.send("please /reject this", { threadId: "thread-x" });
+    await until("refused", () => c.rec.errors.find((e) => e.messageId === id));
+    await sleep(1500); // longer than the SDK's resend delay after a "not accepted"
+    expect(c.rec.errors.filter((e) => e.messageId === id)).toEqual([expect.objectContaining({ code: "MESSAGE_REJECTED", fatal: false })]);
+    expect(c.client.pendingMessageIds).toEqual([]);
+    expect(sentOfType(c, "chat_message").map((f) => f.message_id)).toEqual([id]);
+    expect(c.rec.acks).toEqual([]);
   });
 
   it("refuses what the gateway would refuse, before it can cost the connection", () => {

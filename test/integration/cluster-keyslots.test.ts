@@ -58,10 +58,13 @@ beforeAll(async () => {
     await store.refreshConnections([{ userId: id, connectionId: `c-${id}` }, { userId: "plain", connectionId: "c" }], 1000);
     await store.removeConnection(id, `c-${id}`);
     await store.claimMessage(id, `m${id}`, { ttlMs: 1000, staleMs: 1000 });
-    await store.markMessageStarted(id, `m${id}`, 1000);
+    await store.markMessageStarted(id, `m${id}`, { ttlMs: 1000, maxPerUser: 10 });
+    await store.claimMessage(id, `n${id}`, { ttlMs: 1000, staleMs: 1000 });
+    await store.releaseMessage(id, `n${id}`);
     await store.subscribeUser(id);
     await store.head(id);
     await store.publishEvent(id, event(id), LIMITS);
+    await store.publishEvents(id, [event(id), event(id)], LIMITS);
     await store.readHistory(id, 0, LIMITS);
     await store.publishUserControl(id, "x");
     await store.unsubscribeUser(id);
@@ -107,11 +110,11 @@ describe("keys and channels on a Redis Cluster", () => {
     for (const key of slotOf.keys()) expect(hashSlot(key), key).toBe(slotOf.get(key));
   });
 
-  it("uses sharded pub/sub only: SPUBLISH inside the publish script, on the channel of the script's slot", async () => {
+  it("uses sharded pub/sub only: SPUBLISH inside the publish scripts, on the channel of the script's slot", async () => {
     const all = logged.flatMap((l) => [l.args, ...l.inner]).map((args) => args[0]?.toLowerCase());
     for (const classic of ["publish", "subscribe", "psubscribe", "unsubscribe"]) expect(all).not.toContain(classic);
     const publishes = logged.filter((l) => l.inner.some((c) => c[0]?.toLowerCase() === "spublish"));
-    expect(publishes).toHaveLength(IDS.length);
+    expect(publishes).toHaveLength(IDS.length * 2); // publishEvent and publishEvents (the batch script)
     for (const script of publishes) {
       const spublish = script.inner.find((c) => c[0]?.toLowerCase() === "spublish")!;
       const declared = script.args.slice(3, 3 + Number(script.args[2]));

@@ -81,42 +81,6 @@ describe("slow consumers", () => {
   });
 });
 
-describe("chat and the demo agent", () => {
-  it("acks a chat_message and runs the agent: started, thinking, tool executing, tool completed, completed", async () => {
-    const client = await connect(gws[0]!, "chatter");
-    client.send({ type: "chat_message", message_id: "m-1", thread_id: "thread-a", text: "What is a ticket?" });
-    expect(await client.waitForType("ack")).toEqual({ type: "ack", message_id: "m-1" });
-    await client.waitForType("agent_completed");
-    const events = client.frames.filter((f) => typeof f.seq === "number");
-    expect(events.map((f) => f.type)).toEqual(["agent_started", "agent_thinking", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]);
-    expect(new Set(events.map((f) => f.run_id)).size).toBe(1);
-    expect(events.every((f) => f.thread_id === "thread-a")).toBe(true);
-    client.close();
-  });
-
-  it("acks a repeated message_id again but does not run it twice, even from another instance", async () => {
-    const first = await connect(gws[0]!, "repeater");
-    first.send({ type: "chat_message", message_id: "dup", thread_id: "t", text: "once" });
-    await first.waitForType("agent_completed");
-    first.close();
-    const second = await connect(gws[1]!, "repeater");
-    second.send({ type: "chat_message", message_id: "dup", thread_id: "t", text: "once" });
-    expect(await second.waitForType("ack")).toEqual({ type: "ack", message_id: "dup" });
-    await new Promise((r) => setTimeout(r, 200));
-    expect(second.frames.filter((f) => f.type === "agent_started")).toHaveLength(0);
-    second.close();
-  });
-
-  it("ends a failing run with agent_error", async () => {
-    const client = await connect(gws[0]!, "unlucky-chatter");
-    client.send({ type: "chat_message", message_id: "m-fail", thread_id: "t", text: "please /fail" });
-    const error = await client.waitForType("agent_error");
-    expect(error.data).toMatchObject({ error: "TOOL_FAILED" });
-    expect(client.frames.some((f) => f.type === "agent_completed")).toBe(false);
-    client.close();
-  });
-});
-
 describe("the internal API", () => {
   it("publishes an event: 202 with its seq and event_id", async () => {
     const res = await internal(gws[0]!, "/users/api-user/events", { body: JSON.stringify({ type: "tool_executing", run_id: "r", thread_id: "t", data: { tool: "x" } }) });

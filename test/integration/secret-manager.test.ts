@@ -32,7 +32,8 @@ const VALUES = {
   REDIS_PASSWORD: "gcp-redis-auth-string-0123456789abcdef",
   REDIS_TLS_CA: PEM,
 } as const;
-type SecretEnv = keyof typeof VALUES;
+type SecretEnv = keyof typeof VALUES | "AGENT_WEBHOOK_SECRET";
+const WEBHOOK_KEY = `whsec_${Buffer.alloc(32, 3).toString("base64")}`;
 
 /** What the fake answers for one secret version: a payload, a gRPC status, or nothing ever. */
 type Answer = { value: string } | { code: grpc.status } | { hang: true };
@@ -58,9 +59,11 @@ function nameOf(env: SecretEnv, serviceId = "chat-gateway", project = PROJECT): 
 /** Every secret present, with the values above; `overrides` replaces the answer for some. */
 function serve(overrides: Partial<Record<SecretEnv, Answer>> = {}, serviceId = "chat-gateway"): void {
   answers.clear();
-  for (const env of Object.keys(VALUES) as SecretEnv[]) {
+  for (const env of Object.keys(VALUES) as Array<keyof typeof VALUES>) {
     answers.set(nameOf(env, serviceId), overrides[env] ?? { value: VALUES[env] });
   }
+  // The agent webhook's key exists only where a webhook is configured (see its tests).
+  if (overrides.AGENT_WEBHOOK_SECRET) answers.set(nameOf("AGENT_WEBHOOK_SECRET", serviceId), overrides.AGENT_WEBHOOK_SECRET);
 }
 
 const connect = (p = port) => (): Promise<SecretClient> =>
@@ -150,7 +153,7 @@ describe("all secrets deployed", () => {
     await loadConfig(BASE_ENV, connect());
     const expected = SECRETS.map((spec) => `projects/${PROJECT}/secrets/chat-gateway-${spec.id}/versions/latest`);
     expect([...requested].sort()).toEqual([...expected].sort());
-    expect(expected).toHaveLength(6);
+    expect(expected).toHaveLength(SECRETS.length);
   });
 
   it("the secret ids carry SERVICE_ID as their prefix", async () => {
@@ -164,7 +167,7 @@ describe("all secrets deployed", () => {
   it("GOOGLE_CLOUD_PROJECT names the project when GCP_PROJECT is unset", async () => {
     const config = await loadConfig({ ...BASE_ENV, GCP_PROJECT: undefined, GOOGLE_CLOUD_PROJECT: PROJECT }, connect());
     expect(config.gcpProject).toBe(PROJECT);
-    expect(requested).toHaveLength(6);
+    expect(requested).toHaveLength(SECRETS.length);
   });
 
   it("SECRETS_SOURCE, GCP_PROJECT and SERVICE_ID are read as parseConfig reads them: trimmed, empty means unset", async () => {
@@ -219,6 +222,29 @@ describe("all secrets deployed", () => {
     expect(connected).toBe(false);
     expect(requested).toHaveLength(0);
     expect(config.secretsSource).toBe("env");
+  });
+});
+
+describe("the agent webhook's key (agent-webhook-secret)", () => {
+  const WITH_URL = { ...BASE_ENV, AGENT_WEBHOOK_URL: "https://agent.example.test/webhook" };
+
+  it("is not needed without AGENT_WEBHOOK_URL: its absence (NOT_FOUND) is no problem", async () => {
+    const config = await loadConfig(BASE_ENV, connect());
+    expect(config.agentWebhook).toMatchObject({ url: undefined, secret: undefined });
+  });
+
+  it("is read with the others when AGENT_WEBHOOK_URL is set", async () => {
+    serve({ AGENT_WEBHOOK_SECRET: { value: WEBHOOK_KEY } });
+    const config = await loadConfig(WITH_URL, connect());
+    expect(config.agentWebhook).toMatchObject({ url: WITH_URL.AGENT_WEBHOOK_URL, secret: WEBHOOK_KEY });
+  });
+
+  it("is required when AGENT_WEBHOOK_URL is set: its absence stops startup, naming the secret once", async () => {
+    const error = await configError(loadConfig(WITH_URL, connect()));
+    expect(error.problems).toHaveLength(1);
+    expect(error.problems[0]).toContain(`projects/${PROJECT}/secrets/chat-gateway-agent-webhook-secret/versions/latest`);
+    expect(error.problems[0]).toContain("AGENT_WEBHOOK_SECRET");
+    expect(error.message).not.toContain("agent.example.test");
   });
 });
 
@@ -344,8 +370,9 @@ describe("missing or unreadable secrets", () => {
     const started = Date.now();
     const error = await configError(loadConfig(BASE_ENV, connect(closedPort)));
     expect(Date.now() - started).toBeLessThan(5000);
-    expect(error.problems).toHaveLength(6);
-    for (const env of Object.keys(VALUES) as SecretEnv[]) {
+    // Every secret, the optional ones too: UNAVAILABLE is not "absent".
+    expect(error.problems).toHaveLength(SECRETS.length);
+    for (const env of SECRETS.map((spec) => spec.env)) {
       const naming = error.problems.filter((p) => p.includes(nameOf(env)));
       expect(naming, env).toHaveLength(1);
       expect(naming[0]).toContain("UNAVAILABLE");

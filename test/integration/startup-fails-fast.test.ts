@@ -104,6 +104,24 @@ describe("a broken configuration", () => {
     for (const value of [...Object.values(secrets), "password-inside-the-url"]) expect(output).not.toContain(value);
   });
 
+  it("a plain-http agent webhook in production, without its secret, exits 1 within 5 s naming both, and never prints the URL", async () => {
+    const exit = await startMain({
+      NODE_ENV: "production",
+      JWT_SECRET_KEY: GOOD_JWT_KEY,
+      SERVICE_SECRET: GOOD_SERVICE_SECRET,
+      REDIS_URL: "redis://127.0.0.1:1",
+      ALLOWED_ORIGINS: "https://chat.example.com",
+      AGENT_WEBHOOK_URL: "http://agent.internal.example/hook?token=webhook-url-token-never-printed",
+    }).exited;
+    expect(exit.code).toBe(1);
+    expect(exit.elapsedMs).toBeLessThan(STARTUP_LIMIT_MS);
+    const { message } = failureLine(exit);
+    expect(message).toMatch(/^Invalid configuration \(2 problems\)/);
+    expect(message).toContain("AGENT_WEBHOOK_URL must be https:// in production");
+    expect(message).toContain("AGENT_WEBHOOK_SECRET is required when AGENT_WEBHOOK_URL is set");
+    expect(exit.stdout + exit.stderr).not.toContain("webhook-url-token-never-printed");
+  });
+
   it("outside production, JWT_SECRET_KEY and SERVICE_SECRET are still required: exit 1 naming both", async () => {
     const exit = await startMain({ NODE_ENV: "development", PORT: "0", METRICS_PORT: "0", HOST: "127.0.0.1" }).exited;
     expect(exit.code).toBe(1);

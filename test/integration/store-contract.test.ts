@@ -322,7 +322,7 @@ describe.each([
       expect(await h.store.claimMessage(userId, "m1", opts)).toBe("claimed");
       expect(await h.store.claimMessage(userId, "m1", opts)).toBe("pending");
       expect(await h.peer.claimMessage(userId, "m1", opts)).toBe("pending");
-      await h.peer.markMessageStarted(userId, "m1", 300);
+      await h.peer.markMessageStarted(userId, "m1", { ttlMs: 300, maxPerUser: 100 });
       expect(await h.store.claimMessage(userId, "m1", opts)).toBe("started");
       expect(await h.peer.claimMessage(userId, "m2", opts)).toBe("claimed");
       expect(await h.peer.claimMessage(uid("user"), "m1", opts)).toBe("claimed");
@@ -339,6 +339,33 @@ describe.each([
       const takeovers = await Promise.all([h.store.claimMessage(userId, "m1", opts), h.peer.claimMessage(userId, "m1", opts)]);
       expect(takeovers.sort()).toEqual(["claimed", "pending"]);
     });
+
+    it("lets a released claim be claimed again at once, but never an accepted id", async () => {
+      const userId = uid("user");
+      const opts = { ttlMs: 60_000, staleMs: 60_000 };
+      expect(await h.store.claimMessage(userId, "m1", opts)).toBe("claimed");
+      await h.peer.releaseMessage(userId, "m1");
+      expect(await h.peer.claimMessage(userId, "m1", opts)).toBe("claimed");
+      await h.store.markMessageStarted(userId, "m1", { ttlMs: 60_000, maxPerUser: 100 });
+      await h.store.releaseMessage(userId, "m1");
+      expect(await h.peer.claimMessage(userId, "m1", opts)).toBe("started");
+    });
+
+    it("keeps at most maxPerUser accepted ids per user, forgetting the oldest first (a flood of messages holds bounded memory)", async () => {
+      const userId = uid("user");
+      const other = uid("user");
+      const opts = { ttlMs: 60_000, staleMs: 60_000 };
+      const accept = { ttlMs: 60_000, maxPerUser: 20 };
+      await h.store.markMessageStarted(other, "keep", accept);
+      for (let i = 0; i < 50; i++) {
+        expect(await h.store.claimMessage(userId, `m${i}`, opts)).toBe("claimed");
+        await (i % 2 ? h.peer : h.store).markMessageStarted(userId, `m${i}`, accept);
+      }
+      const outcomes = await Promise.all(Array.from({ length: 50 }, (_, i) => h.peer.claimMessage(userId, `m${i}`, opts)));
+      expect(outcomes.slice(30)).toEqual(Array(20).fill("started"));
+      expect(outcomes.slice(0, 30)).toEqual(Array(30).fill("claimed"));
+      expect(await h.store.claimMessage(other, "keep", opts)).toBe("started");
+    });
   });
 
   describe("events and history", () => {
@@ -353,6 +380,43 @@ describe.each([
       const read = await h.store.readHistory(userId, 0, LIMITS);
       expect(read.complete).toBe(true);
       expect(read.events.map((e) => e.seq)).toEqual(range(1, 500));
+    });
+
+    it("publishes a batch of one user's events with contiguous seqs in order, interleaved safely with single publishes from two instances", async () => {
+      const userId = uid("user");
+      const batch = (from: number) => Array.from({ length: 50 }, (_, i) => event(from + i));
+      const results = await Promise.all([
+        h.store.publishEvents(userId, batch(0), LIMITS),
+        ...Array.from({ length: 20 }, (_, i) => h.peer.publishEvent(userId, event(1000 + i), LIMITS)),
+        h.peer.publishEvents(userId, batch(100), LIMITS),
+      ]);
+      const [first, ...rest] = results as Array<{ firstSeq?: number; seq?: number; epoch: string }>;
+      const last = rest.pop()!;
+      const singles = rest.map((r) => r.seq!);
+      const taken = [...range(first!.firstSeq!, first!.firstSeq! + 49), ...range(last.firstSeq!, last.firstSeq! + 49), ...singles];
+      expect(taken.sort((a, b) => a - b)).toEqual(range(1, 120));
+      const read = await h.store.readHistory(userId, 0, LIMITS);
+      expect(read.complete).toBe(true);
+      const ids = read.events.map((e) => (JSON.parse(e.body) as AgentEventInput).event_id);
+      // Each batch's events sit at their seqs, in the order given.
+      expect(ids.slice(first!.firstSeq! - 1, first!.firstSeq! + 49)).toEqual(batch(0).map((e) => e.event_id));
+      expect(ids.slice(last.firstSeq! - 1, last.firstSeq! + 49)).toEqual(batch(100).map((e) => e.event_id));
+    });
+
+    it("trims a batch's history exactly to maxEvents and delivers its events on the bus in seq order", async () => {
+      const userId = uid("user");
+      const got = collect(h.peer);
+      await h.peer.subscribeUser(userId);
+      const limits = { maxEvents: 5, ttlMs: 900_000 };
+      const { firstSeq, epoch } = await h.store.publishEvents(userId, range(1, 12).map(event), limits);
+      expect(firstSeq).toBe(1);
+      const read = await h.store.readHistory(userId, 7, limits);
+      expect(read).toMatchObject({ latestSeq: 12, epoch, complete: true });
+      expect(read.events.map((e) => e.seq)).toEqual([8, 9, 10, 11, 12]);
+      await waitFor(() => eventsOf(got, userId).length >= 12);
+      expect(eventsOf(got, userId).map((m) => m.event.seq)).toEqual(range(1, 12));
+      expect(eventsOf(got, userId).map((m) => (JSON.parse(m.event.body) as AgentEventInput).event_id)).toEqual(range(1, 12).map((n) => `e${n}`));
+      await h.peer.unsubscribeUser(userId);
     });
 
     it("keeps a separate counter per user, whatever characters the user id holds", async () => {
@@ -544,7 +608,8 @@ describe("redis store specifics", () => {
         redisKeys.history(id),
         redisKeys.connections(id),
         redisKeys.revoked(id),
-        redisKeys.message(id, "m}{"),
+        redisKeys.messages(id),
+        redisKeys.messageClaims(id),
         redisKeys.userChannel(id),
       ];
       expect(new Set(userKeys.map(tagOf)).size).toBe(1);
@@ -560,7 +625,8 @@ describe("redis store specifics", () => {
       history: "gw:{u:<id>}:hist",
       connections: "gw:{u:<id>}:conns",
       revoked: "gw:{u:<id>}:revoked",
-      message: "gw:{u:<id>}:msg:<messageId>",
+      messages: "gw:{u:<id>}:msgs",
+      messageClaims: "gw:{u:<id>}:claims",
       rateLimit: "gw:{rl:<id>}",
       userChannel: "gw:{u:<id>}:ch",
       instanceChannel: "gw:{i:<id>}:ch",
@@ -802,7 +868,9 @@ function allCalls(store: Store, userId: string): Record<string, () => Promise<un
     removeConnection: () => store.removeConnection(userId, "c"),
     refreshConnections: () => store.refreshConnections([{ userId, connectionId: "c" }], 1000),
     claimMessage: () => store.claimMessage(userId, uid("m"), { ttlMs: 1000, staleMs: 1000 }),
-    markMessageStarted: () => store.markMessageStarted(userId, uid("m"), 1000),
+    markMessageStarted: () => store.markMessageStarted(userId, uid("m"), { ttlMs: 1000, maxPerUser: 10 }),
+    releaseMessage: () => store.releaseMessage(userId, uid("m")),
+    publishEvents: () => store.publishEvents(userId, [event(2), event(3)], LIMITS),
     publishEvent: () => store.publishEvent(userId, event(2), LIMITS),
     head: () => store.head(userId),
     readHistory: () => store.readHistory(userId, 0, LIMITS),

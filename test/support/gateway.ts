@@ -19,7 +19,6 @@ export function testConfig(overrides: Env = {}): Config {
     JWT_SECRET_KEY_PREVIOUS: TEST_PREVIOUS_JWT_KEY,
     SERVICE_SECRET: TEST_SERVICE_SECRET,
     ALLOWED_ORIGINS: ORIGIN,
-    AGENT_STEP_DELAY_MS: "0",
     HOST: "127.0.0.1",
     PORT: "0",
     ...overrides,

@@ -70,7 +70,14 @@ describe("defaults", () => {
     expect(config.maxFramesPerSecond).toBe(50);
     expect(config.trustProxyHops).toBe(0);
     expect(config.logLevel).toBe("info");
-    expect(config.agentStepDelayMs).toBe(400);
+    expect(config.agentWebhook).toEqual({
+      url: undefined,
+      secret: undefined,
+      timeoutMs: 5000,
+      maxInFlight: 500,
+      maxInFlightPerUser: 8,
+      rememberedPerUser: 1000,
+    });
   });
 
   it("the exported integer table carries the same defaults as the parsed config", () => {
@@ -90,7 +97,10 @@ describe("defaults", () => {
       HISTORY_MAX_EVENTS: config.historyMaxEvents,
       HISTORY_TTL_SECONDS: config.historyTtlSeconds,
       METRICS_PORT: config.metricsPort,
-      AGENT_STEP_DELAY_MS: config.agentStepDelayMs,
+      AGENT_WEBHOOK_TIMEOUT_MS: config.agentWebhook.timeoutMs,
+      AGENT_WEBHOOK_MAX_IN_FLIGHT: config.agentWebhook.maxInFlight,
+      AGENT_WEBHOOK_MAX_IN_FLIGHT_PER_USER: config.agentWebhook.maxInFlightPerUser,
+      MESSAGE_IDS_PER_USER: config.agentWebhook.rememberedPerUser,
       TRUST_PROXY_HOPS: config.trustProxyHops,
       SECRETS_PERMISSION_WAIT_SECONDS: config.secretsPermissionWaitSeconds,
     };
@@ -399,5 +409,55 @@ describe("REDIS_USERNAME (a Redis ACL user, e.g. Memorystore for Redis Cluster's
       problemNaming(problems, "REDIS_USERNAME");
       expect(problems[0]).not.toContain("FLUSHALL");
     }
+  });
+});
+
+describe("the agent webhook (AGENT_WEBHOOK_URL, AGENT_WEBHOOK_SECRET)", () => {
+  const SECRET = `whsec_${Buffer.alloc(32, 1).toString("base64")}`;
+
+  it("is optional: without it chat is unavailable, and nothing else is required", () => {
+    expect(parseConfig(PRODUCTION).agentWebhook.url).toBeUndefined();
+  });
+
+  it("takes https anywhere, and http to a loopback address (a sidecar) even in production", () => {
+    for (const url of ["https://agent.example.com/webhook", "http://127.0.0.1:8090/webhook", "http://localhost:8090/hook", "http://[::1]:8090/hook"]) {
+      expect(parseConfig({ ...PRODUCTION, AGENT_WEBHOOK_URL: url, AGENT_WEBHOOK_SECRET: SECRET }).agentWebhook).toMatchObject({ url, secret: SECRET });
+    }
+  });
+
+  it("refuses plain http to anything but loopback in production, without echoing the URL (it may carry a token)", () => {
+    const { problems } = problemsOf({ ...PRODUCTION, AGENT_WEBHOOK_URL: "http://agent.internal/hook?token=tok-123", AGENT_WEBHOOK_SECRET: SECRET });
+    expect(problems).toHaveLength(1);
+    expect(problemNaming(problems, "AGENT_WEBHOOK_URL")).toMatch(/https:\/\/ in production/);
+    expect(problems.join()).not.toContain("tok-123");
+    // Outside production a plain-http agent on another host is fine (a local try-out).
+    expect(parseConfig({ ...MINIMAL, AGENT_WEBHOOK_URL: "http://agent.internal/hook", AGENT_WEBHOOK_SECRET: SECRET }).agentWebhook.url).toBe("http://agent.internal/hook");
+  });
+
+  it("refuses what is not an http(s) URL, and credentials in it", () => {
+    for (const url of ["not a url", "ftp://agent.example.com/hook", "https://user:pw@agent.example.com/hook"]) {
+      const { problems } = problemsOf({ ...MINIMAL, AGENT_WEBHOOK_URL: url, AGENT_WEBHOOK_SECRET: SECRET });
+      expect(problems, url).toHaveLength(1);
+      expect(problemNaming(problems, "AGENT_WEBHOOK_URL")).not.toContain("pw@");
+    }
+  });
+
+  it("requires AGENT_WEBHOOK_SECRET when the URL is set, in the whsec_ form, reported with every other problem at once", () => {
+    const missing = problemsOf({ ...PRODUCTION, SERVICE_SECRET: undefined, AGENT_WEBHOOK_URL: "https://agent.example.com/hook" });
+    expect(missing.problems).toHaveLength(2);
+    problemNaming(missing.problems, "AGENT_WEBHOOK_SECRET");
+    problemNaming(missing.problems, "SERVICE_SECRET");
+    for (const bad of ["secret", "whsec_", "whsec_!!!!", `whsec_${Buffer.alloc(8).toString("base64")}`]) {
+      const { problems } = problemsOf({ ...MINIMAL, AGENT_WEBHOOK_URL: "https://agent.example.com/hook", AGENT_WEBHOOK_SECRET: bad });
+      expect(problemNaming(problems, "AGENT_WEBHOOK_SECRET"), bad).toMatch(/whsec_/);
+      expect(problems.join()).not.toContain(bad.slice(6) || "\u0000");
+    }
+  });
+
+  it("range-checks the timeout and the in-flight bounds", () => {
+    const { problems } = problemsOf({ ...MINIMAL, AGENT_WEBHOOK_TIMEOUT_MS: "0", AGENT_WEBHOOK_MAX_IN_FLIGHT_PER_USER: "x" });
+    expect(problems).toHaveLength(2);
+    problemNaming(problems, "AGENT_WEBHOOK_TIMEOUT_MS");
+    problemNaming(problems, "AGENT_WEBHOOK_MAX_IN_FLIGHT_PER_USER");
   });
 });

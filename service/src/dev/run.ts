@@ -37,6 +37,7 @@ process.stdout.write(
     "",
     `  Open ${bold(stack.pageUrl)} and sign in as any user id.`,
     `  Gateway: ${stack.gatewayUrl}   (allows the origin ${stack.pageUrl} only)`,
+    `  Agent backend (service/examples/agent): ${stack.agent.webhookUrl}   (chat messages are handed to it by signed webhook)`,
     "",
     "  Publish an agent event through the internal API.",
     "  DEV ONLY: this service secret was generated at start and dies with this process.",

@@ -50,6 +50,12 @@ export function createMetrics() {
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
       registers: reg,
     }),
+    agentHandoffs: new Counter({
+      name: "gateway_agent_handoffs_total",
+      help: "chat_message hand-offs to the agent backend, by outcome (accepted, duplicate, rejected, unavailable, pending, rate_limited, store_unavailable, chat_unavailable).",
+      labelNames: ["outcome"],
+      registers: reg,
+    }),
     storeUnavailable: new Counter({
       name: "gateway_store_unavailable_total",
       help: "Operations that failed because the store could not be reached.",

@@ -5,8 +5,7 @@ import type { AgentEventInput, AgentEventType, HistoryLimits, Store } from "../p
 
 /**
  * The one path by which an agent event enters the system: the internal API
- * and the demo agent both call `publish`, so a real agent backend replaces
- * the demo agent without changing delivery. The store assigns the seq,
+ * (one event, or a batch) calls `publish` or `publishMany`. The store assigns the seq,
  * appends to history and fans out in one atomic step.
  */
 export interface PublishRequest {
@@ -34,6 +33,18 @@ export function createEventPublisher(deps: { store: Store; limits: HistoryLimits
       const { seq } = await storeCall(() => deps.store.publishEvent(userId, event, deps.limits));
       deps.metrics.eventsPublished.inc();
       return { seq, event_id: event.event_id };
+    },
+
+    /**
+     * Publishes several events of one user in one store round trip: they get
+     * contiguous seqs in the order given, all or none. Rejects like publish.
+     */
+    async publishMany(userId: string, requests: readonly PublishRequest[]): Promise<Array<{ seq: number; event_id: string }>> {
+      const ts = new Date(now()).toISOString();
+      const events: AgentEventInput[] = requests.map((r) => ({ type: r.type, event_id: randomUUID(), run_id: r.run_id, thread_id: r.thread_id, ts, data: r.data }));
+      const { firstSeq } = await storeCall(() => deps.store.publishEvents(userId, events, deps.limits));
+      deps.metrics.eventsPublished.inc(events.length);
+      return events.map((e, i) => ({ seq: firstSeq + i, event_id: e.event_id }));
     },
   };
 }

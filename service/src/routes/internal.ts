@@ -4,6 +4,7 @@ import { GatewayError } from "../errors.js";
 import { storeCall } from "../auth/tickets.js";
 import { AGENT_EVENT_TYPES } from "../plugins/store/types.js";
 import type { PublishRequest } from "../realtime/events.js";
+import { internalBatchRoutes } from "./internalBatch.js";
 
 /**
  * The internal API for agent backends (docs/protocol.md §5). Not routed by
@@ -58,6 +59,9 @@ export async function internalRoutes(app: FastifyInstance): Promise<void> {
       return reply.code(202).send(result);
     },
   );
+
+  // POST /internal/v1/events, behind the same authentication (a child plugin inherits the hook above).
+  await app.register(internalBatchRoutes);
 
   app.post<{ Params: { user_id: string } }>("/internal/v1/users/:user_id/revoke", { bodyLimit: 1024, schema: { params } }, async (request) => {
     const userId = request.params.user_id;

@@ -125,7 +125,15 @@ export const commands: Record<string, Command> = {
    * waits for stragglers and reports publish → receipt latency and how many
    * accepted events each socket got.
    */
-  async deliveryRun(p: { rate?: number; concurrency?: number; durationMs: number; warmupMs: number; graceMs?: number }) {
+  async deliveryRun(p: {
+    rate?: number;
+    concurrency?: number;
+    durationMs: number;
+    warmupMs: number;
+    graceMs?: number;
+    /** Publish through POST /internal/v1/events, `size` events per request: `perUser` consecutive events for each of size/perUser users. */
+    batch?: { size: number; perUser: number };
+  }) {
     const pools = ports.map((port) => new HttpPool("127.0.0.1", port, 64));
     const paths = receivers.map((r) => `/internal/v1/users/${encodeURIComponent(r.user)}/events`);
     const headers = { authorization: `Bearer ${serviceSecret}`, "x-service-id": "bench", "content-type": "application/json" };
@@ -144,7 +152,36 @@ export const commands: Record<string, Command> = {
       meter = selfMeter();
       lag = lagMeter();
     }, p.warmupMs);
+    // Batches: the users of one instance, so that every event of a batch crosses the bus like a single publish does.
+    const byInstance = ports.map((_, n) => receivers.filter((r) => r.instance === n));
+    let nextBatch = 0;
+    const publishBatch = async (size: number, perUser: number): Promise<void> => {
+      const b = nextBatch++;
+      const instance = b % ports.length;
+      const mine = byInstance[instance]!;
+      const via = (instance + 1) % ports.length;
+      const t = performance.now();
+      const items: string[] = [];
+      for (let k = 0; k < size; k++) {
+        const r = mine[(Math.floor(b / ports.length) * (size / perUser) + Math.floor(k / perUser)) % mine.length]!;
+        items.push(`{"user_id":${JSON.stringify(r.user)},"type":"agent_thinking","run_id":"run-bench","thread_id":"thread-bench","data":{"t":${t},"i":${b * size + k}}}`);
+      }
+      try {
+        const res = await pools[via]!.requestRaw(renderRequest(pools[via]!.hostHeader, { method: "POST", path: "/internal/v1/events", headers, body: `[${items.join(",")}]` }));
+        statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+        if (res.status === 207) {
+          const ok = (JSON.parse(res.body) as { results: Array<{ seq?: number }> }).results.filter((x) => typeof x.seq === "number").length;
+          accepted += ok;
+          if (t >= measureFrom) acceptedInWindow += ok;
+          if (ok !== size) statuses["item errors"] = (statuses["item errors"] ?? 0) + size - ok;
+        }
+      } catch (err) {
+        const why = (err as Error).message.slice(0, 60);
+        statuses[why] = (statuses[why] ?? 0) + 1;
+      }
+    };
     const publishOne = async (): Promise<void> => {
+      if (p.batch !== undefined) return publishBatch(p.batch.size, p.batch.perUser);
       const i = next++;
       const r = receivers[i % receivers.length]!;
       // Through the instance that does not hold the user's socket.

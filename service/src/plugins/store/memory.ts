@@ -48,8 +48,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const windows = new Map<string, { count: number; resetAt: number }>();
   const revocations = new Map<string, { at: number; expiresAt: number }>();
   const connections = new Map<string, Map<string, number>>();
-  /** Message claims: when claimed (or "started"), and until when the claim is kept. */
-  const claims = new Map<string, { startedAt: number | "started"; expiresAt: number }>();
+  /** Accepted chat message ids per user, oldest first (a Map keeps insertion order): id → when accepted. */
+  const accepted = new Map<string, Map<string, number>>();
+  /** Hand-offs in progress: claim key → when claimed. */
+  const claims = new Map<string, number>();
   // Counters are never dropped: a counter that restarted at 1 within the same epoch would hand out old seqs again.
   const streams = new Map<string, Stream>();
   const userRefs = new Map<string, number>();
@@ -86,6 +88,25 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   };
   const userSubscribed = (userId: string) => (userRefs.get(userId) ?? 0) > 0;
 
+  /** Gives the events the next seqs, appends them to the user's history (trimmed to the limits) and delivers them in order. */
+  const append = (userId: string, events: readonly AgentEventInput[], limits: HistoryLimits) => {
+    let stream = streams.get(userId);
+    if (stream === undefined) streams.set(userId, (stream = { n: 0, ttlMs: limits.ttlMs, events: [] }));
+    const firstSeq = stream.n + 1;
+    stream.ttlMs = limits.ttlMs;
+    for (const event of events) {
+      const seq = ++stream.n;
+      const body = JSON.stringify(event);
+      stream.events.push({ seq, body, at: now() });
+      deliver({ kind: "event", userId, epoch, event: { seq, body } }, () => userSubscribed(userId));
+    }
+    stream.events = heldEvents(stream, limits.ttlMs).slice(-limits.maxEvents);
+    return { firstSeq, epoch };
+  };
+
+  // The ttl of accepted ids, as last given (the gateway passes one value), for the sweep.
+  let acceptedTtlMs = 24 * 3600_000;
+  let claimStaleMs = 10_000;
   const sweep = () => {
     const expired = <V>(map: Map<string, V>, expiresAt: (v: V) => number) => {
       for (const [key, value] of map) if (!live(expiresAt(value))) map.delete(key);
@@ -94,12 +115,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     expired(usedTickets, (t) => t);
     expired(windows, (w) => w.resetAt);
     expired(revocations, (r) => r.expiresAt);
-    expired(claims, (c) => c.expiresAt);
+    for (const [userId, ids] of accepted) {
+      for (const [id, at] of ids) if (!live(at + acceptedTtlMs)) ids.delete(id);
+      if (ids.size === 0) accepted.delete(userId);
+    }
     for (const [userId, conns] of connections) {
       expired(conns, (c) => c);
       if (conns.size === 0) connections.delete(userId);
     }
     for (const stream of streams.values()) stream.events = heldEvents(stream, stream.ttlMs);
+    expired(claims, (at) => at + claimStaleMs);
   };
   const sweeper = setInterval(sweep, SWEEP_INTERVAL_MS);
   sweeper.unref();
@@ -165,32 +190,45 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
 
     async claimMessage(userId: string, messageId: string, options: { ttlMs: number; staleMs: number }): Promise<ClaimOutcome> {
       open();
+      acceptedTtlMs = options.ttlMs;
+      claimStaleMs = options.staleMs;
+      const at = accepted.get(userId)?.get(messageId);
+      if (at !== undefined && live(at + options.ttlMs)) return "started";
       const key = claimKey(userId, messageId);
-      const claim = claims.get(key);
-      if (claim !== undefined && live(claim.expiresAt)) {
-        if (claim.startedAt === "started") return "started";
-        if (now() - claim.startedAt < options.staleMs) return "pending";
-      }
-      claims.set(key, { startedAt: now(), expiresAt: now() + options.ttlMs });
+      const claimedAt = claims.get(key);
+      if (claimedAt !== undefined && now() - claimedAt < options.staleMs) return "pending";
+      claims.set(key, now());
       return "claimed";
     },
 
-    async markMessageStarted(userId: string, messageId: string, ttlMs: number): Promise<void> {
+    async markMessageStarted(userId: string, messageId: string, options: { ttlMs: number; maxPerUser: number }): Promise<void> {
       open();
-      claims.set(claimKey(userId, messageId), { startedAt: "started", expiresAt: now() + ttlMs });
+      claims.delete(claimKey(userId, messageId));
+      let ids = accepted.get(userId);
+      if (ids === undefined) accepted.set(userId, (ids = new Map()));
+      ids.delete(messageId); // re-inserted as the newest
+      ids.set(messageId, now());
+      for (const [id, at] of ids) {
+        if (ids.size <= options.maxPerUser && live(at + options.ttlMs)) break;
+        ids.delete(id);
+      }
+    },
+
+    async releaseMessage(userId: string, messageId: string): Promise<void> {
+      open();
+      claims.delete(claimKey(userId, messageId));
     },
 
     async publishEvent(userId: string, event: AgentEventInput, limits: HistoryLimits) {
       open();
-      let stream = streams.get(userId);
-      if (stream === undefined) streams.set(userId, (stream = { n: 0, ttlMs: limits.ttlMs, events: [] }));
-      const seq = ++stream.n;
-      const body = JSON.stringify(event);
-      stream.ttlMs = limits.ttlMs;
-      stream.events.push({ seq, body, at: now() });
-      stream.events = heldEvents(stream, limits.ttlMs).slice(-limits.maxEvents);
-      deliver({ kind: "event", userId, epoch, event: { seq, body } }, () => userSubscribed(userId));
-      return { seq, epoch };
+      const { firstSeq, epoch: e } = append(userId, [event], limits);
+      return { seq: firstSeq, epoch: e };
+    },
+
+    async publishEvents(userId: string, events: readonly AgentEventInput[], limits: HistoryLimits) {
+      open();
+      if (events.length === 0) throw new RangeError("publishEvents needs at least one event");
+      return append(userId, events, limits);
     },
 
     async head(userId: string): Promise<StreamHead> {

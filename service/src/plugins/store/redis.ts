@@ -105,7 +105,10 @@ export const redisKeys = {
   history: (userId: string) => `${user(userId)}:hist`,
   connections: (userId: string) => `${user(userId)}:conns`,
   revoked: (userId: string) => `${user(userId)}:revoked`,
-  message: (userId: string, messageId: string) => `${user(userId)}:msg:${encodeId(messageId)}`,
+  /** Chat message ids the agent backend accepted: a sorted set (score: when), bounded per user. */
+  messages: (userId: string) => `${user(userId)}:msgs`,
+  /** Chat message ids being handed off: a hash (value: when claimed), entries gone once accepted or released. */
+  messageClaims: (userId: string) => `${user(userId)}:claims`,
   rateLimit: (key: string) => `gw:{rl:${encodeId(key)}}`,
   userChannel: (userId: string) => `${user(userId)}:ch`,
   instanceChannel: (instanceId: string) => `gw:{i:${encodeId(instanceId)}}:ch`,
@@ -185,17 +188,42 @@ const SCRIPTS = {
       if redis.call('EXISTS', KEYS[2]) == 1 then return {'used'} end
       return {'unknown'}`,
   },
-  // KEYS: message claim. ARGV: ttl ms, stale ms. The value is the claim's
-  // time (server clock) until the run starts, then "started".
+  // KEYS: accepted ids, claims. ARGV: message id, ttl ms, stale ms. An id is
+  // "started" once accepted (for ttl ms, while among the newest kept), "pending"
+  // while a hand-off claimed it less than stale ms ago, else claimed here.
+  // Claims left by an instance that died mid-hand-off are swept once there
+  // are many, so neither key grows without bound.
   gwClaim: {
-    keys: 1,
+    keys: 2,
     lua: `
-      local v = redis.call('GET', KEYS[1])
-      if v == 'started' then return 'started' end
       ${NOW}
-      if v and now - tonumber(v) < tonumber(ARGV[2]) then return 'pending' end
-      redis.call('SET', KEYS[1], now, 'PX', ARGV[1])
+      local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+      if at and now - tonumber(at) < tonumber(ARGV[2]) then return 'started' end
+      local stale = tonumber(ARGV[3])
+      local c = redis.call('HGET', KEYS[2], ARGV[1])
+      if c and now - tonumber(c) < stale then return 'pending' end
+      if redis.call('HLEN', KEYS[2]) >= 64 then
+        local all = redis.call('HGETALL', KEYS[2])
+        for i = 1, #all, 2 do
+          if now - tonumber(all[i + 1]) >= stale then redis.call('HDEL', KEYS[2], all[i]) end
+        end
+      end
+      redis.call('HSET', KEYS[2], ARGV[1], now)
+      redis.call('PEXPIRE', KEYS[2], 2 * stale)
       return 'claimed'`,
+  },
+  // KEYS: accepted ids, claims. ARGV: message id, ttl ms, max ids kept. The
+  // oldest ids beyond the bound, and any older than ttl, are forgotten.
+  gwAccept: {
+    keys: 2,
+    lua: `
+      ${NOW}
+      redis.call('HDEL', KEYS[2], ARGV[1])
+      redis.call('ZADD', KEYS[1], now, ARGV[1])
+      redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+      local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+      if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1) end
+      redis.call('PEXPIRE', KEYS[1], ARGV[2])`,
   },
   // KEYS: rate key. ARGV: window ms. The expiry is set whenever missing, so a
   // key can never be left without one.
@@ -270,6 +298,30 @@ const SCRIPTS = {
       redis.call('PEXPIRE', KEYS[2], ttl)
       redis.call('SPUBLISH', KEYS[3], n .. ' ' .. epoch .. ' ' .. ARGV[2])
       return {n, epoch}`,
+  },
+  // KEYS: seq, hist, channel. ARGV: epoch candidate, max events, ttl ms,
+  // bodies… The batch form of gwPublish: one round trip for many events of
+  // one user, with contiguous seqs, each published on the channel in order.
+  gwPublishMany: {
+    keys: 3,
+    lua: `
+      ${NOW}
+      ${EPOCH}
+      local epoch = epoch_of(KEYS[1], ARGV[1])
+      local count = #ARGV - 3
+      local last = redis.call('HINCRBY', KEYS[1], 'n', count)
+      redis.call('PEXPIRE', KEYS[1], ${SEQ_TTL_MS})
+      local first = last - count + 1
+      for i = 1, count do
+        local n = first + i - 1
+        redis.call('XADD', KEYS[2], '*', 's', n, 'b', ARGV[3 + i])
+        redis.call('SPUBLISH', KEYS[3], n .. ' ' .. epoch .. ' ' .. ARGV[3 + i])
+      end
+      local ttl = tonumber(ARGV[3])
+      redis.call('XTRIM', KEYS[2], 'MAXLEN', '=', ARGV[2])
+      redis.call('XTRIM', KEYS[2], 'MINID', now - ttl)
+      redis.call('PEXPIRE', KEYS[2], ttl)
+      return {first, epoch}`,
   },
   // KEYS: seq, hist. ARGV: epoch candidate, after seq, max events, ttl ms.
   // The stream is contiguous in seq, so its last k entries are the wanted ones.
@@ -851,11 +903,15 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     },
 
     async claimMessage(userId: string, messageId: string, options: { ttlMs: number; staleMs: number }): Promise<ClaimOutcome> {
-      return (await script("gwClaim", redisKeys.message(userId, messageId), options.ttlMs, options.staleMs)) as ClaimOutcome;
+      return (await script("gwClaim", redisKeys.messages(userId), redisKeys.messageClaims(userId), messageId, options.ttlMs, options.staleMs)) as ClaimOutcome;
     },
 
-    async markMessageStarted(userId: string, messageId: string, ttlMs: number): Promise<void> {
-      await guard(() => cmd.set(redisKeys.message(userId, messageId), "started", "PX", ttlMs));
+    async markMessageStarted(userId: string, messageId: string, options: { ttlMs: number; maxPerUser: number }): Promise<void> {
+      await script("gwAccept", redisKeys.messages(userId), redisKeys.messageClaims(userId), messageId, options.ttlMs, options.maxPerUser);
+    },
+
+    async releaseMessage(userId: string, messageId: string): Promise<void> {
+      await guard(() => cmd.hdel(redisKeys.messageClaims(userId), messageId));
     },
 
     async publishEvent(userId: string, event: AgentEventInput, limits: HistoryLimits) {
@@ -870,6 +926,21 @@ export function createRedisStore(options: RedisStoreOptions): Store {
         limits.ttlMs,
       )) as [number, string];
       return { seq, epoch };
+    },
+
+    async publishEvents(userId: string, events: readonly AgentEventInput[], limits: HistoryLimits) {
+      if (events.length === 0) throw new RangeError("publishEvents needs at least one event");
+      const [firstSeq, epoch] = (await script(
+        "gwPublishMany",
+        redisKeys.seq(userId),
+        redisKeys.history(userId),
+        redisKeys.userChannel(userId),
+        newEpoch(),
+        limits.maxEvents,
+        limits.ttlMs,
+        ...events.map((event) => JSON.stringify(event)),
+      )) as [number, string];
+      return { firstSeq, epoch };
     },
 
     async head(userId: string): Promise<StreamHead> {

@@ -133,16 +133,23 @@ export interface Store {
   removeConnection(userId: string, connectionId: string): Promise<void>;
   refreshConnections(entries: ReadonlyArray<{ userId: string; connectionId: string }>, ttlMs: number): Promise<void>;
   /**
-   * Claims a chat message for running, so a message resent after a reconnect
-   * runs once. "claimed": this caller runs it. "started": its run already
-   * began (ack it, do not run it). "pending": claimed less than `staleMs` ago
-   * and not started, e.g. a claim whose caller timed out although the write
-   * landed; the caller answers "send again", and after `staleMs` a claim takes
-   * it over, so a message is never acked without being run.
+   * Claims a chat message for its hand-off to the agent backend, so a message
+   * resent after a reconnect is handed off once it was accepted no more.
+   * "claimed": this caller hands it off. "started": the backend accepted it
+   * (ack it, do not hand it off again). "pending": another hand-off claimed it
+   * less than `staleMs` ago and has not finished; the caller answers "send
+   * again", and after `staleMs` a claim takes it over (an instance that died
+   * mid-hand-off does not block the message).
    */
   claimMessage(userId: string, messageId: string, options: { ttlMs: number; staleMs: number }): Promise<ClaimOutcome>;
-  /** Marks a claimed message as started: its run has published its first event. */
-  markMessageStarted(userId: string, messageId: string, ttlMs: number): Promise<void>;
+  /**
+   * Marks a claimed message as accepted by the backend. At most `maxPerUser`
+   * ids are kept per user, each for at most `ttlMs`: the oldest go first, so
+   * the memory a user can make the store hold is bounded.
+   */
+  markMessageStarted(userId: string, messageId: string, options: { ttlMs: number; maxPerUser: number }): Promise<void>;
+  /** Drops a claim whose hand-off failed, so the client's resend is handed off at once. An accepted id stays. */
+  releaseMessage(userId: string, messageId: string): Promise<void>;
 
   // ── events ──
   /**
@@ -151,6 +158,12 @@ export interface Store {
    * and publishes it on the user's channel.
    */
   publishEvent(userId: string, event: AgentEventInput, limits: HistoryLimits): Promise<{ seq: number; epoch: string }>;
+  /**
+   * publishEvent for several events of one user in one atomic step (one
+   * round trip): they get the contiguous seqs firstSeq, firstSeq + 1, … in
+   * the order given, and are published on the channel in that order.
+   */
+  publishEvents(userId: string, events: readonly AgentEventInput[], limits: HistoryLimits): Promise<{ firstSeq: number; epoch: string }>;
   head(userId: string): Promise<StreamHead>;
   /** The user's events with seq > afterSeq that the history still holds (see HistoryRead.complete). */
   readHistory(userId: string, afterSeq: number, limits: HistoryLimits): Promise<HistoryRead>;
