@@ -11,7 +11,7 @@
  *
  * What happens after a close is decided by `closeAction(code)` from errors.ts:
  * reconnect with capped exponential backoff and full jitter, reconnect at once
- * with a small jitter (1012), get a fresh token first (4408), or stop and say
+ * with a small jitter (4012), get a fresh token first (4408), or stop and say
  * why (4500-4999, 1003, 1009).
  */
 import { closeAction, type CloseAction } from "../src/errors.js";
@@ -84,7 +84,7 @@ interface Failure {
   readonly status?: number;
   readonly message?: string;
   readonly retryAfterMs?: number;
-  /** The connection had been established (a 1012 then means "go now", not "back off"). */
+  /** The connection had been established (a 4012 then means "go now", not "back off"). */
   readonly wasOpen?: boolean;
   /** Already reported to the app by an error frame. */
   readonly reported?: boolean;

@@ -6,7 +6,7 @@ import { startServer } from "./server.js";
  *
  * A bad configuration exits 1 within 5 s with one message naming every
  * problem. On SIGTERM (Cloud Run gives ~10 s before SIGKILL) `app.close()`
- * drains: /readyz turns 503, every socket gets 1012 SERVICE_RESTART, the
+ * drains: /readyz turns 503, every socket gets 4012 SERVICE_RESTART, the
  * store closes; if that takes longer than SHUTDOWN_GRACE_MS, exit anyway.
  */
 const STARTUP_LIMIT_MS = 5000;

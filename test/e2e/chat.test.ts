@@ -75,7 +75,7 @@ it("reconnects by itself after a gateway restart mid-run: every seq once, none m
   await sendMessage(page, "Summarise the release notes");
   await page.waitForSelector('[data-testid="event"][data-type="tool_executing"]', { timeout: 10_000 });
 
-  // SIGTERM's path: every socket gets 1012; the run in flight ends with agent_error "interrupted".
+  // SIGTERM's path: every socket gets 4012; the run in flight ends with agent_error "interrupted".
   await gateway.stop();
   await page.waitForSelector('[data-testid="status"][data-state="reconnecting"]');
   await sendMessage(page, "Are you back?"); // waits in the SDK's outbox

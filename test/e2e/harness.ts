@@ -70,7 +70,7 @@ export interface GatewayUnderTest {
   readonly jwtKey: string;
   readonly logs: LogCapture;
   running: Running;
-  /** Closes the app the way SIGTERM does (sockets get 1012, in-flight runs end with agent_error). */
+  /** Closes the app the way SIGTERM does (sockets get 4012, in-flight runs end with agent_error). */
   stop(): Promise<void>;
   /** A new instance on the same port, with the same settings and store. */
   start(): Promise<void>;
@@ -108,7 +108,7 @@ export async function startGateway(options: { redisUrl: string; origins: string[
       const closed = app.close();
       // Known gateway issue (reported): app.close() waits for HTTP connections
       // that never sent a request (Chromium pre-opens them) until the 60 s header
-      // timeout. By then the sockets have had their 1012; drop what is left.
+      // timeout. By then the sockets have had their 4012; drop what is left.
       const timer = setTimeout(() => app.server.closeAllConnections(), 3000);
       try {
         await closed;

@@ -106,7 +106,7 @@ describe("every attempt gets a new ticket", () => {
   });
 });
 
-describe("1012: the instance restarts", () => {
+describe("4012: the instance restarts", () => {
   it("reconnects at once with a small jitter, resumes, and loses nothing", async () => {
     const first = await startGatewayOn(0, { REDIS_URL: redis.url });
     const c = track(clientFor(first, "restart-1", { random: () => 0.5, backoff: { reconnectNowMaxMs: 300, baseMs: 50, maxMs: 200 } }));
@@ -124,7 +124,7 @@ describe("1012: the instance restarts", () => {
       const after = await publishEvent(replacement, "restart-1");
       await until("seq after", () => c.rec.seqs.includes(after.body.seq as number));
 
-      const drop = c.rec.states.find((s) => s.code === 1012)!;
+      const drop = c.rec.states.find((s) => s.code === 4012)!;
       expect(drop.errorCode).toBe("SERVICE_RESTART");
       expect(drop.retryInMs).toBe(150); // 0.5 · reconnectNowMaxMs, no exponential backoff
       expect(c.rec.seqs).toEqual(range(before.body.seq as number, after.body.seq as number));

@@ -59,7 +59,7 @@ function stop(signal: NodeJS.Signals): void {
     process.exit(1);
   }
   stopping = true;
-  process.stdout.write(`\n${signal}: closing the gateway (open pages get 1012 and reconnect when it is back) and the dev server…\n`);
+  process.stdout.write(`\n${signal}: closing the gateway (open pages get 4012 and reconnect when it is back) and the dev server…\n`);
   stack.close().then(
     () => {
       stack.gateway.logger.flush(() => process.exit(0));
