@@ -1,0 +1,207 @@
+/**
+ * The demo page's five scenarios, run in one engine per test file against a
+ * real gateway and redis-server: sign in and run; a gateway restart mid-run;
+ * an origin the gateway does not allow; a revoke; a ticket that expired
+ * before use. A failing test leaves a screenshot in the test output.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+import type { DevSignIn } from "../../service/src/dev/signIn.js";
+import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
+import { DemoPage } from "./demoPage.js";
+import { call, launchEngine, type EngineBrowser, type EngineName } from "./engines/index.js";
+import { freePort, internal, publish, sleep, startGateway, startPage, type GatewayUnderTest } from "./harness.js";
+
+const OPEN = '[data-testid="status"][data-state="open"]';
+const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+export function defineScenarios(engine: EngineName): void {
+  let redis: RedisServerHandle | undefined;
+  let browser: EngineBrowser | undefined;
+  let gateway: GatewayUnderTest;
+  let stand: DevSignIn;
+  const cleanup: Array<() => Promise<unknown>> = [];
+
+  beforeAll(async () => {
+    const pagePort = await freePort();
+    // One after the other: a browser that fails to start must not leave the redis-server running (afterAll stops what started).
+    redis = await startRedis();
+    browser = await launchEngine(engine);
+    // 300 ms per step: a run lasts ~2 s, long enough to restart the gateway in the middle of one.
+    gateway = await startGateway({ redisUrl: redis.url, origins: [`http://127.0.0.1:${pagePort}`], env: { AGENT_STEP_DELAY_MS: "300" } });
+    stand = await startPage(gateway, pagePort);
+  });
+  afterEach(async () => {
+    for (const step of cleanup.splice(0).reverse()) await step().catch(() => undefined);
+    expect(browser?.pageErrors ?? []).toEqual([]);
+  });
+  afterAll(async () => {
+    await stand?.close();
+    await gateway?.stop();
+    await browser?.close();
+    await redis?.stop();
+  });
+
+  /** A new page; its screenshot goes to the test output if the test fails, and it is closed after the test. */
+  async function newPage(name: string): Promise<DemoPage> {
+    const page = new DemoPage(await browser!.newPage(), engine);
+    onTestFailed(async () => {
+      await page.screenshot(`FAILED-${name}`).catch(() => undefined);
+    });
+    cleanup.push(async () => {
+      const { errors } = (await page.record().catch(() => undefined)) ?? { errors: [] };
+      await page.close();
+      expect(errors, "uncaught errors in the page").toEqual([]);
+    });
+    return page;
+  }
+
+  describe(`${engine}: the demo page`, () => {
+    it("signs in, sends a message, and shows the run's events in order with contiguous seqs", async () => {
+      const page = await newPage("chat-run");
+      await page.open(stand.url);
+      await page.signIn(`e2e-${engine}-alice`);
+      await page.waitForSelector(OPEN);
+      expect(await page.text('[data-testid="status"]')).toContain("Connected");
+
+      await page.send("How do I rotate the signing key?");
+      await page.waitForSelector('[data-testid="event"][data-type="agent_completed"]', 15_000);
+      const types = await page.page.evaluate<string[]>(`[...document.querySelectorAll('[data-testid="event"]')].map((n) => n.dataset.type)`);
+      expect(types).toEqual(["agent_started", "agent_thinking", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]);
+      expect(await page.seqs()).toEqual(range(1, 6));
+      expect(await page.attribute('[data-testid="chat-message"]', "data-status")).toBe("delivered");
+      await page.screenshot("chat-run");
+    });
+
+    it("after a gateway restart mid-run: sees 4012, reconnects by itself, loses nothing, and a message sent meanwhile runs once", async () => {
+      const user = `e2e-${engine}-bob`;
+      const page = await newPage("restart");
+      await page.open(stand.url);
+      await page.signIn(user);
+      await page.waitForSelector(OPEN);
+
+      const before = [await publish(gateway, user, "published before the restart"), await publish(gateway, user, "and another")];
+      await page.waitForSelector(`[data-testid="event"][data-seq="${before[1]}"]`);
+      await page.send("Summarise the release notes");
+      await page.waitForSelector('[data-testid="event"][data-type="tool_executing"]', 15_000);
+
+      // SIGTERM's path: every socket gets 4012; the run in flight ends with agent_error "interrupted".
+      await gateway.stop();
+      await page.waitForSelector('[data-testid="status"][data-state="reconnecting"]');
+      await page.send("Are you back?"); // waits in the SDK's outbox
+      expect(await page.attribute('[data-testid="chat-message"]', "data-status", "last")).toBe("queued");
+      await gateway.start();
+
+      await page.waitForSelector(OPEN, 15_000);
+      const after = [await publish(gateway, user, "published after the restart"), await publish(gateway, user, "and the last one")];
+      await page.waitForSelector(`[data-testid="event"][data-seq="${after[1]}"]`, 15_000);
+      await page.waitFor(
+        "the run of the message sent while down to complete",
+        () => [...document.querySelectorAll(".run")].some((run) => run.textContent?.includes("Are you back?") && run.querySelector('[data-type="agent_completed"]') !== null),
+        [],
+        15_000,
+      );
+
+      // The page's open socket saw the restart as 4012 SERVICE_RESTART, cleanly: not 1006. (Attempts while
+      // the gateway was down, the SDK's origin probe among them, do end with 1006: nothing listened.)
+      const record = await page.record();
+      expect(record.closes[0]).toEqual({ code: 4012, reason: "SERVICE_RESTART", wasClean: true });
+
+      const seqs = await page.seqs();
+      const sorted = [...seqs].sort((a, b) => a - b);
+      expect(new Set(seqs).size).toBe(seqs.length); // nothing doubled
+      expect(sorted).toEqual(range(1, sorted.at(-1)!)); // nothing lost
+      expect(sorted.at(-1)).toBeGreaterThanOrEqual(after[1]!);
+
+      const runs = await page.page.evaluate<Array<{ text: string; state: string; chip: string; errors: number; starts: number }>>(
+        `[...document.querySelectorAll(".run")].map((r) => ({ text: r.textContent, state: r.dataset.state, chip: r.querySelector(".chip").textContent,
+          errors: r.querySelectorAll('[data-type="agent_error"]').length, starts: r.querySelectorAll('[data-type="agent_started"]').length }))`,
+      );
+      const interrupted = runs.filter((r) => r.text.includes("Summarise the release notes"));
+      expect(interrupted).toMatchObject([{ state: "failed", chip: "Interrupted", errors: 1 }]);
+      const resent = runs.filter((r) => r.text.includes("Are you back?"));
+      expect(resent).toMatchObject([{ state: "completed", starts: 1 }]); // ran exactly once
+
+      expect(await page.text('[data-testid="status-log"]')).toContain("gateway restarting, reconnecting…");
+      // one ticket per attempt; no ticket used twice
+      expect(record.tickets).toBeGreaterThanOrEqual(2);
+      expect(record.sockets.length).toBeLessThanOrEqual(record.tickets + 1); // + at most one origin probe
+      await page.screenshot("chat-after-restart");
+    });
+
+    it("an origin the gateway does not allow: shows why, and stops retrying", async () => {
+      // The same page, served from a port that is not in ALLOWED_ORIGINS.
+      const elsewhere = await startPage(gateway);
+      cleanup.push(() => elsewhere.close());
+      const page = await newPage("origin-forbidden");
+      await page.open(elsewhere.url);
+      const refusedBefore = gateway.logs.records.filter((r) => r.event === "ws_auth" && r.reason === "ORIGIN_FORBIDDEN").length;
+      await page.signIn(`e2e-${engine}-carol`);
+
+      await page.waitForSelector('[data-testid="status"][data-state="closed"][data-code="ORIGIN_FORBIDDEN"]');
+      expect(await page.text('[data-testid="status"]')).toContain("origin not allowed");
+      // The browser hides the refused preflight from the script (the ticket request just "fails");
+      // one ticketless socket, the SDK's probe, learned 4500.
+      const record = await page.record();
+      expect({ tickets: record.tickets, sockets: record.sockets.length }).toEqual({ tickets: 1, sockets: 1 });
+      expect(record.closes).toEqual([{ code: 4500, reason: "ORIGIN_FORBIDDEN", wasClean: true }]);
+      expect(await page.text('[data-testid="notice"]')).toContain(`does not allow the origin ${elsewhere.url}`);
+      await expectQuiet(page, 3000);
+      const refused = gateway.logs.records.filter((r) => r.event === "ws_auth" && r.reason === "ORIGIN_FORBIDDEN").length;
+      expect(refused - refusedBefore).toBe(1);
+      await page.screenshot("origin-forbidden");
+    });
+
+    it("a revoke through the internal API: shows 'session revoked', and stops", async () => {
+      const user = `e2e-${engine}-dave`;
+      const page = await newPage("revoked");
+      await page.open(stand.url);
+      await page.signIn(user);
+      await page.waitForSelector(OPEN);
+
+      const revoked = await internal(gateway, `/users/${user}/revoke`);
+      expect(revoked).toEqual({ status: 200, body: { closed: 1 } });
+      await page.waitForSelector('[data-testid="status"][data-state="closed"][data-code="SESSION_REVOKED"]');
+      expect(await page.text('[data-testid="status"]')).toContain("signed out: session revoked");
+      expect(await call(page.page, () => !(document.querySelector('[data-testid="sign-in"]') as HTMLElement).closest("[hidden]"))).toBe(true);
+      expect(await page.text('[data-testid="notice"]')).toContain("Sign in again to continue");
+      const record = await page.record();
+      expect({ tickets: record.tickets, sockets: record.sockets.length }).toEqual({ tickets: 1, sockets: 1 });
+      expect(record.closes).toEqual([{ code: 4501, reason: "SESSION_REVOKED", wasClean: true }]);
+      await expectQuiet(page, 2000);
+      await page.screenshot("session-revoked");
+    });
+
+    it("a ticket that expired before use is renewed: the page gets a new ticket and connects", async () => {
+      const pagePort = await freePort();
+      const shortTtl = await startGateway({ redisUrl: redis!.url, origins: [`http://127.0.0.1:${pagePort}`], env: { TICKET_TTL_SECONDS: "1" } });
+      cleanup.push(() => shortTtl.stop());
+      const shortPage = await startPage(shortTtl, pagePort);
+      cleanup.push(() => shortPage.close());
+      const page = await newPage("ticket-expired");
+      // The first socket opens 2.5 s after it was asked for (a stalled network, a frozen tab): its ticket has expired by then.
+      await page.open(shortPage.url, { stallFirstTicketSocketMs: 2500 });
+      await page.signIn(`e2e-${engine}-erin`);
+
+      await page.waitForSelector(OPEN, 15_000);
+      expect(await page.text('[data-testid="status-log"]')).toContain("ticket expired, renewing…");
+      const record = await page.record();
+      expect({ tickets: record.tickets, sockets: record.sockets.length }).toEqual({ tickets: 2, sockets: 2 });
+      expect(record.closes[0]).toEqual({ code: 4401, reason: "TICKET_EXPIRED", wasClean: true });
+      expect(shortTtl.logs.records.some((r) => r.event === "ws_auth" && r.reason === "TICKET_EXPIRED")).toBe(true);
+      const tickets = record.sockets.map((url) => new URL(url).searchParams.get("ticket") ?? "");
+      expect(new Set(tickets).size).toBe(2);
+      for (const ticket of tickets) expect(shortTtl.logs.text).not.toContain(ticket); // tickets never reach a log line
+
+      await page.send("Still there?");
+      await page.waitForSelector('[data-testid="event"][data-type="agent_completed"]', 15_000);
+    });
+  });
+}
+
+/** Asserts that the page asks the gateway for nothing more during `ms`. */
+async function expectQuiet(page: DemoPage, ms: number): Promise<void> {
+  const before = await page.record();
+  await sleep(ms);
+  const after = await page.record();
+  expect({ tickets: after.tickets, sockets: after.sockets.length }).toEqual({ tickets: before.tickets, sockets: before.sockets.length });
+}
