@@ -156,7 +156,7 @@ function startClient(userId: string): void {
     renderFacts();
   });
   c.on("resync", (resync) => {
-    addNote(`Some earlier events are no longer available (${resync.reason}). Showing everything from seq ${resync.latestSeq ?? "–"} on.`);
+    reloadTimeline(resync.latestSeq);
     positions.set(userId, { lastSeq: c.lastSeq, epoch: c.epoch });
     renderFacts();
   });
@@ -353,13 +353,28 @@ function describeEvent(event: AgentEvent): string {
   }
 }
 
-function clearTimeline(): void {
+/** Empties the timeline; the bubbles of `keep` (messages not yet acked) stay. */
+function clearTimeline(keep: readonly string[] = []): void {
   for (const view of runs.values()) view.card.remove();
-  for (const bubble of bubbles.values()) bubble.remove();
+  for (const [id, bubble] of bubbles) if (!keep.includes(id)) (bubble.remove(), bubbles.delete(id));
   for (const note of ui.timeline.querySelectorAll(".note")) note.remove();
   runs.clear();
-  bubbles.clear();
-  ui.empty.hidden = false;
+  ui.empty.hidden = bubbles.size > 0;
+}
+
+/**
+ * After resync_required the gateway no longer has the events behind what the
+ * page shows (a dev gateway restarted without its history, a store that lost
+ * its data), and seqs may start again at 1: the page has no other source to
+ * reload from, so it starts its timeline again rather than show two seq 1s.
+ * A run still going then will never get its last events: say so, once.
+ */
+function reloadTimeline(latestSeq: number | undefined): void {
+  const cut = [...runs.values()].filter((view) => view.card.dataset.state === "running").length;
+  clearTimeline(client?.pendingMessageIds ?? []);
+  const from = latestSeq === undefined ? "with the next event" : `from seq ${latestSeq + 1}`;
+  const interrupted = cut === 0 ? "" : cut === 1 ? ", and the run in progress was interrupted" : `, and ${cut} runs in progress were interrupted`;
+  addNote(`The gateway no longer has the earlier events, so the timeline starts again ${from}${interrupted}.`);
 }
 
 function clock(date: Date): string {

@@ -31,7 +31,8 @@ export interface GatewayUnderTest {
 }
 
 /** A gateway allowing `origins`, on a port picked now so that a restart can take it again. */
-export async function startGateway(options: { redisUrl: string; origins: string[]; env?: Record<string, string> }): Promise<GatewayUnderTest> {
+/** Without `redisUrl`: the embedded in-memory store, as `npm run dev` runs it (a restart loses the history). */
+export async function startGateway(options: { redisUrl?: string; origins: string[]; env?: Record<string, string> }): Promise<GatewayUnderTest> {
   const port = await freePort();
   const jwtKey = randomBytes(32).toString("base64url");
   const serviceSecret = randomBytes(32).toString("base64url");
@@ -41,7 +42,7 @@ export async function startGateway(options: { redisUrl: string; origins: string[
     HOST,
     JWT_SECRET_KEY: jwtKey,
     SERVICE_SECRET: serviceSecret,
-    REDIS_URL: options.redisUrl,
+    ...(options.redisUrl === undefined ? {} : { REDIS_URL: options.redisUrl }),
     ALLOWED_ORIGINS: options.origins.join(","),
     METRICS_PORT: "0",
     AGENT_STEP_DELAY_MS: "100",

@@ -195,6 +195,33 @@ export function defineScenarios(engine: EngineName): void {
       await page.send("Still there?");
       await page.waitForSelector('[data-testid="event"][data-type="agent_completed"]', 15_000);
     });
+
+    it("after a restart that lost the history (the embedded store): starts the timeline again instead of showing seqs twice, and says the run in progress was interrupted", async () => {
+      const pagePort = await freePort();
+      const forgetful = await startGateway({ origins: [`http://127.0.0.1:${pagePort}`], env: { AGENT_STEP_DELAY_MS: "300" } });
+      cleanup.push(() => forgetful.stop());
+      const standalone = await startPage(forgetful, pagePort);
+      cleanup.push(() => standalone.close());
+      const page = await newPage("resync");
+      await page.open(standalone.url);
+      await page.signIn(`e2e-${engine}-frank`);
+      await page.waitForSelector(OPEN);
+      await page.send("Start something long");
+      await page.waitForSelector('[data-testid="event"][data-type="tool_executing"]', 15_000);
+
+      await forgetful.stop(); // the in-memory history, and the run's last events, go with it
+      await forgetful.start();
+      await page.waitForSelector(".note", 15_000);
+      await page.waitForSelector(OPEN, 15_000);
+      await page.send("And now?");
+      await page.waitForSelector('[data-testid="event"][data-type="agent_completed"]', 15_000);
+
+      expect(await page.seqs()).toEqual(range(1, 6)); // the new stream's seqs, once: the old 1-4 are gone
+      expect(await page.count('.run[data-state="running"]')).toBe(0);
+      const notes = await page.page.evaluate<string[]>(`[...document.querySelectorAll(".note")].map((n) => n.textContent)`);
+      expect(notes).toEqual(["The gateway no longer has the earlier events, so the timeline starts again from seq 1, and the run in progress was interrupted."]);
+      await page.screenshot("resync");
+    });
   });
 }
 
