@@ -95,7 +95,7 @@ async function requestToken(userId: string): Promise<{ token: string; expiresAt:
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ user_id: userId }),
   });
-  if (!response.ok) throw new Error(response.status === 400 ? "Use letters, digits and . _ @ + - (up to 64)." : `Sign-in failed (HTTP ${response.status}).`);
+  if (!response.ok) throw new Error(response.status === 400 ? "A user id is 1 to 64 letters, digits and . _ @ + - (no spaces)." : `Sign-in failed (HTTP ${response.status}).`);
   const body = (await response.json()) as { token: string; expires_at: string };
   return { token: body.token, expiresAt: Date.parse(body.expires_at) };
 }
@@ -390,8 +390,24 @@ function updateSendButton(): void {
 ui.signInForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const userId = ui.userId.value.trim();
-  if (userId !== "") void signIn(userId);
+  const problem = userIdProblem(userId);
+  if (problem === undefined) return void signIn(userId);
+  ui.signInError.textContent = problem;
+  ui.signInError.hidden = false;
 });
+
+/** What is wrong with a user id, in the words of the rule under the field (the stand-in's USER_ID pattern); undefined when nothing. */
+function userIdProblem(userId: string): string | undefined {
+  if (userId === "") return "Enter a user id.";
+  const length = [...userId].length;
+  if (length > 64) return `That user id has ${length} characters; at most 64 are allowed.`;
+  const bad = [...new Set([...userId].filter((ch) => !/[A-Za-z0-9._@+-]/.test(ch)))];
+  if (bad.length > 0) {
+    const shown = bad.map((ch) => (ch === " " ? "spaces" : `“${ch}”`)).join(", ");
+    return `A user id may hold only letters A-Z and a-z, digits and . _ @ + -, not ${shown}.`;
+  }
+  return undefined;
+}
 
 ui.signOut.addEventListener("click", signOut);
 ui.message.addEventListener("input", updateSendButton);

@@ -196,6 +196,20 @@ export function defineScenarios(engine: EngineName): void {
       await page.waitForSelector('[data-testid="event"][data-type="agent_completed"]', 15_000);
     });
 
+    it("the sign-in form says what a user id may be, and neither cuts nor accepts a wrong one", async () => {
+      const page = await newPage("sign-in-rules");
+      await page.open(stand.url);
+      expect(await page.text("#user-id-rules")).toContain("Up to 64 letters");
+      const long = "a".repeat(65);
+      await page.signIn(long);
+      await page.waitForSelector("#signin-error:not([hidden])");
+      expect(await page.text("#signin-error")).toBe("That user id has 65 characters; at most 64 are allowed.");
+      expect(await call(page.page, () => (document.querySelector("#user-id") as HTMLInputElement).value)).toBe(long); // not cut
+      await page.signIn("ann lee");
+      await page.waitFor("the error about spaces", () => document.querySelector("#signin-error")?.textContent?.includes("not spaces") === true);
+      expect(await page.attribute('[data-testid="status"]', "data-state")).toBe("closed"); // no sign-in happened
+    });
+
     it("after a restart that lost the history (the embedded store): starts the timeline again instead of showing seqs twice, and says the run in progress was interrupted", async () => {
       const pagePort = await freePort();
       const forgetful = await startGateway({ origins: [`http://127.0.0.1:${pagePort}`], env: { AGENT_STEP_DELAY_MS: "300" } });
