@@ -1,5 +1,6 @@
 import { ConfigError } from "./config.js";
 import { startServer } from "./server.js";
+import { formatStartupFailure } from "./startupFailure.js";
 
 /**
  * `npm start`: configuration → secrets → app → listen → drain on SIGTERM.
@@ -23,8 +24,8 @@ async function main(): Promise<void> {
     running = await startServer(process.env);
   } catch (err) {
     const text = err instanceof ConfigError ? err.message : `Startup failed: ${(err as Error).message}`;
-    // One line for Cloud Logging, and the plain text for a person at a terminal.
-    process.stderr.write(`${JSON.stringify({ severity: "CRITICAL", event: "startup_failed", message: text })}\n`);
+    // One JSON line for Cloud Logging; plain lines for a person at a terminal.
+    process.stderr.write(formatStartupFailure(text, { tty: process.stderr.isTTY === true, production: process.env.NODE_ENV === "production" }));
     process.exit(1);
   }
   clearTimeout(startup);
