@@ -16,7 +16,9 @@ const FIREFOX = process.env.FIREFOX_BIN ?? "/usr/bin/firefox-esr";
  * They are the browser's comments on traffic the scenarios cause on purpose,
  * not errors of the page's script.
  */
-const NETWORK_CONSOLE = [/^NetworkError when attempting to fetch resource/, /can.t establish a connection to the server at/i, /Cross-Origin Request Blocked/i, /CORS/];
+// Seen: "Cross-Origin Request Blocked: … (Reason: CORS request did not succeed)", "Firefox can’t establish a
+// connection to the server at ws://…/ws." (the SDK's attempts while the gateway restarts, its origin probe).
+const NETWORK_CONSOLE = [/^Cross-Origin Request Blocked: /, /^Firefox can.t establish a connection to the server at wss?:\/\//];
 
 export async function launchFirefox(): Promise<EngineBrowser> {
   requireBinary(FIREFOX, "firefox-esr");
