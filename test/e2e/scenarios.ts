@@ -4,7 +4,7 @@
  * an origin the gateway does not allow; a revoke; a ticket that expired
  * before use. A failing test leaves a screenshot in the test output.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { DevSignIn } from "../../service/src/dev/signIn.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { DemoPage } from "./demoPage.js";
@@ -30,7 +30,11 @@ export function defineScenarios(engine: EngineName): void {
     gateway = await startGateway({ redisUrl: redis.url, origins: [`http://127.0.0.1:${pagePort}`], env: { AGENT_STEP_DELAY_MS: "300" } });
     stand = await startPage(gateway, pagePort);
   });
-  afterEach(async () => {
+  const opened: Array<{ page: DemoPage; name: string }> = [];
+  afterEach(async (context) => {
+    // Here, before the pages close (vitest calls onTestFailed only after afterEach): the page as the failure left it.
+    const failed = context.task.result?.state === "fail";
+    for (const { page, name } of opened.splice(0)) if (failed) await page.screenshot(`FAILED-${name}`).catch(() => undefined);
     for (const step of cleanup.splice(0).reverse()) await step().catch(() => undefined);
     expect(browser?.pageErrors ?? []).toEqual([]);
   });
@@ -44,9 +48,7 @@ export function defineScenarios(engine: EngineName): void {
   /** A new page; its screenshot goes to the test output if the test fails, and it is closed after the test. */
   async function newPage(name: string): Promise<DemoPage> {
     const page = new DemoPage(await browser!.newPage(), engine);
-    onTestFailed(async () => {
-      await page.screenshot(`FAILED-${name}`).catch(() => undefined);
-    });
+    opened.push({ page, name });
     cleanup.push(async () => {
       const { errors } = (await page.record().catch(() => undefined)) ?? { errors: [] };
       await page.close();
