@@ -10,6 +10,8 @@ import { fileURLToPath } from "node:url";
 
 /** What dist/ is built from: the service (the client bundle imports errors.ts from it), the SDK, and the build's settings. */
 export const INPUTS = ["service/src", "service/client", "tsconfig.json", "tsconfig.build.json", "package-lock.json"];
+/** In INPUTS but not built into dist/ (tsconfig.build.json excludes it): `npm run dev` only. */
+const IGNORED = ["service/src/dev/"];
 /** One file of each build step: tsc's entry point and the SDK bundle. */
 export const OUTPUTS = ["dist/service/src/main.js", "dist/client/gateway-client.js"];
 
@@ -22,7 +24,7 @@ export function staleReason(root: string, inputs = INPUTS, outputs = OUTPUTS): s
     oldestOutput = Math.min(oldestOutput, mtime);
   }
   for (const input of inputs) {
-    for (const file of filesUnder(join(root, input))) {
+    for (const file of filesUnder(join(root, input)).filter((path) => !IGNORED.some((ignored) => relative(root, path).startsWith(ignored)))) {
       if (mtimeOf(file)! > oldestOutput) return `${relative(root, file)} changed after the last build`;
     }
   }

@@ -151,6 +151,33 @@ describe("the error frame decides, not the close code (WebKit may report a serve
     expect(c.sockets.urls).toHaveLength(1);
   });
 
+  it("a fatal frame with a code this SDK does not know and retry: false, followed by 1006: stops (a newer gateway's refusal)", async () => {
+    const c = track(
+      clientFor(gw, "frame-first-3", {
+        backoff: { baseMs: 20, maxMs: 50 },
+        hooks: {
+          ...asWebKitDrop(),
+          // The revoke's frame, renamed as a later contract might name a new refusal.
+          incoming: (data, socket) => {
+            if (!data.includes('"SESSION_REVOKED"')) return "pass";
+            socket.onmessage?.({ data: JSON.stringify({ ...JSON.parse(data), code: "SOME_FUTURE_REFUSAL" }) });
+            return "drop";
+          },
+        },
+      }),
+    );
+    await opened(c);
+    await fetch(`${gw.url}/internal/v1/users/frame-first-3/revoke`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TEST_SERVICE_SECRET}`, "x-service-id": "test" },
+    });
+    await until("closed", () => c.client.state === "closed");
+    expect(c.rec.states.at(-1)).toMatchObject({ state: "closed", code: 1006 });
+    expect(c.rec.errors.some((e) => e.fatal && e.message === "The session was revoked. Sign in again.")).toBe(true); // the frame's own message
+    await sleep(300);
+    expect(c.sockets.urls).toHaveLength(1);
+  });
+
   it("a fatal SERVICE_RESTART frame followed by 1006: reconnects at once (jitter only), not after a backoff", async () => {
     const first = await startGatewayOn(0, { REDIS_URL: redis.url });
     const c = track(

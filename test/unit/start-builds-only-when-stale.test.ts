@@ -36,6 +36,11 @@ describe("npm start's prestart", () => {
     expect(staleReason(root, inputs, outputs)).toBe("service/src/realtime/hub.ts changed after the last build");
   });
 
+  it("ignores service/src/dev/, which dist/ does not hold (npm run dev only)", () => {
+    const root = checkout({ "service/src/dev/run.ts": 5, "service/src/a.ts": 100, "dist/service/src/main.js": 50, "dist/client/gateway-client.js": 40 });
+    expect(staleReason(root, inputs, outputs)).toBeUndefined();
+  });
+
   it("builds when an output is missing (a fresh checkout)", () => {
     const root = checkout({ "service/src/a.ts": 100, "dist/service/src/main.js": 50 });
     expect(staleReason(root, inputs, outputs)).toBe("dist/client/gateway-client.js does not exist");
