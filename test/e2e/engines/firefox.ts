@@ -5,7 +5,7 @@
  */
 import puppeteer, { type Page } from "puppeteer-core";
 import { freePort } from "../../support/ports.js";
-import { requireBinary } from "./processes.js";
+import { requireBinary, signal } from "./processes.js";
 import type { EngineBrowser, EnginePage } from "./types.js";
 
 const FIREFOX = process.env.FIREFOX_BIN ?? "/usr/bin/firefox-esr";
@@ -49,7 +49,8 @@ export async function launchFirefox(): Promise<EngineBrowser> {
     },
     async close() {
       await Promise.race([browser.close(), new Promise((resolve) => setTimeout(resolve, 5000))]).catch(() => undefined);
-      if (pid !== undefined && isAlive(pid)) process.kill(pid, "SIGKILL");
+      // Stopped by its PID if the BiDi session could not close it.
+      if (pid !== undefined && isAlive(pid)) signal(pid, "SIGKILL");
     },
   };
 }

@@ -48,12 +48,21 @@ export function spawnTracked(bin: string, args: string[], env: NodeJS.ProcessEnv
     output: () => tail.trim(),
     async stop(graceMs = 3000) {
       if (child.exitCode !== null || child.signalCode !== null) return;
-      process.kill(child.pid!, "SIGTERM");
-      const timer = setTimeout(() => child.exitCode === null && child.signalCode === null && process.kill(child.pid!, "SIGKILL"), graceMs);
+      signal(child.pid!, "SIGTERM");
+      const timer = setTimeout(() => signal(child.pid!, "SIGKILL"), graceMs);
       await exited;
       clearTimeout(timer);
     },
   };
+}
+
+/** Sends `sig` to `pid`; a process that has just exited (ESRCH) is what was wanted. */
+export function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
 }
 
 /** Polls `probe` until it resolves to something other than undefined; fails naming `what` and the process's output. */
