@@ -1,7 +1,7 @@
 import { defineConfig } from "vitest/config";
 
 // One project per kind of test, so `npm test` (unit, integration, infra) and
-// `npm run test:e2e` (Chromium) can be run apart.
+// `npm run test:e2e` (Chromium, Firefox, WebKit; one file each, one at a time) can be run apart.
 export default defineConfig({
   test: {
     projects: [

@@ -114,7 +114,7 @@ export class Monitoring extends pulumi.ComponentResource {
         reason: { extractor: "EXTRACT(jsonPayload.reason)", description: "OK, or the error code (TICKET_EXPIRED, ORIGIN_FORBIDDEN, …)" },
       }),
       wsClose: logMetric("ws_close", "WebSocket closes", pulumi.interpolate`${gatewayLogs} AND jsonPayload.event="ws_close"`, {
-        code: { extractor: "EXTRACT(jsonPayload.code)", description: "The close code (4401, 1012, 1011, …)" },
+        code: { extractor: "EXTRACT(jsonPayload.code)", description: "The close code (4401, 4012, 1011, …)" },
         reason: { extractor: "EXTRACT(jsonPayload.reason)", description: "The close reason (the error code's name)" },
       }),
       storeUnavailable: logMetric(
@@ -249,7 +249,7 @@ export class Monitoring extends pulumi.ComponentResource {
         "storeUnavailable",
         "Ticket store unavailable",
         "CRITICAL",
-        `The gateway could not reach Redis (log lines event="store_unavailable", log metric ${args.serviceId}/store_unavailable): tickets are refused with 503 TICKET_STORE_UNAVAILABLE and new WebSockets close with 1013.`,
+        `The gateway could not reach Redis (log lines event="store_unavailable", log metric ${args.serviceId}/store_unavailable): tickets are refused with 503 TICKET_STORE_UNAVAILABLE and new WebSockets close with 4013.`,
         {
           filter: pulumi.interpolate`metric.type="${metricType(this.metrics.storeUnavailable)}" AND resource.type="cloud_run_revision"`,
           aggregations: sum("60s"),

@@ -10,7 +10,7 @@ import type { SecretEntry } from "./secrets.js";
  * https://cloud.google.com/run/docs/triggering/websockets
  */
 export const REQUEST_TIMEOUT_SECONDS = 3600;
-/** The gateway closes each socket with 1012 CONNECTION_AGE first, so no client meets the platform's cut. */
+/** The gateway closes each socket with 4012 CONNECTION_AGE first, so no client meets the platform's cut. */
 export const MAX_CONNECTION_AGE_SECONDS = 3300;
 /** Cloud Run sends SIGTERM and kills the instance 10 s later; the gateway drains within 8 s. */
 export const SHUTDOWN_GRACE_MS = 8000;
@@ -171,7 +171,7 @@ export class Service extends pulumi.ComponentResource {
         template: {
           serviceAccount: this.serviceAccount.email,
           // WebSockets live at most this long on Cloud Run; the gateway closes them
-          // at MAX_CONNECTION_AGE_SECONDS (3300 s) with 1012 so clients reconnect cleanly.
+          // at MAX_CONNECTION_AGE_SECONDS (3300 s) with 4012 so clients reconnect cleanly.
           timeout: `${REQUEST_TIMEOUT_SECONDS}s`,
           // Best effort: a reconnecting browser usually lands on the instance that
           // still holds its state. Nothing relies on it (Redis is the source of truth).

@@ -9,12 +9,15 @@
  * attempt fetches its own; the SDK never keeps a token or a ticket beyond the
  * attempt that needs it.
  *
- * What happens after a close is decided by `closeAction(code)` from errors.ts:
- * reconnect with capped exponential backoff and full jitter, reconnect at once
- * with a small jitter (1012), get a fresh token first (4408), or stop and say
- * why (4500-4999, 1003, 1009).
+ * What happens after a close is decided by the fatal error frame that
+ * precedes every close the gateway starts (`errorAction(frame.code)`), and by
+ * `closeAction(code)` only when no such frame came: a close code can be lost
+ * on the way (WebKit reports some as 1006), the frame's code cannot. The
+ * actions: reconnect with capped exponential backoff and full jitter,
+ * reconnect at once with a small jitter (4012), get a fresh token first
+ * (4408), or stop and say why (4500-4999, 1003, 1009).
  */
-import { closeAction, type CloseAction } from "../src/errors.js";
+import { closeAction, errorAction, type CloseAction } from "../src/errors.js";
 import { backoffDelay, DEFAULT_BACKOFF, parseRetryAfter, reconnectNowDelay, type BackoffOptions } from "./backoff.js";
 import { describe, isErrorCode } from "./reasons.js";
 import { EventStream } from "./stream.js";
@@ -84,10 +87,12 @@ interface Failure {
   readonly status?: number;
   readonly message?: string;
   readonly retryAfterMs?: number;
-  /** The connection had been established (a 1012 then means "go now", not "back off"). */
+  /** The connection had been established (a 4012 then means "go now", not "back off"). */
   readonly wasOpen?: boolean;
   /** Already reported to the app by an error frame. */
   readonly reported?: boolean;
+  /** Retry without any delay (the first refusal of a token: a fresh one may well work). */
+  readonly immediate?: boolean;
 }
 
 interface OutboxEntry {
@@ -152,7 +157,9 @@ export class GatewayClient {
   private awaitingPong = false;
   private resumePending = false;
   private connectionEpoch: string | undefined;
-  private lastFatal: { code: string; message: string } | undefined;
+  private lastFatal: { code: string; message: string; retry: boolean | undefined } | undefined;
+  /** A 401 was already answered with an immediate retry since the last ticket: the next one backs off. */
+  private tokenRetried = false;
   private budget: number;
   private budgetAt = 0;
   /** The ticket request in flight, aborted by close(). */
@@ -333,14 +340,22 @@ export class GatewayClient {
     }
 
     const ticket = (body as { ticket?: unknown } | undefined)?.ticket;
-    if (status === 201 && typeof ticket === "string" && ticket !== "") return ticket;
+    if (status === 201 && typeof ticket === "string" && ticket !== "") {
+      this.tokenRetried = false;
+      return ticket;
+    }
     const error = (body as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
     const code = typeof error?.code === "string" && isErrorCode(error.code) ? error.code : undefined;
     const message = typeof error?.message === "string" ? error.message : `HTTP ${status}`;
     if (status === 401) {
       // TOKEN_EXPIRED (or a token the gateway cannot use): the next attempt asks the app for a fresh one.
       this.forceRefresh = true;
-      return { errorCode: code ?? "TOKEN_INVALID", action: "reconnect", status, message };
+      const errorCode = code ?? "TOKEN_INVALID";
+      // The app's cached token is often just stale (a restarted dev server's new key, a rotation): the first
+      // refusal retries at once with a force-refreshed token; only a refusal of that one too backs off.
+      const immediate = !this.tokenRetried && (errorCode === "TOKEN_INVALID" || errorCode === "TOKEN_EXPIRED");
+      this.tokenRetried = true;
+      return { errorCode, action: "reconnect", status, message, immediate };
     }
     if (status === 403) return { errorCode: code ?? "ORIGIN_FORBIDDEN", action: "stop", status, message };
     if (status === 429 || status === 503) {
@@ -495,8 +510,8 @@ export class GatewayClient {
   private onErrorFrame(frame: Extract<ServerFrame, { type: "error" }>): void {
     const code: StatusCode = isErrorCode(frame.code) ? frame.code : "INTERNAL_ERROR";
     if (frame.fatal) {
-      // The close follows and decides what to do; the frame only names the reason.
-      this.lastFatal = { code: frame.code, message: frame.message };
+      // The close follows; the action is this frame's code's (see onClose), whatever close code arrives.
+      this.lastFatal = { code: frame.code, message: frame.message, retry: frame.retry };
       this.emit("error", { code, message: frame.message, fatal: true });
       return;
     }
@@ -593,7 +608,7 @@ export class GatewayClient {
     const named = fatal?.code ?? reason;
     this.fail({
       errorCode: isErrorCode(named) ? named : "CONNECTION_LOST",
-      action: closeAction(code),
+      action: (fatal && fatalFrameAction(fatal)) ?? closeAction(code),
       code,
       wasOpen,
       message: fatal?.message,
@@ -636,7 +651,9 @@ export class GatewayClient {
     }
 
     let delay: number;
-    if (failure.action === "reconnect_now" && failure.wasOpen) {
+    if (failure.immediate) {
+      delay = 0;
+    } else if (failure.action === "reconnect_now" && failure.wasOpen) {
       delay = reconnectNowDelay(this.random(), this.backoff);
     } else if (failure.action === "refresh_token") {
       this.forceRefresh = true;
@@ -749,6 +766,16 @@ function endpoints(url: string): { ticketUrl: string; wsUrl: string } {
   const path = base.pathname.endsWith("/") ? base.pathname : `${base.pathname}/`;
   const root = `//${base.host}${path}`;
   return { ticketUrl: `${secure ? "https:" : "http:"}${root}api/v1/auth/websocket_ticket`, wsUrl: `${secure ? "wss:" : "ws:"}${root}ws` };
+}
+
+/**
+ * The action a fatal error frame names: its code's row of the table, or, for
+ * a code this SDK does not know (a newer gateway), "stop" when the frame says
+ * `retry: false`. Undefined: let the close code decide.
+ */
+function fatalFrameAction(frame: { code: string; retry: boolean | undefined }): CloseAction | undefined {
+  if (isErrorCode(frame.code)) return errorAction(frame.code);
+  return frame.retry === false ? "stop" : undefined;
 }
 
 function parseFrame(data: unknown): ServerFrame | undefined {

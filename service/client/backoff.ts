@@ -11,7 +11,7 @@ export interface BackoffOptions {
   /** No delay exceeds this. Default 30 s. */
   readonly maxMs?: number;
   /**
-   * Upper bound of the jitter after 1012 (an instance restarting or a
+   * Upper bound of the jitter after 4012 (an instance restarting or a
    * connection reaching its age limit): reconnect at once, but not all at the
    * same millisecond. Default 1000 ms.
    */
@@ -38,7 +38,7 @@ export function backoffDelay(attempt: number, random: number, options: Required<
   return Math.floor(random * ceiling);
 }
 
-/** The small jitter before reconnecting after 1012. */
+/** The small jitter before reconnecting after 4012. */
 export function reconnectNowDelay(random: number, options: Required<BackoffOptions>): number {
   return Math.floor(random * options.reconnectNowMaxMs);
 }

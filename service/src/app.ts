@@ -25,7 +25,7 @@ import { wsRoutes } from "./routes/ws.js";
  * the process (listen, signals), tests build apps with their own config and
  * close them. No I/O happens at import time.
  *
- * Every resource closes itself: `app.close()` drains the sockets with 1012,
+ * Every resource closes itself: `app.close()` drains the sockets with 4012,
  * ends the hand-offs still in flight, closes the bus and the store and stops the
  * metrics listener. That is the whole graceful shutdown.
  */
@@ -130,7 +130,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(fastifyWebsocket, {
     options: wsOptions,
     // @fastify/websocket's default preClose closes sockets without a code
-    // (clients see 1005). Drain with 1012 SERVICE_RESTART instead.
+    // (clients see 1005). Drain with 4012 SERVICE_RESTART instead.
     preClose: async function () {
       await hub.drain(Math.max(500, config.shutdownGraceMs - 2000));
       handoff.close();

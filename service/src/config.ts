@@ -91,7 +91,7 @@ const INTEGERS = {
   TICKET_RATE_PER_IP: [600, 1, 1_000_000, "tickets/min"],
   HEARTBEAT_INTERVAL_MS: [25_000, 50, 600_000, "ms"],
   // Cloud Run ends every request, WebSockets included, at the service's
-  // request timeout (at most 3600 s). Closing a little earlier with 1012
+  // request timeout (at most 3600 s). Closing a little earlier with 4012
   // CONNECTION_AGE means no client ever meets the platform's abrupt cut.
   MAX_CONNECTION_AGE_SECONDS: [3300, 1, 3599, "s"],
   // Cloud Run sends SIGTERM and kills the instance 10 s later.

@@ -10,7 +10,10 @@
  *
  * Close codes come in ranges, like Centrifuge's "reconnect" and "terminal"
  * blocks: 4000-4499 reconnect with a new ticket, 4500-4999 stop. The 1xxx
- * codes are the standard ones (RFC 6455 §7.4.1).
+ * codes are the standard ones (RFC 6455 §7.4.1), except 1012, 1013 and 1014:
+ * they were registered late, and WebKit-based stacks report them to the page
+ * as 1006 (and answer 1002), so a restart would look like a network drop.
+ * 4012 and 4013 stand in for them.
  */
 export const ERRORS = {
   // ── User tokens and tickets, HTTP (POST /api/v1/auth/websocket_ticket) ──
@@ -19,7 +22,7 @@ export const ERRORS = {
   TOKEN_EXPIRED: { status: 401, message: "The user token has expired. Get a fresh one from the auth service." },
   ORIGIN_FORBIDDEN: { status: 403, close: 4500, message: "This origin is not allowed to use the gateway." },
   RATE_LIMITED: { status: 429, close: 4429, message: "Too many requests. Slow down and retry after the delay." },
-  TICKET_STORE_UNAVAILABLE: { status: 503, close: 1013, message: "The ticket store is unavailable. Retry shortly." },
+  TICKET_STORE_UNAVAILABLE: { status: 503, close: 4013, message: "The ticket store is unavailable. Retry shortly." },
   // The auth service's keys (AUTH_JWKS_URL) cannot be had: the token is not at fault, so no 401 (which sends the
   // client for a new token). Also a non-fatal frame answering refresh_session, with `retry_after` in seconds.
   AUTH_UNAVAILABLE: { status: 503, frame: true, message: "User tokens cannot be checked right now (the auth service's keys are unreachable). Retry after the delay with the same token." },
@@ -39,6 +42,9 @@ export const ERRORS = {
   TICKET_EXPIRED: { close: 4401, message: "The ticket expired before it was used. Get a new ticket." },
   TICKET_USED: { close: 4401, message: "The ticket was already used; tickets are single-use. Get a new ticket." },
   SESSION_EXPIRED: { close: 4408, message: "The user token behind this connection expired. Get a fresh token, then a ticket." },
+  // 4012 and 4013: 1012 and 1013 moved into the range every engine passes to the page.
+  SERVICE_RESTART: { close: 4012, message: "The gateway instance is restarting. Reconnect and resume." },
+  CONNECTION_AGE: { close: 4012, message: "The connection reached its maximum age. Reconnect and resume." },
   TOO_MANY_CONNECTIONS: { close: 4429, message: "Too many open connections for this user." },
   SLOW_CONSUMER: { close: 4429, message: "The client reads too slowly. Reconnect and resume." },
 
@@ -46,8 +52,6 @@ export const ERRORS = {
   SESSION_REVOKED: { close: 4501, message: "The session was revoked. Sign in again." },
 
   // ── WebSocket: standard codes ──
-  SERVICE_RESTART: { close: 1012, message: "The gateway instance is restarting. Reconnect and resume." },
-  CONNECTION_AGE: { close: 1012, message: "The connection reached its maximum age. Reconnect and resume." },
   MESSAGE_TOO_BIG: { close: 1009, message: "The frame is larger than the gateway accepts." },
   UNSUPPORTED_DATA: { close: 1003, message: "Binary frames are not supported; send JSON text frames." },
   INTERNAL_ERROR: { status: 500, close: 1011, message: "Unexpected server error. Reconnect with backoff." },
@@ -85,12 +89,24 @@ export function closeCodeOf(code: ErrorCode): number | undefined {
 export type CloseAction = "reconnect" | "reconnect_now" | "refresh_token" | "stop";
 
 export function closeAction(code: number): CloseAction {
-  if (code === 1012) return "reconnect_now";
+  // 1012 too: an older gateway, or a proxy in between, may still say "restarting" with it.
+  if (code === 4012 || code === 1012) return "reconnect_now";
   if (code === 4408) return "refresh_token";
   if (code >= 4500 && code <= 4999) return "stop";
   if (code === 1003 || code === 1009) return "stop";
-  // 4000-4499, 1013, 1011, and anything the gateway did not say itself (1006 …).
+  // 4000-4499 (4013 included), 1011, and anything the gateway did not say itself (1006 …).
   return "reconnect";
+}
+
+/**
+ * What a client does after a fatal error frame naming `code`, the close that
+ * follows it notwithstanding: every server-initiated close is preceded by one,
+ * and a close code can be lost on the way (WebKit reports some as 1006).
+ * Undefined for a code that closes nothing (the close code then decides).
+ */
+export function errorAction(code: ErrorCode): CloseAction | undefined {
+  const close = closeCodeOf(code);
+  return close === undefined ? undefined : closeAction(close);
 }
 
 /** The `retry` field of a fatal error frame: false exactly for 4500-4999, 1003 and 1009. */

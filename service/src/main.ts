@@ -1,13 +1,14 @@
 import { ConfigError } from "./config.js";
 import { secretsPermissionWaitMs } from "./secrets.js";
 import { startServer } from "./server.js";
+import { formatStartupFailure } from "./startupFailure.js";
 
 /**
  * `npm start`: configuration → secrets → app → listen → drain on SIGTERM.
  *
  * A bad configuration exits 1 within 5 s with one message naming every
  * problem. On SIGTERM (Cloud Run gives ~10 s before SIGKILL) `app.close()`
- * drains: /readyz turns 503, every socket gets 1012 SERVICE_RESTART, the
+ * drains: /readyz turns 503, every socket gets 4012 SERVICE_RESTART, the
  * store closes; if that takes longer than SHUTDOWN_GRACE_MS, exit anyway.
  */
 // Plus the time a PERMISSION_DENIED secret read may be retried (./secrets.ts), 0 unless configured.
@@ -25,8 +26,8 @@ async function main(): Promise<void> {
     running = await startServer(process.env);
   } catch (err) {
     const text = err instanceof ConfigError ? err.message : `Startup failed: ${(err as Error).message}`;
-    // One line for Cloud Logging, and the plain text for a person at a terminal.
-    process.stderr.write(`${JSON.stringify({ severity: "CRITICAL", event: "startup_failed", message: text })}\n`);
+    // One JSON line for Cloud Logging; plain lines for a person at a terminal.
+    process.stderr.write(formatStartupFailure(text, { tty: process.stderr.isTTY === true, production: process.env.NODE_ENV === "production" }));
     process.exit(1);
   }
   clearTimeout(startup);

@@ -102,7 +102,7 @@ async function requestToken(userId: string): Promise<{ token: string; expiresAt:
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ user_id: userId }),
   });
-  if (!response.ok) throw new Error(response.status === 400 ? "Use letters, digits and . _ @ + - (up to 64)." : `Sign-in failed (HTTP ${response.status}).`);
+  if (!response.ok) throw new Error(response.status === 400 ? "A user id is 1 to 64 letters, digits and . _ @ + - (no spaces)." : `Sign-in failed (HTTP ${response.status}).`);
   const body = (await response.json()) as { token: string; expires_at: string };
   return { token: body.token, expiresAt: Date.parse(body.expires_at) };
 }
@@ -169,7 +169,7 @@ function startClient(userId: string): void {
     renderFacts();
   });
   c.on("resync", (resync) => {
-    addNote(`Some earlier events are no longer available (${resync.reason}). Showing everything from seq ${resync.latestSeq ?? "–"} on.`);
+    reloadTimeline(resync.latestSeq);
     positions.set(userId, { lastSeq: c.lastSeq, epoch: c.epoch });
     renderFacts();
   });
@@ -366,13 +366,28 @@ function describeEvent(event: AgentEvent): string {
   }
 }
 
-function clearTimeline(): void {
+/** Empties the timeline; the bubbles of `keep` (messages not yet acked) stay. */
+function clearTimeline(keep: readonly string[] = []): void {
   for (const view of runs.values()) view.card.remove();
-  for (const bubble of bubbles.values()) bubble.remove();
+  for (const [id, bubble] of bubbles) if (!keep.includes(id)) (bubble.remove(), bubbles.delete(id));
   for (const note of ui.timeline.querySelectorAll(".note")) note.remove();
   runs.clear();
-  bubbles.clear();
-  ui.empty.hidden = false;
+  ui.empty.hidden = bubbles.size > 0;
+}
+
+/**
+ * After resync_required the gateway no longer has the events behind what the
+ * page shows (a dev gateway restarted without its history, a store that lost
+ * its data), and seqs may start again at 1: the page has no other source to
+ * reload from, so it starts its timeline again rather than show two seq 1s.
+ * A run still going then will never get its last events: say so, once.
+ */
+function reloadTimeline(latestSeq: number | undefined): void {
+  const cut = [...runs.values()].filter((view) => view.card.dataset.state === "running").length;
+  clearTimeline(client?.pendingMessageIds ?? []);
+  const from = latestSeq === undefined ? "with the next event" : `from seq ${latestSeq + 1}`;
+  const interrupted = cut === 0 ? "" : cut === 1 ? ", and the run in progress was interrupted" : `, and ${cut} runs in progress were interrupted`;
+  addNote(`The gateway no longer has the earlier events, so the timeline starts again ${from}${interrupted}.`);
 }
 
 function clock(date: Date): string {
@@ -388,8 +403,24 @@ function updateSendButton(): void {
 ui.signInForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const userId = ui.userId.value.trim();
-  if (userId !== "") void signIn(userId);
+  const problem = userIdProblem(userId);
+  if (problem === undefined) return void signIn(userId);
+  ui.signInError.textContent = problem;
+  ui.signInError.hidden = false;
 });
+
+/** What is wrong with a user id, in the words of the rule under the field (the stand-in's USER_ID pattern); undefined when nothing. */
+function userIdProblem(userId: string): string | undefined {
+  if (userId === "") return "Enter a user id.";
+  const length = [...userId].length;
+  if (length > 64) return `That user id has ${length} characters; at most 64 are allowed.`;
+  const bad = [...new Set([...userId].filter((ch) => !/[A-Za-z0-9._@+-]/.test(ch)))];
+  if (bad.length > 0) {
+    const shown = bad.map((ch) => (ch === " " ? "spaces" : `“${ch}”`)).join(", ");
+    return `A user id may hold only letters A-Z and a-z, digits and . _ @ + -, not ${shown}.`;
+  }
+  return undefined;
+}
 
 ui.signOut.addEventListener("click", signOut);
 ui.message.addEventListener("input", updateSendButton);

@@ -8,7 +8,7 @@
  *
  * Pass when: no gateway process exits; every ticket request during the
  * outage gets 503 TICKET_STORE_UNAVAILABLE with Retry-After, within the 1 s
- * store timeout (+200 ms); a redeem during the outage closes with 1013;
+ * store timeout (+200 ms); a redeem during the outage closes with 4013;
  * no established socket closes; afterwards every client holds a contiguous
  * stream up to the last accepted seq of its user, having been told
  * resync_required where the history was lost; never a silent hole.
@@ -157,7 +157,7 @@ drill(`drill 1: Redis killed under load (${CLIENTS} clients${quick ? ", quick" :
         check("no gateway process exited", aliveDuringOutage && alive),
         check("ticket requests during the outage: 503 TICKET_STORE_UNAVAILABLE with Retry-After", outageTickets.length > 0 && badTickets.length === 0, JSON.stringify(outageTicketCodes)),
         check(`ticket 503s within the 1 s store timeout + ${STORE_TIMEOUT_SLACK_MS} ms`, maxTicketMs <= 1000 + STORE_TIMEOUT_SLACK_MS, `max ${fmt(maxTicketMs, 0)} ms`),
-        check("redeems during the outage close with 1013", outageRedeems.length > 0 && outageRedeems.every((r) => r.code === 1013 && r.frame.includes("TICKET_STORE_UNAVAILABLE")), JSON.stringify(redeemCodes)),
+        check("redeems during the outage close with 4013", outageRedeems.length > 0 && outageRedeems.every((r) => r.code === 4013 && r.frame.includes("TICKET_STORE_UNAVAILABLE")), JSON.stringify(redeemCodes)),
         check("established sockets stayed open", closedDuringOutage === 0 && clients.every((c) => c.closes.length === 0), `${closedDuringOutage} closed`),
         check("publishes during the outage: 503 with Retry-After, none hung", duringOutage.length > 0 && duringOutage.every((p) => p.status === 503 && p.retryAfter !== null && p.ms < 1000 + STORE_TIMEOUT_SLACK_MS), JSON.stringify(publishDuring)),
         check("tickets are issued again after the restart", Number.isFinite(backAfterMs)),

@@ -3,12 +3,12 @@
  *
  * Two real gateway processes (A, B) on one redis-server. N sockets on A
  * (N/2 users with two sockets each), a steady event stream for those users
- * published through B. A gets SIGTERM. Every client that is closed with 1012
- * reconnects, as the SDK does after 1012, at once with a jitter in [0, 1 s),
+ * published through B. A gets SIGTERM. Every client that is closed with 4012
+ * reconnects, as the SDK does after 4012, at once with a jitter in [0, 1 s),
  * to B (A no longer listens; a load balancer would do the same), with a new
  * ticket, and resumes.
  *
- * Pass when: 100% of A's sockets saw 1012 (SERVICE_RESTART) and none 1006;
+ * Pass when: 100% of A's sockets saw 4012 (SERVICE_RESTART) and none 1006;
  * A exited 0 within SHUTDOWN_GRACE_MS; every client resumed on B and ends
  * holding every seq of its user contiguously (nothing lost, nothing twice).
  */
@@ -57,14 +57,14 @@ drill(`drill 2: SIGTERM under load (${SOCKETS} sockets)`, 180_000, async () => {
     })();
     await sleep(1500);
 
-    // On 1012, come back to B at once (jitter < 1 s) with a new ticket and resume.
+    // On 4012, come back to B at once (jitter < 1 s) with a new ticket and resume.
     const reconnectFailures: string[] = [];
     const resumed: Array<Promise<boolean>> = [];
     for (const c of clients) {
       resumed.push(
         new Promise<boolean>((resolve) => {
           c.ws!.once("close", (code) => {
-            if (code !== 1012) return resolve(false);
+            if (code !== 4012) return resolve(false);
             setTimeout(() => {
               const before = c.resumeCompletes;
               c.connect(b.url)
@@ -90,7 +90,7 @@ drill(`drill 2: SIGTERM under load (${SOCKETS} sockets)`, 180_000, async () => {
 
     const firstCloses = clients.map((c) => c.closes[0]);
     const codes = tally(firstCloses, (cl) => (cl ? `${cl.code} ${cl.reason}` : "none"));
-    const saw1012 = firstCloses.filter((cl) => cl?.code === 1012).length;
+    const saw4012 = firstCloses.filter((cl) => cl?.code === 4012).length;
     const saw1006 = firstCloses.filter((cl) => cl?.code === 1006).length;
     const incomplete = clients.filter((_, i) => !settled[i]);
     const dups = clients.reduce((n, c) => n + c.dups, 0);
@@ -106,7 +106,7 @@ drill(`drill 2: SIGTERM under load (${SOCKETS} sockets)`, 180_000, async () => {
     return {
       figures,
       checks: [
-        check("100% saw 1012 SERVICE_RESTART", saw1012 === clients.length, `${saw1012}/${clients.length}`),
+        check("100% saw 4012 SERVICE_RESTART", saw4012 === clients.length, `${saw4012}/${clients.length}`),
         check("none saw 1006", saw1006 === 0, String(saw1006)),
         check(`A exited 0 within SHUTDOWN_GRACE_MS (${GRACE_MS} ms)`, exit.code === 0 && exitAfterMs <= GRACE_MS, `${exit.code ?? exit.signal} after ${exitAfterMs} ms`),
         check("every client resumed on B", resumeOk.every(Boolean), `${resumeOk.filter(Boolean).length}/${clients.length}`),

@@ -230,7 +230,7 @@ export class StreamClient {
   }
 }
 
-/** Counts of values, for figures: {"1012": 2000}. */
+/** Counts of values, for figures: {"4012": 2000}. */
 export function tally<T>(values: Iterable<T>, key: (v: T) => string): Record<string, number> {
   const out: Record<string, number> = {};
   for (const v of values) {

@@ -1,15 +1,11 @@
 /**
  * The browser tests' world: a real gateway (startServer, as `npm start` runs
- * it) with a real redis-server, the dev sign-in stand-in serving the demo
- * page, and Debian's Chromium driven by playwright-core with a fresh profile.
+ * it) with a real redis-server, and the dev sign-in stand-in serving the demo
+ * page. The browsers are in ./engines.
  */
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { buildAssets, type Assets } from "../../service/src/dev/assets.js";
 import { startDevSignIn, type DevSignIn } from "../../service/src/dev/signIn.js";
 import { createLogger } from "../../service/src/logger.js";
@@ -17,51 +13,9 @@ import { startServer, type Running } from "../../service/src/server.js";
 import { LogCapture } from "../support/gateway.js";
 import { startExampleAgent, type ExampleAgent } from "../../service/examples/agent/agent.js";
 
-export const ARTIFACTS = fileURLToPath(new URL("./artifacts/", import.meta.url));
-const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-component-update",
-  "--disable-sync",
-];
+/** Where screenshots go: the test output (CI sets E2E_ARTIFACTS under its output folder). */
+export const ARTIFACTS = process.env.E2E_ARTIFACTS ?? fileURLToPath(new URL("./artifacts/", import.meta.url));
 const HOST = "127.0.0.1";
-
-export interface Browser {
-  readonly context: BrowserContext;
-  /** Uncaught errors of any page: a test checks there were none. */
-  readonly pageErrors: Error[];
-  newPage(): Promise<Page>;
-  close(): Promise<void>;
-}
-
-export async function launchBrowser(): Promise<Browser> {
-  const profile = await mkdtemp(join(tmpdir(), "gw-chromium-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1280, height: 860 },
-  });
-  const pageErrors: Error[] = [];
-  return {
-    context,
-    pageErrors,
-    async newPage() {
-      const page = await context.newPage();
-      page.on("pageerror", (err) => pageErrors.push(err));
-      return page;
-    },
-    async close() {
-      await context.close();
-      await rm(profile, { recursive: true, force: true });
-    },
-  };
-}
 
 export interface GatewayUnderTest {
   readonly url: string;
@@ -73,7 +27,7 @@ export interface GatewayUnderTest {
   running: Running;
   /** The example agent backend the gateway hands chat messages to; it outlives a gateway restart, as a real one would. */
   readonly agent: ExampleAgent;
-  /** Closes the app the way SIGTERM does (sockets get the drain close; the agent's runs in flight carry on and publish once it is back). */
+  /** Closes the app the way SIGTERM does (sockets get 4012; the agent's runs in flight carry on and publish once it is back). */
   stop(): Promise<void>;
   /** Stops the gateway (if running) and the agent backend. */
   dispose(): Promise<void>;
@@ -82,7 +36,8 @@ export interface GatewayUnderTest {
 }
 
 /** A gateway allowing `origins`, on a port picked now so that a restart can take it again. */
-export async function startGateway(options: { redisUrl: string; origins: string[]; env?: Record<string, string> }): Promise<GatewayUnderTest> {
+/** Without `redisUrl`: the embedded in-memory store, as `npm run dev` runs it (a restart loses the history). */
+export async function startGateway(options: { redisUrl?: string; origins: string[]; env?: Record<string, string> }): Promise<GatewayUnderTest> {
   const port = await freePort();
   const jwtKey = randomBytes(32).toString("base64url");
   const serviceSecret = randomBytes(32).toString("base64url");
@@ -102,7 +57,7 @@ export async function startGateway(options: { redisUrl: string; origins: string[
     HOST,
     JWT_SECRET_KEY: jwtKey,
     SERVICE_SECRET: serviceSecret,
-    REDIS_URL: options.redisUrl,
+    ...(options.redisUrl === undefined ? {} : { REDIS_URL: options.redisUrl }),
     ALLOWED_ORIGINS: options.origins.join(","),
     METRICS_PORT: "0",
     AGENT_WEBHOOK_URL: agent.webhookUrl,
@@ -125,7 +80,7 @@ export async function startGateway(options: { redisUrl: string; origins: string[
       const closed = app.close();
       // Known gateway issue (reported): app.close() waits for HTTP connections
       // that never sent a request (Chromium pre-opens them) until the 60 s header
-      // timeout. By then the sockets have had their 1012; drop what is left.
+      // timeout. By then the sockets have had their 4012; drop what is left.
       const timer = setTimeout(() => app.server.closeAllConnections(), 3000);
       try {
         await closed;
@@ -174,42 +129,6 @@ export async function publish(gateway: GatewayUnderTest, userId: string, text: s
   });
   if (status !== 202) throw new Error(`publish failed: ${status} ${JSON.stringify(body)}`);
   return body.seq as number;
-}
-
-/** Counts what the page asks of the gateway: ticket requests and WebSocket connections. */
-export function watchTraffic(page: Page, gatewayUrl: string): { tickets: () => number; sockets: () => number } {
-  let tickets = 0;
-  let sockets = 0;
-  page.on("request", (request) => {
-    if (request.method() === "POST" && request.url() === `${gatewayUrl}/api/v1/auth/websocket_ticket`) tickets++;
-  });
-  page.on("websocket", (ws) => {
-    if (ws.url().startsWith(gatewayUrl.replace(/^http/, "ws"))) sockets++;
-  });
-  return { tickets: () => tickets, sockets: () => sockets };
-}
-
-export async function signIn(page: Page, pageUrl: string, userId: string): Promise<void> {
-  await page.goto(pageUrl);
-  await page.getByTestId("user-id").fill(userId);
-  await page.getByTestId("sign-in").click();
-}
-
-export async function sendMessage(page: Page, text: string): Promise<void> {
-  await page.getByTestId("message").fill(text);
-  await page.getByTestId("send").click();
-}
-
-/** The seqs of the event elements on the page, in document order. */
-export function pageSeqs(page: Page): Promise<number[]> {
-  return page.$$eval('[data-testid="event"]', (nodes) => nodes.map((n) => Number((n as HTMLElement).dataset.seq)));
-}
-
-export async function screenshot(page: Page, name: string): Promise<string> {
-  await mkdir(ARTIFACTS, { recursive: true });
-  const path = join(ARTIFACTS, `${name}.png`);
-  await page.screenshot({ path, fullPage: true });
-  return path;
 }
 
 export function freePort(): Promise<number> {

@@ -4,11 +4,15 @@
  * because it is configured with the same key, like any auth service's.
  */
 import { spawn } from "node:child_process";
+import { mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createServer } from "node:net";
 import { Writable } from "node:stream";
 import { decodeJwt, decodeProtectedHeader } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../service/src/logger.js";
+import { loadDevKeys } from "../../service/src/dev/keys.js";
 import { startDevStack, type DevStack } from "../../service/src/dev/stack.js";
 import { clientFor, opened, until } from "./client-harness.js";
 
@@ -124,7 +128,7 @@ describe("npm run dev (the process)", () => {
   it("prints what to open and a dev-only curl line, serves, and exits 0 on SIGTERM", async () => {
     const [gatewayPort, devPort, metricsPort] = await Promise.all([freePort(), freePort(), freePort()]);
     const child = spawn(process.execPath, ["--import", "tsx", "service/src/dev/run.ts"], {
-      env: { ...process.env, GATEWAY_PORT: String(gatewayPort), DEV_PORT: String(devPort), METRICS_PORT: String(metricsPort), REDIS_URL: "redis://127.0.0.1:1" },
+      env: { ...process.env, GATEWAY_PORT: String(gatewayPort), DEV_PORT: String(devPort), METRICS_PORT: String(metricsPort), REDIS_URL: "redis://127.0.0.1:1", DEV_KEYS_FILE: keysFile() },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
@@ -137,6 +141,9 @@ describe("npm run dev (the process)", () => {
       expect(out).toMatch(/DEV ONLY/);
       expect(out).toMatch(new RegExp(`curl -sS -X POST http://localhost:${gatewayPort}/internal/v1/users/alice/events`));
       expect(out).toContain("embedded in-memory store"); // a REDIS_URL in the shell does not leak into a dev run
+      expect(out).toContain("replace alice with the user id you signed in as");
+      // Only URLs that work: not Fastify's "Server listening at http://127.0.0.1:…", whose origin the gateway refuses.
+      expect(out).not.toContain("Server listening at");
       expect((await fetch(`http://localhost:${devPort}/`)).status).toBe(200);
       expect((await fetch(`http://localhost:${gatewayPort}/healthz`)).status).toBe(200);
     } finally {
@@ -146,6 +153,79 @@ describe("npm run dev (the process)", () => {
     await expect(fetch(`http://localhost:${devPort}/`)).rejects.toThrow();
   }, 30_000);
 });
+
+describe("npm run dev, restarted or left behind", () => {
+  it("keeps its keys across restarts (a token of the last run is still accepted), in a file only its owner reads", async () => {
+    const file = keysFile();
+    const first = loadDevKeys(file);
+    const second = loadDevKeys(file);
+    expect(first.created).toBe(true);
+    expect(second).toEqual({ ...first, created: false });
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    const before = await startDevStack({ gatewayPort: 0, devPort: 0, metricsPort: 0, host: "127.0.0.1", logger: silent(), keys: first });
+    const { token } = (await (await signIn(before.pageUrl, "dev-4")).json()) as { token: string };
+    await before.close();
+    const after = await startDevStack({ gatewayPort: 0, devPort: 0, metricsPort: 0, host: "127.0.0.1", logger: silent(), keys: second });
+    try {
+      const ticket = await fetch(`${after.gatewayUrl}/api/v1/auth/websocket_ticket`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
+      expect(ticket.status).toBe(201);
+    } finally {
+      await after.close();
+    }
+  });
+
+  it("replaces a keys file that is not its own shape", () => {
+    const file = keysFile();
+    writeFileSync(file, '{"jwtKey":"short","serviceSecret":42}');
+    const keys = loadDevKeys(file);
+    expect(keys.created).toBe(true);
+    expect(keys.jwtKey).toMatch(/^[A-Za-z0-9_-]{43}$/);
+  });
+
+  it("names every busy port at once, with the variable that moves it", async () => {
+    const held = [createServer(), createServer()];
+    const ports = await Promise.all(held.map((server) => new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)))));
+    try {
+      await expect(startDevStack({ gatewayPort: ports[0], devPort: 0, metricsPort: ports[1], host: "127.0.0.1", logger: silent() })).rejects.toThrow(
+        `ports already in use on 127.0.0.1: ${ports[0]} (GATEWAY_PORT), ${ports[1]} (METRICS_PORT)`,
+      );
+    } finally {
+      for (const server of held) server.close();
+    }
+  });
+
+  it("stops when the npm that started it is gone (SIGKILL to npm: no signal reaches the dev process)", async () => {
+    const [gatewayPort, devPort, metricsPort] = await Promise.all([freePort(), freePort(), freePort()]);
+    // Stands in for npm: a parent that starts run.ts and is then killed outright.
+    const launcher = spawn(
+      process.execPath,
+      ["-e", `require("node:child_process").spawn(process.execPath, ["--import", "tsx", "service/src/dev/run.ts"], { stdio: "inherit" }); setInterval(() => {}, 1000);`],
+      { env: { ...process.env, GATEWAY_PORT: String(gatewayPort), DEV_PORT: String(devPort), METRICS_PORT: String(metricsPort), DEV_KEYS_FILE: keysFile() }, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let out = "";
+    launcher.stdout!.on("data", (chunk: Buffer) => (out += chunk.toString()));
+    try {
+      await until("the banner", () => out.includes("Ctrl-C"), 20_000);
+      expect((await fetch(`http://localhost:${gatewayPort}/healthz`)).status).toBe(200);
+    } finally {
+      launcher.kill("SIGKILL");
+    }
+    const deadline = Date.now() + 15_000;
+    let serving = true;
+    while (serving && Date.now() < deadline) {
+      serving = await fetch(`http://localhost:${gatewayPort}/healthz`).then(() => true, () => false);
+      if (serving) await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    expect(serving, "the dev server still serves 15 s after its launcher died").toBe(false);
+  }, 45_000);
+});
+
+let keysDir: string | undefined;
+/** A fresh keys file path under a temp dir (never the repo's .tmp/). */
+function keysFile(): string {
+  keysDir ??= mkdtempSync(join(tmpdir(), "gw-dev-keys-"));
+  return join(keysDir, `keys-${Math.random().toString(36).slice(2)}.json`);
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -56,6 +56,8 @@ export interface SocketHooks {
   incoming?: (data: string, socket: TestSocket) => "pass" | "drop" | "twice";
   /** Called instead of sending; `send()` sends the frame for real (now or later). */
   outgoing?: (data: string, send: (data: string | Buffer) => void) => void;
+  /** Rewrites the close event the SDK sees (WebKit reports some server closes as 1006 with no reason). */
+  close?: (event: { code: number; reason: string }) => { code: number; reason: string };
 }
 
 /** Every socket the SDK opened, in order, and every frame it sent. */
@@ -84,7 +86,10 @@ export class TestSocket implements WebSocketLike {
     log.sockets.push(this);
     this.real.onopen = (event) => this.onopen?.(event);
     this.real.onerror = (event) => this.onerror?.(event);
-    this.real.onclose = (event) => this.onclose?.({ code: event.code, reason: event.reason });
+    this.real.onclose = (event) => {
+      const seen = { code: event.code, reason: event.reason };
+      this.onclose?.(hooks.close?.(seen) ?? seen);
+    };
     this.real.onmessage = (event) => {
       const data = String(event.data);
       const verdict = hooks.incoming?.(data, this) ?? "pass";

@@ -106,7 +106,7 @@ describe("every attempt gets a new ticket", () => {
   });
 });
 
-describe("1012: the instance restarts", () => {
+describe("4012: the instance restarts", () => {
   it("reconnects at once with a small jitter, resumes, and loses nothing", async () => {
     const first = await startGatewayOn(0, { REDIS_URL: redis.url });
     const c = track(clientFor(first, "restart-1", { random: () => 0.5, backoff: { reconnectNowMaxMs: 300, baseMs: 50, maxMs: 200 } }));
@@ -124,11 +124,73 @@ describe("1012: the instance restarts", () => {
       const after = await publishEvent(replacement, "restart-1");
       await until("seq after", () => c.rec.seqs.includes(after.body.seq as number));
 
-      const drop = c.rec.states.find((s) => s.code === 1012)!;
+      const drop = c.rec.states.find((s) => s.code === 4012)!;
       expect(drop.errorCode).toBe("SERVICE_RESTART");
       expect(drop.retryInMs).toBe(150); // 0.5 · reconnectNowMaxMs, no exponential backoff
       expect(c.rec.seqs).toEqual(range(before.body.seq as number, after.body.seq as number));
       expect(c.rec.seqs).toContain(during.body.seq);
+    } finally {
+      await replacement.close();
+    }
+  });
+});
+
+describe("the error frame decides, not the close code (WebKit may report a server close as 1006)", () => {
+  const asWebKitDrop = () => ({ close: () => ({ code: 1006, reason: "" }) });
+
+  it("a fatal SESSION_REVOKED frame followed by 1006: stops, and opens no other socket", async () => {
+    const c = track(clientFor(gw, "frame-first-1", { hooks: asWebKitDrop(), backoff: { baseMs: 20, maxMs: 50 } }));
+    await opened(c);
+    await fetch(`${gw.url}/internal/v1/users/frame-first-1/revoke`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TEST_SERVICE_SECRET}`, "x-service-id": "test" },
+    });
+    await until("closed", () => c.client.state === "closed");
+    expect(c.rec.states.at(-1)).toMatchObject({ state: "closed", errorCode: "SESSION_REVOKED", code: 1006 });
+    await sleep(300);
+    expect(c.sockets.urls).toHaveLength(1);
+  });
+
+  it("a fatal frame with a code this SDK does not know and retry: false, followed by 1006: stops (a newer gateway's refusal)", async () => {
+    const c = track(
+      clientFor(gw, "frame-first-3", {
+        backoff: { baseMs: 20, maxMs: 50 },
+        hooks: {
+          ...asWebKitDrop(),
+          // The revoke's frame, renamed as a later contract might name a new refusal.
+          incoming: (data, socket) => {
+            if (!data.includes('"SESSION_REVOKED"')) return "pass";
+            socket.onmessage?.({ data: JSON.stringify({ ...JSON.parse(data), code: "SOME_FUTURE_REFUSAL" }) });
+            return "drop";
+          },
+        },
+      }),
+    );
+    await opened(c);
+    await fetch(`${gw.url}/internal/v1/users/frame-first-3/revoke`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TEST_SERVICE_SECRET}`, "x-service-id": "test" },
+    });
+    await until("closed", () => c.client.state === "closed");
+    expect(c.rec.states.at(-1)).toMatchObject({ state: "closed", code: 1006 });
+    expect(c.rec.errors.some((e) => e.fatal && e.message === "The session was revoked. Sign in again.")).toBe(true); // the frame's own message
+    await sleep(300);
+    expect(c.sockets.urls).toHaveLength(1);
+  });
+
+  it("a fatal SERVICE_RESTART frame followed by 1006: reconnects at once (jitter only), not after a backoff", async () => {
+    const first = await startGatewayOn(0, { REDIS_URL: redis.url });
+    const c = track(
+      clientFor(first, "frame-first-2", { hooks: asWebKitDrop(), random: () => 0.5, backoff: { reconnectNowMaxMs: 300, baseMs: 60_000, maxMs: 60_000 } }),
+    );
+    await opened(c);
+    const port = portOf(first);
+    await first.close();
+    const replacement = await startGatewayOn(port, { REDIS_URL: redis.url });
+    try {
+      await opened(c, 2, 8000);
+      const drop = c.rec.states.find((s) => s.code === 1006)!;
+      expect(drop).toMatchObject({ errorCode: "SERVICE_RESTART", retryInMs: 150 }); // not 30 000 (0.5 · 60 s)
     } finally {
       await replacement.close();
     }
@@ -218,6 +280,28 @@ describe("the ticket endpoint's errors", () => {
     expect(c.tokenRequests).toEqual([{ forceRefresh: false }, { forceRefresh: true }]);
     expect(c.rec.states.find((s) => s.errorCode === "TOKEN_EXPIRED")?.reason).toBe("sign-in expired, renewing…");
     expect(calls).toBe(2);
+    expect(c.rec.retryDelays).toEqual([0]); // at once, not after a backoff
+  });
+
+  it("401 TOKEN_INVALID (a dev server restarted with another key): retries at once with a fresh token, then backs off", async () => {
+    let valid = false;
+    const c = track(
+      clientFor(gw, "stale-key-1", {
+        random: () => 0.999,
+        backoff: { baseMs: 200, maxMs: 1000 },
+        // Signed with a key the gateway no longer has, until the app's auth service catches up.
+        getToken: () => mintToken({ sub: "stale-key-1" }, valid ? undefined : "a-key-the-gateway-does-not-know-0123456789"),
+      }),
+    );
+    await until("three refusals", () => c.tickets.length >= 3, 5000);
+    valid = true;
+    await opened(c, 1, 5000);
+    expect(c.tickets.slice(0, 3).map((t) => t.status)).toEqual([401, 401, 401]);
+    const delays = c.rec.retryDelays;
+    expect(delays[0]).toBe(0); // the first refusal: at once
+    expect(delays[1]).toBe(199); // the refreshed token refused too: backoff 0.999 · 200
+    expect(delays[2]).toBe(399);
+    expect(c.tokenRequests.slice(1).every((r) => r.forceRefresh)).toBe(true);
   });
 
   it("429 RATE_LIMITED: waits at least Retry-After", async () => {

@@ -136,7 +136,7 @@ describe("resume", () => {
     client.close();
   });
 
-  it("lets the clients of a drained instance (1012) resume on another with nothing lost", async () => {
+  it("lets the clients of a drained instance (4012) resume on another with nothing lost", async () => {
     const extra = await startGateway({ env: { REDIS_URL: redis.url } });
     const users = Array.from({ length: 20 }, (_, i) => new ResumingClient(`drained-${i}`));
     const clients = await Promise.all(users.map((u) => u.connect(extra)));
@@ -145,7 +145,7 @@ describe("resume", () => {
     const closing = extra.close();
     const closes = await Promise.all(clients.map((c) => c.closed));
     await closing;
-    expect(closes.every((c) => c.code === 1012)).toBe(true);
+    expect(closes.every((c) => c.code === 4012)).toBe(true);
     await Promise.all(users.map((u) => publishEvent(a, u.user)));
     const again = await Promise.all(users.map((u) => u.connect(b)));
     await Promise.all(again.map((c) => c.waitForType("resume_complete")));

@@ -13,7 +13,7 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-it("on SIGTERM with 200 open sockets, every client sees 1012 SERVICE_RESTART, none 1006, and the process exits 0 within SHUTDOWN_GRACE_MS", async () => {
+it("on SIGTERM with 200 open sockets, every client sees 4012 SERVICE_RESTART, none 1006, and the process exits 0 within SHUTDOWN_GRACE_MS", async () => {
   const gw = await spawnGateway({
     NODE_ENV: "production",
     REDIS_URL: redis.url,
@@ -40,7 +40,7 @@ it("on SIGTERM with 200 open sockets, every client sees 1012 SERVICE_RESTART, no
   const ready = await fetch(`${gw.url}/readyz`).then((r) => r.status, () => "refused");
   const { code, afterMs } = await gw.exited(sent);
 
-  expect(closes.filter((c) => c.code === 1012 && c.reason === "SERVICE_RESTART")).toHaveLength(200);
+  expect(closes.filter((c) => c.code === 4012 && c.reason === "SERVICE_RESTART")).toHaveLength(200);
   expect(closes.filter((c) => c.code === 1006)).toHaveLength(0);
   expect(clients.every((c) => c.frames.some((f) => f.type === "error" && f.code === "SERVICE_RESTART" && f.retry === true))).toBe(true);
   expect(ready).toBe(503);

@@ -136,13 +136,13 @@ describe("4429: over a limit", () => {
   });
 });
 
-describe("1013: the store cannot be reached to redeem", () => {
-  it("closes with 1013 TICKET_STORE_UNAVAILABLE within about a second while Redis does not answer", async () => {
+describe("4013: the store cannot be reached to redeem", () => {
+  it("closes with 4013 TICKET_STORE_UNAVAILABLE within about a second while Redis does not answer", async () => {
     const ticket = await ticketFor(gw, "outage-user");
     redis.pause();
     try {
       const started = Date.now();
-      await expectClose(new TestClient(`${gw.wsUrl}/ws?ticket=${ticket}`), 1013, "TICKET_STORE_UNAVAILABLE", true);
+      await expectClose(new TestClient(`${gw.wsUrl}/ws?ticket=${ticket}`), 4013, "TICKET_STORE_UNAVAILABLE", true);
       expect(Date.now() - started).toBeLessThan(2500);
     } finally {
       redis.resume();
@@ -176,25 +176,25 @@ describe("4501: revoked", () => {
   });
 });
 
-describe("1012: restart and age", () => {
-  it("closes a connection at MAX_CONNECTION_AGE_SECONDS with 1012 CONNECTION_AGE", async () => {
+describe("4012: restart and age", () => {
+  it("closes a connection at MAX_CONNECTION_AGE_SECONDS with 4012 CONNECTION_AGE", async () => {
     const aged = await startGateway({ env: { REDIS_URL: redis.url, MAX_CONNECTION_AGE_SECONDS: "1" } });
     try {
       const client = await TestClient.connect(aged, await ticketFor(aged, "old-user"));
       await client.waitForType("connection_established");
       const started = Date.now();
-      await expectClose(client, 1012, "CONNECTION_AGE", true);
+      await expectClose(client, 4012, "CONNECTION_AGE", true);
       expect(Date.now() - started).toBeGreaterThan(700);
     } finally {
       await aged.close();
     }
   });
-  it("closes every socket with 1012 SERVICE_RESTART when the app closes", async () => {
+  it("closes every socket with 4012 SERVICE_RESTART when the app closes", async () => {
     const other = await startGateway({ env: { REDIS_URL: redis.url } });
     const client = await TestClient.connect(other, await ticketFor(other, "restart-user"));
     await client.waitForType("connection_established");
     await other.close();
-    await expectClose(client, 1012, "SERVICE_RESTART", true);
+    await expectClose(client, 4012, "SERVICE_RESTART", true);
   });
 });
 

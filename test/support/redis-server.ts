@@ -5,6 +5,7 @@
  * reach is checked to be ours by its process id.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { connect, type Socket } from "node:net";
 import { connect as connectTls } from "node:tls";
@@ -50,6 +51,8 @@ export interface StartRedisOptions {
 }
 
 export async function startRedis(options: StartRedisOptions = {}): Promise<RedisServerHandle> {
+  // Said plainly, rather than as a server that "did not answer" after the whole start timeout.
+  if (!existsSync(REDIS_SERVER)) throw new Error(`redis-server is not installed: apt-get install redis-server (looked for ${REDIS_SERVER})`);
   const dir = await mkdtemp(join(tmpdir(), "gw-redis-"));
   const { tls } = options;
   const tlsArgs = tls

@@ -24,7 +24,7 @@ describe("backoff schedule", () => {
     expect(backoffDelay(5000, 0.999999, opts)).toBe(29_999);
   });
 
-  it("reconnects after 1012 within the small jitter only", () => {
+  it("reconnects after 4012 within the small jitter only", () => {
     expect(reconnectNowDelay(0, opts)).toBe(0);
     expect(reconnectNowDelay(0.999999, opts)).toBe(999);
   });

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { closeAction, closeRetries, ERRORS, type ErrorCode } from "../../service/src/errors.js";
+import { closeAction, closeRetries, errorAction, ERRORS, type ErrorCode } from "../../service/src/errors.js";
 
 // Like Fastify's test/internals/errors.test.js: the one table in the code and
 // the contract in docs/protocol.md must say the same thing.
@@ -57,8 +57,31 @@ describe("the error table and docs/protocol.md", () => {
     }
   });
 
-  it("tells a client to reconnect at once on 1012 and to refresh its token on 4408", () => {
+  it("closes with no code that WebKit reports as 1006 (1012, 1013, 1014), in the table or the contract", () => {
+    const closes = Object.values(ERRORS).flatMap((spec) => ("close" in spec ? [spec.close as number] : []));
+    for (const code of [1012, 1013, 1014]) {
+      expect(closes).not.toContain(code);
+      expect(closeRows.map((r) => r.code)).not.toContain(code);
+    }
+    expect(ERRORS.SERVICE_RESTART.close).toBe(4012);
+    expect(ERRORS.CONNECTION_AGE.close).toBe(4012);
+    expect(ERRORS.TICKET_STORE_UNAVAILABLE.close).toBe(4013);
+  });
+
+  it("takes a client's action from the error frame's code: at once after a restart, backoff when the store is down, stop when revoked", () => {
+    expect(errorAction("SERVICE_RESTART")).toBe("reconnect_now");
+    expect(errorAction("CONNECTION_AGE")).toBe("reconnect_now");
+    expect(errorAction("TICKET_STORE_UNAVAILABLE")).toBe("reconnect");
+    expect(errorAction("SESSION_EXPIRED")).toBe("refresh_token");
+    expect(errorAction("SESSION_REVOKED")).toBe("stop");
+    expect(errorAction("MESSAGE_TOO_BIG")).toBe("stop");
+    expect(errorAction("MESSAGE_MALFORMED")).toBeUndefined(); // closes nothing
+  });
+
+  it("tells a client to reconnect at once on 4012 (and an older gateway's 1012) and to refresh its token on 4408", () => {
+    expect(closeAction(4012)).toBe("reconnect_now");
     expect(closeAction(1012)).toBe("reconnect_now");
+    expect(closeAction(4013)).toBe("reconnect");
     expect(closeAction(4408)).toBe("refresh_token");
     expect(closeAction(4401)).toBe("reconnect");
     expect(closeAction(1006)).toBe("reconnect");

@@ -78,7 +78,7 @@ export function hashTicket(ticket: string): string {
   return createHash("sha256").update(ticket).digest("base64url");
 }
 
-/** Runs a store call, turning an unreachable store into 503 / 1013 TICKET_STORE_UNAVAILABLE. */
+/** Runs a store call, turning an unreachable store into 503 / 4013 TICKET_STORE_UNAVAILABLE. */
 export async function storeCall<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();

@@ -24,6 +24,9 @@ export function prettyDestination(out: NodeJS.WritableStream = process.stdout, c
           out.write(`${raw}\n`);
           continue;
         }
+        // Fastify's "Server listening at http://127.0.0.1:3000": a page opened by that URL has an origin the
+        // gateway does not allow. The banner prints the URLs that work; these would only mislead.
+        if (typeof record.message === "string" && record.message.startsWith("Server listening at ")) continue;
         const time = typeof record.time === "string" ? record.time.slice(11, 23) : "";
         const severity = String(record.severity ?? "INFO");
         const fields = Object.entries(record)

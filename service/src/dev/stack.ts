@@ -1,7 +1,7 @@
 /**
  * `npm run dev` as a function: the gateway (the real app, from
  * service/src/server.ts, with the embedded store), the sign-in stand-in,
- * sharing a freshly generated key, and the example agent backend
+ * sharing one key (run.ts keeps it in .tmp/), and the example agent backend
  * (service/examples/agent) that chat messages are handed to by webhook.
  * run.ts adds the terminal; tests start the same stack on free ports.
  */
@@ -10,6 +10,7 @@ import { createServer } from "node:net";
 import type { Logger } from "pino";
 import { createLogger } from "../logger.js";
 import { startServer, type Running } from "../server.js";
+import { newDevKeys, type DevKeys } from "./keys.js";
 import { prettyDestination } from "./prettyLog.js";
 import { startDevSignIn, type DevSignIn } from "./signIn.js";
 import { startExampleAgent, type ExampleAgent } from "../../examples/agent/agent.js";
@@ -26,6 +27,8 @@ export interface DevStackOptions {
   /** Default 9464; 0 for any free port. */
   readonly metricsPort?: number;
   readonly logger?: Logger;
+  /** Default: new ones, gone with the process. run.ts passes the ones kept in .tmp/ (keys.ts). */
+  readonly keys?: DevKeys;
 }
 
 export interface DevStack {
@@ -36,7 +39,7 @@ export interface DevStack {
   readonly gatewayUrl: string;
   /** http://localhost:3000: the page, and the one origin the gateway allows. */
   readonly pageUrl: string;
-  /** The internal API's bearer secret: generated at start, gone when the process ends. */
+  /** The internal API's bearer secret: a dev key, like the JWT key (keys.ts). */
   readonly serviceSecret: string;
   close(): Promise<void>;
 }
@@ -45,13 +48,19 @@ export async function startDevStack(options: DevStackOptions = {}): Promise<DevS
   const host = options.host ?? "localhost";
   const urlHost = host.includes(":") ? `[${host}]` : host;
   // The gateway must know the page's origin before it starts, and the page the gateway's URL: fix both ports first.
+  const metricsPort = options.metricsPort ?? 9464;
+  await assertPortsFree(host, [
+    [options.gatewayPort ?? 8080, "GATEWAY_PORT"],
+    [options.devPort ?? 3000, "DEV_PORT"],
+    [metricsPort, "METRICS_PORT"],
+  ]);
   const [gatewayPort, devPort] = await Promise.all([portOrFree(options.gatewayPort ?? 8080, host), portOrFree(options.devPort ?? 3000, host)]);
   const pageUrl = `http://${urlHost}:${devPort}`;
   const gatewayUrl = `http://${urlHost}:${gatewayPort}`;
 
-  // Ephemeral: nothing signed with these outlives the process, and nothing in the repo can mint a token for any gateway.
-  const jwtKey = randomBytes(32).toString("base64url");
-  const serviceSecret = randomBytes(32).toString("base64url");
+  // Generated on this machine (never in the repo), so nothing in the repo can mint a token for any gateway.
+  const { jwtKey, serviceSecret } = options.keys ?? newDevKeys();
+  // The webhook key lives as long as the gateway and the agent it links, which always start together.
   const webhookSecret = `whsec_${randomBytes(32).toString("base64")}`;
   const logLevel = options.logLevel ?? "info";
   const logger = options.logger ?? createLogger({ level: logLevel, destination: prettyDestination(), base: {} });
@@ -76,7 +85,7 @@ export async function startDevStack(options: DevStackOptions = {}): Promise<DevS
       AGENT_WEBHOOK_URL: agent.webhookUrl,
       AGENT_WEBHOOK_SECRET: webhookSecret,
       LOG_LEVEL: logLevel,
-      METRICS_PORT: String(options.metricsPort ?? 9464),
+      METRICS_PORT: String(metricsPort),
     },
     { logger },
   ).catch(async (err: unknown) => {
@@ -102,6 +111,28 @@ export async function startDevStack(options: DevStackOptions = {}): Promise<DevS
       await agent.close();
     },
   };
+}
+
+/** Fails naming every busy port at once (with the variable that moves it), rather than the first one listen() trips on. */
+async function assertPortsFree(host: string, ports: Array<[number, string]>): Promise<void> {
+  const busy: string[] = [];
+  for (const [port, variable] of ports) {
+    if (port !== 0 && !(await canListen(port, host))) busy.push(`${port} (${variable})`);
+  }
+  if (busy.length === 0) return;
+  const [first] = ports.filter(([port, variable]) => port !== 0 && busy.includes(`${port} (${variable})`));
+  throw new Error(
+    `port${busy.length === 1 ? "" : "s"} already in use on ${host}: ${busy.join(", ")}. ` +
+      `Stop what listens there, or move ${busy.length === 1 ? "it" : "them"}, e.g. ${first![1]}=${first![0] + 1} npm run dev (0: any free port).`,
+  );
+}
+
+function canListen(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, host, () => server.close(() => resolve(true)));
+  });
 }
 
 async function portOrFree(port: number, host: string): Promise<number> {

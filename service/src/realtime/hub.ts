@@ -150,8 +150,8 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     },
 
     /**
-     * Closes every socket with 1012 SERVICE_RESTART and waits (bounded) for the
-     * closing handshakes, so clients see 1012 and reconnect elsewhere, never 1006.
+     * Closes every socket with 4012 SERVICE_RESTART and waits (bounded) for the
+     * closing handshakes, so clients see 4012 and reconnect elsewhere, never 1006.
      */
     async drain(timeoutMs: number): Promise<void> {
       draining = true;

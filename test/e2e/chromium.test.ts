@@ -1,0 +1,4 @@
+// The demo page's scenarios (scenarios.ts) in chromium.
+import { defineScenarios } from "./scenarios.js";
+
+defineScenarios("chromium");

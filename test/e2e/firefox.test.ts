@@ -1,0 +1,4 @@
+// The demo page's scenarios (scenarios.ts) in firefox.
+import { defineScenarios } from "./scenarios.js";
+
+defineScenarios("firefox");
