@@ -29,7 +29,12 @@ export function createMetrics() {
       registers: reg,
     }),
     wsConnections: new Gauge({ name: "gateway_ws_connections", help: "Open authenticated WebSocket connections on this instance.", registers: reg }),
-    wsCloses: new Counter({ name: "gateway_ws_closes_total", help: "WebSocket closes by close code.", labelNames: ["code"], registers: reg }),
+    wsCloses: new Counter({
+      name: "gateway_ws_closes_total",
+      help: "WebSocket closes by who closed and close code (a client's own codes in a few buckets, realtime/closeCodes.ts).",
+      labelNames: ["code", "closed_by"],
+      registers: reg,
+    }),
     heartbeatTimeouts: new Counter({
       name: "gateway_ws_heartbeat_timeouts_total",
       help: "Peers terminated after missing two pongs.",

@@ -8,6 +8,7 @@ import type { Metrics } from "../plugins/metrics.js";
 import { StoreUnavailableError, type HistoryLimits, type Store, type StoredEvent, type StreamHead } from "../plugins/store/types.js";
 import { errorFrame, parseClientFrame, type ClientFrame } from "./frames.js";
 import { eventFrame } from "./events.js";
+import type { ClosedBy } from "./closeCodes.js";
 
 /**
  * One authenticated socket: its frames, its session lifetime and the order of
@@ -36,7 +37,7 @@ export interface ConnectionDeps {
   readonly log: FastifyBaseLogger;
   readonly verifier: TokenVerifier;
   readonly onChat: (conn: Connection, frame: Extract<ClientFrame, { type: "chat_message" }>) => Promise<void>;
-  readonly onClosed: (conn: Connection, code: number, reason: string) => void;
+  readonly onClosed: (conn: Connection, code: number, reason: string, closedBy: ClosedBy) => void;
   readonly now: () => number;
 }
 
@@ -431,8 +432,9 @@ export class Connection {
     // The code we sent if we started the close, else what the peer said.
     const code = this.closing ? this.closeCode : peerCode;
     const reason = this.closing ? this.closeReason : (PEER_CLOSES[peerCode] ?? "PEER_CLOSED");
+    const closedBy: ClosedBy = this.closing ? "server" : "client";
     this.closing = true;
-    this.deps.onClosed(this, code, reason);
+    this.deps.onClosed(this, code, reason, closedBy);
     for (const callback of this.closedCallbacks.splice(0)) callback();
   }
 }
