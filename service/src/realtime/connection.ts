@@ -9,6 +9,7 @@ import { StoreUnavailableError, type HistoryLimits, type Store, type StoredEvent
 import { errorFrame, parseClientFrame, type ClientFrame } from "./frames.js";
 import { eventFrame } from "./events.js";
 import type { ClosedBy } from "./closeCodes.js";
+import type { ConnectionReplayBudget } from "./replayBudget.js";
 
 /**
  * One authenticated socket: its frames, its session lifetime and the order of
@@ -36,6 +37,8 @@ export interface ConnectionDeps {
   readonly metrics: Metrics;
   readonly log: FastifyBaseLogger;
   readonly verifier: TokenVerifier;
+  /** What this connection's resumes may read from the store (replayBudget.ts). */
+  readonly replayBudget: ConnectionReplayBudget;
   readonly onChat: (conn: Connection, frame: Extract<ClientFrame, { type: "chat_message" }>) => Promise<void>;
   readonly onClosed: (conn: Connection, code: number, reason: string, closedBy: ClosedBy) => void;
   readonly now: () => number;
@@ -221,7 +224,14 @@ export class Connection {
   }
 
   private async resume(lastSeq: number, clientEpoch: string | undefined): Promise<boolean> {
+    if (!this.deps.replayBudget.allows()) {
+      this.deps.metrics.resumes.inc({ outcome: "rate_limited" });
+      this.close("RATE_LIMITED", "Too many resumes. Reconnect after a pause, then resume once.");
+      return true;
+    }
     const read = await this.readHistory(lastSeq);
+    // Charged what it read, not what it sent: reading is what costs the store.
+    this.deps.replayBudget.charge(read?.events.length ?? 0);
     if (read === undefined) {
       this.deps.metrics.resumes.inc({ outcome: "unavailable" });
       this.send(errorFrame("TICKET_STORE_UNAVAILABLE", { fatal: false, message: "History is unavailable right now; send resume again shortly." }));
@@ -352,13 +362,23 @@ export class Connection {
         this.send(frame.id === undefined ? { type: "pong" } : { type: "pong", id: frame.id });
         return;
       case "resume":
-        this.enqueue({ kind: "resume", lastSeq: frame.last_seq, epoch: frame.epoch });
-        return;
+        return this.requestResume({ kind: "resume", lastSeq: frame.last_seq, epoch: frame.epoch });
       case "chat_message":
         return this.deps.onChat(this, frame);
       case "refresh_session":
         return this.refresh(frame.token);
     }
+  }
+
+  /**
+   * One resume in flight per connection: a resume asked for while another
+   * waits in the queue replaces it (the newer position wins, and one
+   * `resume_complete` answers both), so a burst of resumes costs one read.
+   */
+  private requestResume(task: Extract<Task, { kind: "resume" }>): void {
+    const waiting = this.queue.findIndex((t, i) => t.kind === "resume" && !(this.busy && i === 0));
+    if (waiting >= 0) this.queue[waiting] = task;
+    else this.enqueue(task);
   }
 
   private async refresh(token: string): Promise<void> {

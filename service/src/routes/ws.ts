@@ -7,6 +7,7 @@ import { WS_ROUTE } from "../httpGuards.js";
 import { closeCodeLabel, type ClosedBy } from "../realtime/closeCodes.js";
 import { Connection } from "../realtime/connection.js";
 import { EarlyFrames } from "../realtime/earlyFrames.js";
+import { createReplayBudgets } from "../realtime/replayBudget.js";
 import { errorFrame } from "../realtime/frames.js";
 
 /**
@@ -25,6 +26,7 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
   const { config, hub, store, metrics } = app;
   const allowed = new Set(config.allowedOrigins);
   const now = () => Date.now();
+  const replayBudgets = createReplayBudgets({ historyMaxEvents: config.historyMaxEvents });
 
   app.route<{ Querystring: Record<string, string | string[] | undefined> }>({
     method: "GET",
@@ -97,6 +99,7 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
           metrics,
           log,
           verifier: app.verifier,
+          replayBudget: replayBudgets.forConnection(record.sub),
           onChat: (c, frame) => app.chat(c, frame),
           onClosed: (c, code, reason, closedBy) => {
             hub.unregister(c);
