@@ -53,6 +53,7 @@ export interface Config {
   readonly logLevel: string;
   readonly agentStepDelayMs: number;
   readonly trustProxyHops: number;
+  readonly revocationKeepSeconds: number;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -92,6 +93,9 @@ const INTEGERS = {
   // for the client IP (per-IP rate limit). Behind Google's external load
   // balancer and Cloud Run: 2. Directly exposed: 0, or clients could spoof it.
   TRUST_PROXY_HOPS: [0, 0, 10, "hops"],
+  // How long a revoke's `not_before` keeps refusing older tokens: at least
+  // the auth service's token lifetime, or an old token works again after it.
+  REVOCATION_KEEP_SECONDS: [86_400, 60, 30 * 86_400, "s"],
 } as const satisfies Record<string, readonly [number, number, number, string]>;
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -150,7 +154,8 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     problems.push("GCP_PROJECT is required when SECRETS_SOURCE=gcp (the project that holds the secrets)");
   }
 
-  const jwksUrl = url("AUTH_JWKS_URL", ["https:", "http:"]);
+  // Keys fetched over plain http could be swapped by anyone on the path: in production, https only.
+  const jwksUrl = url("AUTH_JWKS_URL", production ? ["https:"] : ["https:", "http:"]);
   const jwtSecretKey = jwksUrl
     ? secret("JWT_SECRET_KEY", str("JWT_SECRET_KEY"))
     : secret("JWT_SECRET_KEY", required("JWT_SECRET_KEY", "the HS256 key of user tokens, unless AUTH_JWKS_URL is set"));
@@ -233,6 +238,7 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     logLevel,
     agentStepDelayMs: int("AGENT_STEP_DELAY_MS"),
     trustProxyHops: int("TRUST_PROXY_HOPS"),
+    revocationKeepSeconds: int("REVOCATION_KEEP_SECONDS"),
   };
   if (config.redis.tlsCa !== undefined && !config.redis.tlsCa.includes("-----BEGIN CERTIFICATE-----")) {
     problems.push("REDIS_TLS_CA must be a PEM certificate");

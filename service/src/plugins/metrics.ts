@@ -55,6 +55,12 @@ export function createMetrics() {
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
       registers: reg,
     }),
+    internalRequests: new Counter({
+      name: "gateway_internal_requests_total",
+      help: "Internal API calls by caller (X-Service-Id, a bounded set: see routes/internal.ts) and status code.",
+      labelNames: ["service_id", "status"],
+      registers: reg,
+    }),
     storeUnavailable: new Counter({
       name: "gateway_store_unavailable_total",
       help: "Operations that failed because the store could not be reached.",

@@ -3,7 +3,7 @@ import type { WebSocket, RawData } from "ws";
 import type { FastifyBaseLogger } from "fastify";
 import type { Config } from "../config.js";
 import { closeCodeOf, ERRORS, GatewayError, isGatewayError, type ErrorCode } from "../errors.js";
-import type { TokenVerifier } from "../auth/verifier.js";
+import { issuedBefore, type TokenVerifier } from "../auth/verifier.js";
 import type { Metrics } from "../plugins/metrics.js";
 import { StoreUnavailableError, type HistoryLimits, type Store, type StoredEvent, type StreamHead } from "../plugins/store/types.js";
 import { errorFrame, parseClientFrame, type ClientFrame } from "./frames.js";
@@ -95,11 +95,13 @@ export class Connection {
     this.tokens = deps.config.maxFramesPerSecond * 2;
     this.lastRefill = this.connectedAt;
     this.limits = { maxEvents: deps.config.historyMaxEvents, ttlMs: deps.config.historyTtlSeconds * 1000 };
+    // Protocol pings and pongs are frames too (a pong may come unasked): ws
+    // handles them itself, so a flood of either is counted here against the
+    // same inbound budget as messages.
     deps.socket.on("pong", () => {
       this.missedPongs = 0;
+      if (!this.closing) this.spend(1);
     });
-    // Protocol pings are frames too: ws answers them itself, so a flood of
-    // them is counted here against the same inbound budget as messages.
     deps.socket.on("ping", () => {
       if (!this.closing) this.spend(1);
     });
@@ -385,6 +387,12 @@ export class Connection {
     try {
       const verified = await this.deps.verifier.verify(token);
       if (verified.sub !== this.userId) throw new GatewayError("TOKEN_INVALID");
+      // A token from before a revoke's not_before extends nothing (the store down: refuse, the session goes on).
+      const notBefore = await this.deps.store.tokensNotBefore(this.userId).catch((err: unknown) => {
+        if (err instanceof StoreUnavailableError) return Number.MAX_SAFE_INTEGER;
+        throw err;
+      });
+      if (issuedBefore(verified, notBefore)) throw new GatewayError("TOKEN_REVOKED");
       this.sessionExpiresAt = verified.expiresAt;
       this.schedule();
       this.send({ type: "session_refreshed", session_expires_at: new Date(this.sessionExpiresAt).toISOString() });

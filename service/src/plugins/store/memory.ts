@@ -47,6 +47,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const usedTickets = new Map<string, number>();
   const windows = new Map<string, { count: number; resetAt: number }>();
   const revocations = new Map<string, { at: number; expiresAt: number }>();
+  const tokenRevocations = new Map<string, { at: number; expiresAt: number }>();
   const connections = new Map<string, Map<string, number>>();
   /** Message claims: when claimed (or "started"), and until when the claim is kept. */
   const claims = new Map<string, { startedAt: number | "started"; expiresAt: number }>();
@@ -94,6 +95,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     expired(usedTickets, (t) => t);
     expired(windows, (w) => w.resetAt);
     expired(revocations, (r) => r.expiresAt);
+    expired(tokenRevocations, (r) => r.expiresAt);
     expired(claims, (c) => c.expiresAt);
     for (const [userId, conns] of connections) {
       expired(conns, (c) => c);
@@ -142,6 +144,19 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     async revokedAt(userId: string): Promise<number> {
       open();
       const entry = revocations.get(userId);
+      return entry !== undefined && live(entry.expiresAt) ? entry.at : 0;
+    },
+
+    async revokeTokensBefore(userId: string, notBeforeMs: number, keepMs: number): Promise<void> {
+      open();
+      const current = tokenRevocations.get(userId);
+      const at = current !== undefined && live(current.expiresAt) ? Math.max(current.at, notBeforeMs) : notBeforeMs;
+      tokenRevocations.set(userId, { at: Math.floor(at), expiresAt: now() + keepMs });
+    },
+
+    async tokensNotBefore(userId: string): Promise<number> {
+      open();
+      const entry = tokenRevocations.get(userId);
       return entry !== undefined && live(entry.expiresAt) ? entry.at : 0;
     },
 

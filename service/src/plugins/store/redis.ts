@@ -21,8 +21,9 @@
  * connection per primary; on a single Redis that is one connection.
  */
 import { randomBytes } from "node:crypto";
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
+import { Cluster, Redis, ReplyError, type ClusterOptions, type RedisOptions } from "ioredis";
 import {
+  StoreCommandError,
   StoreUnavailableError,
   type AgentEventInput,
   type BusMessage,
@@ -100,6 +101,7 @@ export const redisKeys = {
   history: (userId: string) => `${user(userId)}:hist`,
   connections: (userId: string) => `${user(userId)}:conns`,
   revoked: (userId: string) => `${user(userId)}:revoked`,
+  tokensNotBefore: (userId: string) => `${user(userId)}:nbf`,
   message: (userId: string, messageId: string) => `${user(userId)}:msg:${encodeId(messageId)}`,
   rateLimit: (key: string) => `gw:{rl:${encodeId(key)}}`,
   userChannel: (userId: string) => `${user(userId)}:ch`,
@@ -313,7 +315,7 @@ function bounded<T>(conn: Connection, timeoutMs: number, send: () => Promise<T>)
       settled = true;
       clearTimeout(timer);
       waiters.delete(start);
-      reject(err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err));
+      reject(err instanceof StoreUnavailableError || err instanceof StoreCommandError ? err : classifyFailure(err));
     };
     const start = () => {
       if (settled) return;
@@ -333,6 +335,28 @@ function bounded<T>(conn: Connection, timeoutMs: number, send: () => Promise<T>)
     else if (conn.status === "end") fail(new Error("store closed"));
     else waiters.add(start);
   });
+}
+
+/**
+ * An error reply from Redis is a bug (WRONGTYPE, a script error), unless it
+ * is one of the replies a healthy store gives while it moves or starts (a
+ * cluster resharding or failing over, a replica loading): only those, and
+ * every connection-level failure, mean "unavailable, retry".
+ */
+const TRANSIENT_REPLY = /^(MOVED|ASK|CLUSTERDOWN|TRYAGAIN|LOADING|BUSY|MASTERDOWN|READONLY|NOREPLICAS|OOM) /;
+function classifyFailure(err: unknown): Error {
+  if (err instanceof ReplyError && !TRANSIENT_REPLY.test((err as Error).message)) {
+    // The message only (WRONGTYPE …, ERR …): ioredis attaches the command's arguments, which must not reach a log.
+    return new StoreCommandError((err as Error).message.split("\n")[0]!.slice(0, 200));
+  }
+  return new StoreUnavailableError(err);
+}
+
+/** A revocation marker that is not a number was not written by us: refuse everything rather than nothing. */
+function failClosed(value: string | null): number {
+  if (value === null) return 0;
+  const at = Number(value);
+  return Number.isFinite(at) ? at : Number.MAX_SAFE_INTEGER;
 }
 
 const waitersByConnection = new WeakMap<Connection, Set<() => void>>();
@@ -819,8 +843,16 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     },
 
     async revokedAt(userId: string): Promise<number> {
-      const value = await guard(() => cmd.get(redisKeys.revoked(userId)));
-      return value === null ? 0 : Number(value);
+      return failClosed(await guard(() => cmd.get(redisKeys.revoked(userId))));
+    },
+
+    async revokeTokensBefore(userId: string, notBeforeMs: number, keepMs: number): Promise<void> {
+      // The same "later wins" script as a revoke, on a key of its own: it is kept far longer.
+      await script("gwRevoke", redisKeys.tokensNotBefore(userId), Math.floor(notBeforeMs), keepMs);
+    },
+
+    async tokensNotBefore(userId: string): Promise<number> {
+      return failClosed(await guard(() => cmd.get(redisKeys.tokensNotBefore(userId))));
     },
 
     async addConnection(userId: string, connectionId: string, max: number, ttlMs: number): Promise<boolean> {
