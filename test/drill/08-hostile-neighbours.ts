@@ -11,13 +11,14 @@
  * other users connect and receive their events, the same way.
  *
  * Pass when: the ordinary users' connect p50 under abuse stays within 3x
- * the quiet run's (below 20 ms it counts as 20 ms: a loaded 2-core CI machine
- * moves single milliseconds), none of them misses or repeats an event, the
+ * the quiet run's (the slower of a run before and a run after the attack, as
+ * the machine is shared; below 20 ms it counts as 20 ms: a loaded 2-core CI
+ * machine moves single milliseconds), none of them misses or repeats an event, the
  * gateway's RSS stays below RSS_BOUND_MB the whole time, and the gateway
  * really was attacked (resume loops closed with 4429, trickles answered 408,
  * stray upgrades answered 400).
  */
-import { rssBytes, spawnGatewayProc, spawnNode } from "../bench/lib/procs.js";
+import { cpuMeter, noiseMeter, rssBytes, spawnGatewayProc, spawnNode } from "../bench/lib/procs.js";
 import { summarize } from "../bench/lib/stats.js";
 import { startRedis } from "../support/redis-server.js";
 import { check, drill, fmt, ORIGIN, publish, quick, sleep, StreamClient, TEST_JWT_KEY, TEST_SERVICE_SECRET } from "./lib.js";
@@ -31,6 +32,7 @@ const ATTACK_WARMUP_MS = quick ? 2000 : 5000;
 /** The gateway process (node + tsx + the app) idles near 100 MB; the unbounded early buffer alone took it to 687 MB in 3 s. */
 const RSS_BOUND_MB = 300;
 const P50_FLOOR_MS = 20;
+const MIN_ATTACK_MS = 17_000;
 
 async function inBatches<T>(items: readonly T[], size: number, run: (item: T) => Promise<void>): Promise<void> {
   for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(run));
@@ -84,13 +86,24 @@ drill(`drill 8: hostile neighbours (${ORDINARY} ordinary users, ${ABUSERS} abuse
     const abuserEvents = Array.from({ length: ABUSERS * HISTORY }, (_, i) => `abuser-${i % ABUSERS}`);
     await inBatches(abuserEvents, 50, async (user) => void (await publish(gw.url, user)));
 
+    let gwCpu = cpuMeter(gw.pid);
     const quiet = await ordinaryUsers(gw.url, "quiet");
+    const quietCpu = gwCpu().percent;
     const quietRss = rssBytes(gw.pid);
 
-    abusers = await spawnNode("test/drill/hostile/abusers.ts", { name: "drill8-abusers", env: {}, args: [gw.url, String(ABUSERS), String(RESUME_SOCKETS)], ready: /^ABUSING/m });
+    abusers = await spawnNode("test/drill/hostile/abusers.ts", { name: "drill8-abusers", env: process.env.DRILL8_KINDS ? { DRILL8_KINDS: process.env.DRILL8_KINDS } : {}, args: [gw.url, String(ABUSERS), String(RESUME_SOCKETS)], ready: /^ABUSING/m });
+    const attackStarted = Date.now();
+    gwCpu = cpuMeter(gw.pid);
+    const abusersCpu = cpuMeter(abusers.pid);
+    const others = noiseMeter();
     await sleep(ATTACK_WARMUP_MS);
     const busy = await ordinaryUsers(gw.url, "busy");
+    // Long enough for the trickling requests to meet the 15 s request timeout.
+    await sleep(MIN_ATTACK_MS - (Date.now() - attackStarted));
+    const attackCpu = { gateway: gwCpu().percent, abusers: abusersCpu().percent, ...others() };
     await abusers.stop();
+    // The machine is shared: a second quiet run after the attack, and the slower of the two is the baseline.
+    const quietAfter = await ordinaryUsers(gw.url, "after");
     const attack = JSON.parse(abusers.log().split("\n").filter((l) => l.startsWith("{")).at(-1) ?? "{}") as {
       resumeSockets?: number;
       resumeCloses?: Record<string, number>;
@@ -102,10 +115,13 @@ drill(`drill 8: hostile neighbours (${ORDINARY} ordinary users, ${ABUSERS} abuse
     };
     clearInterval(sampler);
 
-    const ratio = busy.p50 / Math.max(quiet.p50, P50_FLOOR_MS);
+    const baseline = Math.max(quiet.p50, quietAfter.p50, P50_FLOOR_MS);
+    const ratio = busy.p50 / baseline;
+    const runs = [quiet, busy, quietAfter];
     const figures = [
-      `connect p50 quiet ${fmt(quiet.p50, 1)} ms, under abuse ${fmt(busy.p50, 1)} ms (${fmt(ratio, 2)}x of max(quiet, ${P50_FLOOR_MS} ms))`,
-      `ordinary: ${quiet.connected}+${busy.connected} connected, lost ${quiet.lost}+${busy.lost}, dups ${quiet.dups}+${busy.dups}`,
+      `connect p50 quiet ${fmt(quiet.p50, 1)} ms (after: ${fmt(quietAfter.p50, 1)} ms), under abuse ${fmt(busy.p50, 1)} ms (${fmt(ratio, 2)}x the slower quiet run)`,
+      `ordinary: ${runs.map((r) => r.connected).join("+")} connected, lost ${runs.map((r) => r.lost).join("+")}, dups ${runs.map((r) => r.dups).join("+")}`,
+      `gateway CPU quiet ${fmt(quietCpu, 0)}%, under abuse ${fmt(attackCpu.gateway, 0)}% (abusers ${fmt(attackCpu.abusers, 0)}%, machine busy ${fmt(attackCpu.machinePercent, 0)}%, others ${fmt(attackCpu.othersPercent, 0)}%);`,
       `RSS quiet ${fmt(quietRss / 2 ** 20, 0)} MB, max ${fmt(maxRss / 2 ** 20, 0)} MB (bound ${RSS_BOUND_MB} MB)`,
       `abuse: ${attack.resumesSent ?? 0} resumes over ${attack.resumeSockets ?? 0} sockets (closes ${JSON.stringify(attack.resumeCloses ?? {})}),`,
       `${attack.floods ?? 0} ticketless floods (${fmt((attack.floodBytes ?? 0) / 2 ** 20, 0)} MiB written), trickles answered ${JSON.stringify(attack.trickleAnswers ?? {})},`,
@@ -115,12 +131,12 @@ drill(`drill 8: hostile neighbours (${ORDINARY} ordinary users, ${ABUSERS} abuse
       figures,
       checks: [
         check("the gateway kept running", gw.alive()),
-        check("every ordinary user connected", quiet.connected === ORDINARY && busy.connected === ORDINARY, [...quiet.failures, ...busy.failures].slice(0, 3).join("; ")),
+        check("every ordinary user connected", runs.every((r) => r.connected === ORDINARY), runs.flatMap((r) => r.failures).slice(0, 3).join("; ")),
         check("connect p50 under abuse within 3x of the quiet run's", ratio <= 3, `${fmt(ratio, 2)}x`),
-        check("no ordinary user lost or repeated an event", quiet.lost + busy.lost === 0 && quiet.dups + busy.dups === 0),
+        check("no ordinary user lost or repeated an event", runs.every((r) => r.lost === 0 && r.dups === 0)),
         check(`RSS stayed below ${RSS_BOUND_MB} MB`, maxRss < RSS_BOUND_MB * 2 ** 20, `${fmt(maxRss / 2 ** 20, 0)} MB`),
         check("resume loops were closed with 4429", (attack.resumeCloses?.["4429"] ?? 0) > 0),
-        check("trickled requests were answered 408", (attack.trickleAnswers?.["408"] ?? 0) > 0 || quick),
+        check("trickled requests were answered 408", (attack.trickleAnswers?.["408"] ?? 0) > 0),
         check("stray upgrades were refused (400), never 101", (attack.strayStatus?.["400"] ?? 0) > 0 && (attack.strayStatus?.["101"] ?? 0) === 0),
       ],
     };

@@ -118,11 +118,11 @@ function readFrames(buffer: Buffer, peer: RawPeer): Buffer {
   }
 }
 
-/** Writes `frame` over and over, as fast as the socket takes it, until the connection ends or `ms` pass. Resolves to the bytes written. */
-export async function flood(socket: Socket, frame: Buffer, ms: number): Promise<number> {
+/** Writes `frame` over and over, as fast as the socket takes it, until the connection ends, `ms` pass or `maxBytes` are written. Resolves to the bytes written. */
+export async function flood(socket: Socket, frame: Buffer, ms: number, maxBytes = Infinity): Promise<number> {
   const until = Date.now() + ms;
   let written = 0;
-  while (Date.now() < until && !socket.destroyed && socket.writable) {
+  while (Date.now() < until && !socket.destroyed && socket.writable && written < maxBytes) {
     const ok = socket.write(frame);
     written += frame.length;
     if (!ok) await new Promise<void>((resolve) => {

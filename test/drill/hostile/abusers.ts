@@ -28,6 +28,13 @@ const { hostname, port } = new URL(url);
  * churn as such (the load balancer and Cloud Armor meet that at the edge).
  */
 const RECONNECT_PAUSE_MS = 200;
+/**
+ * What one flooding connection writes at most: far more than the gateway
+ * may keep (16 KiB before redemption, 4 frames after a refusal), and enough
+ * to have taken the unbounded buffer past 100 MB in a few connections, but
+ * not the loopback bandwidth of a shared 2-core machine.
+ */
+const FLOOD_BYTES = 1024 * 1024;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const bump = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
 
@@ -73,7 +80,7 @@ async function floodLoop(): Promise<void> {
   while (running) {
     const peer = rawPeer(url, upgradeRequest(`${hostname}:${port}`, "/ws", { Origin: ORIGIN }));
     counts.floods++;
-    counts.floodBytes += await flood(peer.socket, frame, 3000);
+    counts.floodBytes += await flood(peer.socket, frame, 3000, FLOOD_BYTES);
     peer.socket.destroy();
     await peer.ended;
     await sleep(RECONNECT_PAUSE_MS);
@@ -109,13 +116,15 @@ async function strayUpgradeLoop(): Promise<void> {
   }
 }
 
+/** Which attacks to run (all by default; DRILL8_KINDS=resume,flood to look at some alone). */
+const kinds = new Set((process.env.DRILL8_KINDS ?? "resume,flood,trickle,stray").split(","));
 const loops: Array<Promise<void>> = [];
 for (let a = 0; a < ABUSERS; a++) {
   const user = `abuser-${a}`;
-  for (let s = 0; s < RESUME_SOCKETS; s++) loops.push(resumeLoop(user));
-  loops.push(floodLoop());
-  for (let t = 0; t < 5; t++) loops.push(trickleLoop(user));
-  loops.push(strayUpgradeLoop());
+  if (kinds.has("resume")) for (let s = 0; s < RESUME_SOCKETS; s++) loops.push(resumeLoop(user));
+  if (kinds.has("flood")) loops.push(floodLoop());
+  if (kinds.has("trickle")) for (let t = 0; t < 5; t++) loops.push(trickleLoop(user));
+  if (kinds.has("stray")) loops.push(strayUpgradeLoop());
 }
 process.stdout.write("ABUSING\n");
 process.once("SIGTERM", () => {
