@@ -167,3 +167,22 @@ describe("item 9: the smaller holes", () => {
     expect(labels.size).toBeLessThanOrEqual(20 + 3);
   });
 });
+
+describe("a starved event loop is not a store outage", () => {
+  it("takes an answer that arrived while the process was stalled past the command timeout", async () => {
+    const { createRedisStore } = await import("../../service/src/plugins/store/index.js");
+    const store = createRedisStore({ url: redis.url, commandTimeoutMs: 300 });
+    try {
+      await store.hit("stall-warmup", 1000);
+      const answer = store.hit("stall", 1000);
+      // The CPU is taken from the process for longer than the timeout; Redis answers meanwhile.
+      const until = Date.now() + 600;
+      while (Date.now() < until) {
+        /* busy: no timer or socket callback can run */
+      }
+      await expect(answer).resolves.toMatchObject({ count: 1 });
+    } finally {
+      await store.close();
+    }
+  });
+});

@@ -330,7 +330,10 @@ function bounded<T>(conn: Connection, timeoutMs: number, send: () => Promise<T>)
         fail(err);
       }
     };
-    const timer = setTimeout(() => fail(new Error(`no answer from Redis within ${timeoutMs} ms`)), timeoutMs);
+    // Deferred to the check phase: when the event loop itself was stalled past
+    // the timeout (a starved CPU), an answer already waiting on the socket is
+    // read in the poll phase first, and is not mistaken for an outage.
+    const timer = setTimeout(() => setImmediate(() => fail(new Error(`no answer from Redis within ${timeoutMs} ms`))), timeoutMs);
     if (conn.status === "ready") start();
     else if (conn.status === "end") fail(new Error("store closed"));
     else waiters.add(start);
