@@ -43,13 +43,16 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
         // `code` is the label (a string), so the log-based metric and the 1011 alert read what the metric says.
         log.info({ event: "ws_close", code: label, closed_by: closedBy, reason, connection_id: connectionId }, "websocket closed");
       };
+      let conn: Connection | undefined;
       let refused = false;
+      /** Refuses the socket once: through its Connection when there is one (which logs the close), else directly. */
       const refuse = (code: ErrorCode, message?: string) => {
         if (refused) return;
         refused = true;
         early.discard();
         metrics.wsAuth.inc({ outcome: "rejected", reason: code });
         log.info({ event: "ws_auth", outcome: "rejected", reason: code }, "websocket authentication refused");
+        if (conn) return conn.close(code, message);
         closeUnauthenticated(socket, code, message);
         logClose(closeCodeOf(code) ?? 1011, code, "server");
       };
@@ -60,7 +63,6 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
 
       if (hub.draining) return refuse("SERVICE_RESTART");
       const origin = request.headers.origin ?? null;
-      let conn: Connection | undefined;
       try {
         // Browsers always send Origin; only a browser page can be tricked into
         // connecting, so a missing Origin (a server-side client) is allowed.
@@ -121,15 +123,7 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
       } catch (err) {
         const code: ErrorCode = isGatewayError(err) && closeCodeOf(err.code) !== undefined ? err.code : "INTERNAL_ERROR";
         if (code === "INTERNAL_ERROR") log.error({ err, event: "ws_internal_error" }, "unexpected error while authenticating a websocket");
-        if (conn && !refused) {
-          refused = true;
-          early.discard();
-          metrics.wsAuth.inc({ outcome: "rejected", reason: code });
-          log.info({ event: "ws_auth", outcome: "rejected", reason: code }, "websocket authentication refused");
-          conn.close(code, isGatewayError(err) ? err.message : undefined);
-        } else {
-          refuse(code, isGatewayError(err) ? err.message : undefined);
-        }
+        refuse(code, isGatewayError(err) ? err.message : undefined);
       }
     },
   });
