@@ -9,12 +9,15 @@
  * for while a bucket is empty closes the connection with 4429 RATE_LIMITED.
  *
  * The sizes come from the history bound H (HISTORY_MAX_EVENTS): a
- * connection may read 3 H events a minute (three full replays, where a
- * reconnecting client needs one), a user 10 H a minute across its
- * connections. Every resume also costs `baseCost` events, so resuming
+ * connection may read 2 H events a minute (two full replays, where a
+ * reconnecting client needs one, and usually far less), a user 4 H a minute
+ * across its connections on this instance. Measured in drill 8: at 10 H a
+ * user, ten abusers' opening bursts of full replays alone kept a CPU-starved
+ * Redis busy long enough to time out other users' ticket requests.
+ * Every resume also costs `baseCost` events, so resuming
  * nothing in a loop is not free either.
  */
-export const REPLAY_BUDGET = { perConnectionHistories: 3, perUserHistories: 10, baseCost: 10, windowMs: 60_000 } as const;
+export const REPLAY_BUDGET = { perConnectionHistories: 2, perUserHistories: 4, baseCost: 10, windowMs: 60_000 } as const;
 
 /** Users idle this long have full buckets and are forgotten. */
 const FORGET_AFTER_MS = REPLAY_BUDGET.windowMs;
