@@ -381,7 +381,11 @@ function readyWaiters(conn: Connection): Set<() => void> {
 function commonOptions(timeoutMs: number) {
   return {
     connectTimeout: timeoutMs,
-    commandTimeout: timeoutMs,
+    // A backstop only: bounded() answers at timeoutMs, after reading any reply
+    // that is already waiting. ioredis's own timer fires before pending I/O is
+    // read, so at timeoutMs it would fail a command whose answer had arrived
+    // while the process was starved of CPU.
+    commandTimeout: Math.max(2 * timeoutMs, 2000),
     // A socket that stops answering (a hung host, a silent network partition)
     // is dropped and reconnected instead of waiting for TCP keepalive.
     socketTimeout: Math.max(2 * timeoutMs, 2000),
