@@ -81,7 +81,9 @@ export class LoadBalancer extends pulumi.ComponentResource {
           {
             priority: 1000,
             description: `At most ${args.ticketRateLimitPerMinute} ticket requests per client IP per minute`,
-            match: { expr: { expression: `request.path.matches('${TICKET_PATH}')` } },
+            // Decoded and lower-cased first: the gateway's router decodes `/%61pi/…` to the ticket
+            // endpoint, and a match on the raw path would let that spelling past the throttle.
+            match: { expr: { expression: `request.path.urlDecode().lower().matches('${TICKET_PATH}')` } },
             action: "throttle",
             rateLimitOptions: {
               enforceOnKey: "IP",

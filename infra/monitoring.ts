@@ -114,8 +114,10 @@ export class Monitoring extends pulumi.ComponentResource {
         reason: { extractor: "EXTRACT(jsonPayload.reason)", description: "OK, or the error code (TICKET_EXPIRED, ORIGIN_FORBIDDEN, …)" },
       }),
       wsClose: logMetric("ws_close", "WebSocket closes", pulumi.interpolate`${gatewayLogs} AND jsonPayload.event="ws_close"`, {
-        code: { extractor: "EXTRACT(jsonPayload.code)", description: "The close code (4401, 4012, 1011, …)" },
+        code: { extractor: "EXTRACT(jsonPayload.code)", description: "The close code (4401, 4012, 1011, …; a client's own codes in buckets)" },
         reason: { extractor: "EXTRACT(jsonPayload.reason)", description: "The close reason (the error code's name)" },
+        // A client chooses its close code too: only closed_by="server" is the gateway's word.
+        closed_by: { extractor: "EXTRACT(jsonPayload.closed_by)", description: "server or client: who closed" },
       }),
       storeUnavailable: logMetric(
         "store_unavailable",
@@ -264,9 +266,9 @@ export class Monitoring extends pulumi.ComponentResource {
         "internalErrorCloses",
         `More than ${args.thresholds.internalErrorCloses} WebSocket closes with 1011 in 5 minutes`,
         "ERROR",
-        `WebSockets closed with 1011 INTERNAL_ERROR (an unexpected server fault) more than ${args.thresholds.internalErrorCloses} times in 5 minutes (log metric ${args.serviceId}/ws_close, code="1011").`,
+        `The gateway closed WebSockets with 1011 INTERNAL_ERROR (an unexpected server fault) more than ${args.thresholds.internalErrorCloses} times in 5 minutes (log metric ${args.serviceId}/ws_close, code="1011", closed_by="server"; a client closing with 1011 does not count).`,
         {
-          filter: pulumi.interpolate`metric.type="${metricType(this.metrics.wsClose)}" AND resource.type="cloud_run_revision" AND metric.label.code="1011"`,
+          filter: pulumi.interpolate`metric.type="${metricType(this.metrics.wsClose)}" AND resource.type="cloud_run_revision" AND metric.label.code="1011" AND metric.label.closed_by="server"`,
           aggregations: sum("300s"),
           comparison: "COMPARISON_GT",
           thresholdValue: args.thresholds.internalErrorCloses,

@@ -25,6 +25,7 @@ const FRIENDLY: Partial<Record<StatusCode, string>> = {
   TOKEN_MISSING: "not signed in, retrying…",
   TOKEN_INVALID: "sign-in not accepted, renewing…",
   TOKEN_EXPIRED: "sign-in expired, renewing…",
+  TOKEN_REVOKED: "sign-in revoked, renewing…",
   ORIGIN_FORBIDDEN: "origin not allowed",
   RATE_LIMITED: "too many requests, retrying later…",
   TICKET_STORE_UNAVAILABLE: "gateway storage unavailable, retrying…",

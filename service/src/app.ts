@@ -1,9 +1,10 @@
 import fastifyWebsocket from "@fastify/websocket";
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from "fastify";
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import type { Config } from "./config.js";
 import { GatewayError, isGatewayError, type ErrorCode } from "./errors.js";
-import { redactUrl } from "./logger.js";
+import { httpServerOptions, type HttpTimeouts, refuseStrayUpgrades } from "./httpGuards.js";
+import { logPath } from "./logger.js";
 import { createTicketService, type TicketService } from "./auth/tickets.js";
 import { createTokenVerifier, type TokenVerifier } from "./auth/verifier.js";
 import type { KeySetOptions } from "./auth/jwks.js";
@@ -39,6 +40,8 @@ export interface AppOptions {
   readonly instanceId?: string;
   /** The JWKS key set's clock and policy (default: KEY_SET_POLICY); tests shorten the cooldown. */
   readonly keySet?: Pick<KeySetOptions, "now" | "policy">;
+  /** Shorter HTTP timeouts, for tests of the timeouts themselves. Default: HTTP_TIMEOUTS. */
+  readonly httpTimeouts?: Partial<HttpTimeouts>;
 }
 
 declare module "fastify" {
@@ -67,6 +70,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ajv: { customOptions: { removeAdditional: false } },
     // User ids in internal API paths may be up to 256 characters, percent-encoded.
     routerOptions: { maxParamLength: 1024 },
+    // Bounded request timeouts and Node's parser errors in the error shape (httpGuards.ts says why).
+    ...httpServerOptions(options.httpTimeouts),
     // Errors the router raises before any route runs (a path that is not a
     // valid URL) get the same JSON shape as every other error.
     frameworkErrors: (error, _request, reply) => {
@@ -145,6 +150,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
 
   registerHttpConventions(app);
+  refuseStrayUpgrades(app);
   await app.register(healthRoutes);
   await app.register(ticketRoutes);
   await app.register(internalRoutes);
@@ -167,7 +173,9 @@ function registerHttpConventions(app: FastifyInstance): void {
 
   app.addHook("onRequest", async (request, reply) => {
     const origin = request.headers.origin;
-    if (origin === undefined || !request.url.startsWith("/api/")) return;
+    // Decided on the routed path, not the raw URL: the router decodes
+    // `/%61pi/…` to `/api/…`, and a check on the raw URL would let it by.
+    if (origin === undefined || !isApiRoute(request)) return;
     if (!allowed.has(origin)) throw new GatewayError("ORIGIN_FORBIDDEN");
     // Retry-After must be readable by the page, or a browser client cannot honour it.
     reply.header("access-control-allow-origin", origin).header("vary", "Origin").header("access-control-expose-headers", "retry-after");
@@ -197,16 +205,20 @@ function registerHttpConventions(app: FastifyInstance): void {
       reply.header("www-authenticate", error.code === "TOKEN_MISSING" || error.code === "SERVICE_UNAUTHORIZED" ? "Bearer" : 'Bearer error="invalid_token"');
     }
     if (error.status === 429 || error.status === 503) reply.header("retry-after", String(error.retryAfter ?? 1));
-    if (request.url.startsWith("/api/")) app.metrics.ticketRequests.inc({ status: String(error.status), code: error.code });
+    if (isApiRoute(request)) app.metrics.ticketRequests.inc({ status: String(error.status), code: error.code });
     return reply.code(error.status).send({ error: { code: error.code, message: error.message } });
   });
 
   app.addHook("onResponse", async (request, reply) => {
-    if (request.url.startsWith("/api/") && reply.statusCode < 400) app.metrics.ticketRequests.inc({ status: String(reply.statusCode), code: "OK" });
-    const line = { event: "http_request", method: request.method, url: redactUrl(request.url), status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
+    if (isApiRoute(request) && reply.statusCode < 400) app.metrics.ticketRequests.inc({ status: String(reply.statusCode), code: "OK" });
+    const line = { event: "http_request", method: request.method, url: logPath(request), status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
     if (reply.statusCode >= 500) request.log.warn(line, "request failed");
     else request.log.debug(line, "request");
   });
+}
+
+function isApiRoute(request: FastifyRequest): boolean {
+  return request.routeOptions.url?.startsWith("/api/") === true;
 }
 
 const FASTIFY_CODES: Record<string, ErrorCode> = {

@@ -72,6 +72,7 @@ export interface Config {
     readonly rememberedPerUser: number;
   };
   readonly trustProxyHops: number;
+  readonly revocationKeepSeconds: number;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -118,6 +119,9 @@ const INTEGERS = {
   // SECRETS_SOURCE=gcp: how long a PERMISSION_DENIED secret read is retried before startup
   // fails (IAM grants made seconds earlier take minutes to propagate; ./secrets.ts). 0: fail at once.
   SECRETS_PERMISSION_WAIT_SECONDS: [0, 0, 600, "s"],
+  // How long a revoke's `not_before` keeps refusing older tokens: at least
+  // the auth service's token lifetime, or an old token works again after it.
+  REVOCATION_KEEP_SECONDS: [86_400, 60, 30 * 86_400, "s"],
 } as const satisfies Record<string, readonly [number, number, number, string]>;
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -176,7 +180,8 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     problems.push("GCP_PROJECT is required when SECRETS_SOURCE=gcp (the project that holds the secrets)");
   }
 
-  const jwksUrl = url("AUTH_JWKS_URL", ["https:", "http:"]);
+  // Keys fetched over plain http could be swapped by anyone on the path: in production, https only.
+  const jwksUrl = url("AUTH_JWKS_URL", production ? ["https:"] : ["https:", "http:"]);
   const jwtSecretKey = jwksUrl
     ? secret("JWT_SECRET_KEY", str("JWT_SECRET_KEY"))
     : secret("JWT_SECRET_KEY", required("JWT_SECRET_KEY", "the HS256 key of user tokens, unless AUTH_JWKS_URL is set"));
@@ -277,6 +282,7 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
       rememberedPerUser: int("MESSAGE_IDS_PER_USER"),
     },
     trustProxyHops: int("TRUST_PROXY_HOPS"),
+    revocationKeepSeconds: int("REVOCATION_KEEP_SECONDS"),
   };
   if (config.redis.tlsCa !== undefined && !config.redis.tlsCa.includes("-----BEGIN CERTIFICATE-----")) {
     problems.push("REDIS_TLS_CA must be a PEM certificate");

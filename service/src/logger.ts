@@ -5,8 +5,8 @@ import { pino, type DestinationStream, type Logger } from "pino";
  * and `message` as the text field, so log-based metrics and alerts can read
  * `jsonPayload.event` directly.
  *
- * Tickets and tokens must never reach a log line: URLs are logged through
- * `redactUrl`, and the fields that could carry credentials are censored.
+ * Tickets and tokens must never reach a log line: a request is logged by its
+ * route pattern (`logPath`), never its raw URL, and the fields that could carry credentials are censored.
  */
 const SEVERITY: Record<string, string> = {
   trace: "DEBUG",
@@ -51,34 +51,14 @@ export function createLogger(options: { level?: string; destination?: Destinatio
   );
 }
 
-const CREDENTIAL_PARAMS = new Set(["ticket", "token", "access_token", "jwt"]);
-
 /**
- * `/ws?ticket=abc&x=1` → `/ws?ticket=[REDACTED]&x=1`. Parameters are found the
- * way the router reads them, or a credential the route did read could be
- * logged: the query starts at the first `?` or `#` (find-my-way), and a
- * name's `+` and `%xx` are decoded (fast-querystring), so `/ws#ticket=…` and
- * `/ws?%74icket=…` are redacted too.
+ * What a log line says about a request's URL: the pattern of the route it
+ * matched (`/ws`, `/internal/v1/users/:user_id/events`), never the raw URL.
+ * A credential can hide under any query name (`?id_token=`, `?auth=`,
+ * `ticket[]`, `ticket%5B%5D`) or in the path itself (`/ws/<ticket>`), so no
+ * deny-list of names is safe: no part of the path or query the client chose
+ * reaches a log. An unmatched request logs as "(no route)".
  */
-export function redactUrl(url: string): string {
-  const start = url.search(/[?#]/);
-  if (start < 0) return url;
-  const pairs = url
-    .slice(start + 1)
-    .split("&")
-    .map((pair) => {
-      const eq = pair.indexOf("=");
-      if (eq < 0) return pair;
-      const name = pair.slice(0, eq);
-      return CREDENTIAL_PARAMS.has(decodeParamName(name).toLowerCase()) ? `${name}=[REDACTED]` : pair;
-    });
-  return `${url.slice(0, start + 1)}${pairs.join("&")}`;
-}
-
-function decodeParamName(name: string): string {
-  try {
-    return decodeURIComponent(name.replace(/\+/g, " "));
-  } catch {
-    return name;
-  }
+export function logPath(request: { readonly routeOptions: { readonly url?: string } }): string {
+  return request.routeOptions.url ?? "(no route)";
 }

@@ -4,8 +4,8 @@
  * with it), prints each drill's PASS/FAIL line as it comes, then
  * `N passed, N failed`, and exits 1 if any failed.
  *
- *   --quick      the CI set: drills 3-9 and drill 1 at a smaller size (drill 8, the secret rotations, about 45 s;
- *                drill 9, the JWKS outage, 8 s instead of 30 s, about 25 s)
+ *   --quick      the CI set: drills 3-10 and drill 1 at a smaller size (drill 8, the secret rotations, about 45 s;
+ *                drill 9, the JWKS outage, 8 s instead of 30 s, about 25 s; drill 10, hostile neighbours, about 1 min)
  *   --only 1,4   some drills
  *
  * Sizes can be set through the environment (DRILL2_SOCKETS, DRILL3_FRAMES,
@@ -25,6 +25,7 @@ const DRILLS = [
   { id: "7", file: "test/drill/cluster-failover.ts", quick: true },
   { id: "8", file: "test/drill/08-rotation.ts", quick: true },
   { id: "9", file: "test/drill/09-jwks-outage.ts", quick: true },
+  { id: "10", file: "test/drill/10-hostile-neighbours.ts", quick: true },
 ];
 
 const quick = process.argv.includes("--quick") || process.env.DRILL_QUICK === "1";

@@ -116,7 +116,7 @@ describe.each(STACKS)("%s stack: load balancer", (stack) => {
     const r = await run(stack);
     const armor = r.one(T.armor);
     const rule = armor.inputs.rules.find((x: { match: { expr?: { expression: string } } }) =>
-      x.match.expr?.expression.includes("request.path.matches('/api/v1/auth/websocket_ticket')"),
+      x.match.expr?.expression.includes("matches('/api/v1/auth/websocket_ticket')"),
     );
     expect(["throttle", "rate_based_ban"]).toContain(rule.action);
     expect(rule.rateLimitOptions).toMatchObject({
@@ -140,3 +140,52 @@ describe.each(STACKS)("%s stack: load balancer", (stack) => {
     expect(r.outputs.url).toBe(`https://${await domain()}`);
   });
 });
+
+// The throttle's intent: every spelling of a path that the gateway routes to
+// the ticket endpoint is throttled. The rule's expression is evaluated the way
+// Cloud Armor's rules language reads it (request.path, then urlDecode(),
+// lower(), matches(RE2, unanchored)), and the gateway itself says which
+// spellings reach the ticket endpoint (401 TOKEN_MISSING without a token).
+describe("the ticket throttle matches every spelling the gateway routes to the ticket endpoint", () => {
+  const SPELLINGS = [
+    "/api/v1/auth/websocket_ticket",
+    "/%61pi/v1/auth/websocket_ticket",
+    "/%61%70%69/v1/auth/websocket_ticket",
+    "/api/v1/auth/%77ebsocket_ticket",
+    "/api/v1/auth/websocket_ticket?x=1",
+    "/api%2Fv1/auth/websocket_ticket",
+    "/API/v1/auth/websocket_ticket",
+    "/health",
+    "/ws",
+  ];
+
+  it("throttles each path the gateway answers as the ticket endpoint", async () => {
+    const armor = (await run("staging")).one(T.armor);
+    const rule = (armor.inputs.rules as { action: string; match: { expr?: { expression: string } } }[]).find((x) => x.action === "throttle")!;
+    const { startGateway } = await import("../support/gateway.js");
+    const gw = await startGateway();
+    try {
+      for (const path of SPELLINGS) {
+        const res = await fetch(`${gw.url}${path}`, { method: "POST" });
+        const routedToTickets = res.status === 401;
+        if (routedToTickets) expect(evaluateArmor(rule.match.expr!.expression, path.split("?")[0]!), path).toBe(true);
+      }
+      expect(evaluateArmor(rule.match.expr!.expression, "/%61pi/v1/auth/websocket_ticket")).toBe(true);
+      expect(evaluateArmor(rule.match.expr!.expression, "/health")).toBe(false);
+      expect(evaluateArmor(rule.match.expr!.expression, "/ws")).toBe(false);
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
+/** `request.path(.urlDecode()|.lower())*.matches('re')` over `path`; any other shape throws, so the test cannot pass by skipping. */
+function evaluateArmor(expression: string, path: string): boolean {
+  const m = /^request\.path((?:\.(?:urlDecode|lower)\(\))*)\.matches\('([^']*)'\)$/.exec(expression);
+  if (!m) throw new Error(`an expression this test cannot evaluate: ${expression}`);
+  let value = path;
+  for (const fn of m[1]!.split(".").filter(Boolean)) {
+    value = fn === "lower()" ? value.toLowerCase() : decodeURIComponent(value);
+  }
+  return new RegExp(m[2]!).test(value);
+}

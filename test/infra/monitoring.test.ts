@@ -166,3 +166,83 @@ describe.each(STACKS)("%s stack: monitoring", (stack) => {
     for (const t of dashboard.mosaicLayout.tiles) expect(t.widget.title).toBeTruthy();
   });
 });
+
+// The 1011 alert, held against log lines the service really writes: the
+// gateway's own 1011 (a store call that throws a bug) pages; a client that
+// closes with 1011 does not. The filters are evaluated clause by clause
+// (field="value" AND …), the way Cloud Logging and Monitoring read them; a
+// clause of another shape fails the test rather than being skipped.
+describe("the 1011 alert and the service's own ws_close lines", () => {
+  it("counts a 1011 the gateway sent, and not one a client sent", async () => {
+    const lines = await realCloseLines();
+    const entry = (line: Record<string, unknown>) => ({ resource: { type: "cloud_run_revision", labels: { service_name: "chat-gateway" } }, jsonPayload: line });
+    const r = await run("staging");
+    const m = metric(r, "ws_close");
+    const alert = threshold(policy(r, RUNBOOK_ANCHORS.internalErrorCloses));
+    const pages = (line: Record<string, unknown>) => {
+      const e = entry(line);
+      if (!matchesLogFilter(String(m.inputs.filter), e)) return false;
+      const labels = Object.fromEntries(
+        Object.entries(m.inputs.labelExtractors as Record<string, string>).map(([k, x]) => [k, valueAt(e, /^EXTRACT\((.+)\)$/.exec(x)![1]!)]),
+      );
+      return matchesMetricFilter(String(alert.filter), `logging.googleapis.com/user/${m.inputs.name}`, labels);
+    };
+    expect(lines.server).toMatchObject({ event: "ws_close", code: "1011", closed_by: "server" });
+    expect(lines.client).toMatchObject({ event: "ws_close", closed_by: "client" });
+    expect(pages(lines.server)).toBe(true);
+    expect(pages(lines.client)).toBe(false);
+  });
+});
+
+/** One ws_close line for a 1011 the gateway sent, and one for a 1011 a client sent, from a real gateway. */
+async function realCloseLines(): Promise<{ server: Record<string, unknown>; client: Record<string, unknown> }> {
+  const { startGateway, ticketFor, TestClient } = await import("../support/gateway.js");
+  const { createMemoryStore } = await import("../../service/src/plugins/store/memory.js");
+  const memory = createMemoryStore();
+  let broken = false;
+  // A store whose head() throws a bug (not an outage) once asked to: the connect ends 1011 INTERNAL_ERROR.
+  const store = { ...memory, head: (userId: string) => (broken ? Promise.reject(new TypeError("boom")) : memory.head(userId)) } as typeof memory;
+  const gw = await startGateway({ store });
+  try {
+    const polite = await TestClient.connect(gw, await ticketFor(gw, "client-1011"));
+    await polite.waitForType("connection_established");
+    polite.socket.close(1011);
+    await polite.closed;
+    broken = true;
+    const failing = await TestClient.connect(gw, await ticketFor(gw, "server-1011"));
+    await failing.closed;
+    // The server logs its close when its side of the handshake ends, a moment after the client's.
+    for (let i = 0; i < 100 && !gw.logs.records.some((l) => l.event === "ws_close" && l.closed_by === "server"); i++) await new Promise((r) => setTimeout(r, 20));
+    const closes = gw.logs.records.filter((l) => l.event === "ws_close");
+    return { server: closes.find((l) => l.closed_by === "server")!, client: closes.find((l) => l.closed_by === "client")! };
+  } finally {
+    await gw.close();
+    await memory.close();
+  }
+}
+
+function valueAt(entry: unknown, path: string): string | undefined {
+  const value = path.split(".").reduce<unknown>((v, k) => (v !== null && typeof v === "object" ? (v as Record<string, unknown>)[k] : undefined), entry);
+  return value === undefined ? undefined : String(value);
+}
+
+function clauses(filter: string): Array<[string, string]> {
+  return filter.split(" AND ").map((clause) => {
+    const m = /^([\w.]+)="([^"]*)"$/.exec(clause.trim());
+    if (!m) throw new Error(`a clause this test cannot evaluate: ${clause}`);
+    return [m[1]!, m[2]!];
+  });
+}
+
+function matchesLogFilter(filter: string, entry: unknown): boolean {
+  return clauses(filter).every(([path, value]) => valueAt(entry, path) === value);
+}
+
+function matchesMetricFilter(filter: string, metricType: string, labels: Record<string, string | undefined>): boolean {
+  return clauses(filter).every(([path, value]) => {
+    if (path === "metric.type") return value === metricType;
+    if (path === "resource.type") return value === "cloud_run_revision";
+    if (path.startsWith("metric.label.")) return labels[path.slice("metric.label.".length)] === value;
+    throw new Error(`a clause this test cannot evaluate: ${path}`);
+  });
+}

@@ -54,6 +54,8 @@ beforeAll(async () => {
     await store.hit(id, 1000);
     await store.revokeUser(id, 1, 1000);
     await store.revokedAt(id);
+    await store.revokeTokensBefore(id, 1, 1000);
+    await store.tokensNotBefore(id);
     await store.addConnection(id, `c-${id}`, 5, 1000);
     await store.refreshConnections([{ userId: id, connectionId: `c-${id}` }, { userId: "plain", connectionId: "c" }], 1000);
     await store.removeConnection(id, `c-${id}`);

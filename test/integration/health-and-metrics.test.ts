@@ -172,7 +172,7 @@ describe("metrics", () => {
     client.close();
     await client.closed;
     const closed = await until("the close counted", async () => (await fetch(metricsUrl)).text(), (t) => sample(t, "gateway_ws_connections") === 0);
-    expect(sample(closed, 'gateway_ws_closes_total{code="1000"}')).toBe(1);
+    expect(sample(closed, 'gateway_ws_closes_total{code="1000",closed_by="client"}')).toBe(1);
 
     // Labels are codes and outcomes only: no user id or ticket reaches a metric.
     expect(closed).not.toContain("metrics-user-7f3a");

@@ -8,6 +8,7 @@ import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { startGateway, TestClient, TEST_SERVICE_SECRET, ticketFor, type TestGateway } from "../support/gateway.js";
+import { MAX_DATA_DEPTH } from "../../service/src/realtime/events.js";
 
 let redis: RedisServerHandle;
 let gws: TestGateway[];
@@ -101,11 +102,11 @@ describe("POST /internal/v1/events", () => {
   it("refuses, per item, data nested too deep to serialise, instead of failing the batch", async () => {
     const user = uid("deep");
     const deep = (n: number) => `{"user_id":"${user}","type":"agent_thinking","run_id":"r","thread_id":"t","data":${'{"a":'.repeat(n)}1${"}".repeat(n)}}`;
-    const body = `[${deep(100_000)},${deep(64)},${deep(65)},${JSON.stringify(item(user, 4))}]`;
+    const body = `[${deep(100_000)},${deep(MAX_DATA_DEPTH)},${deep(MAX_DATA_DEPTH + 1)},${JSON.stringify(item(user, 4))}]`;
     const { status, body: answer } = await batch(gws[0]!, body);
     expect(status).toBe(207);
     expect(answer.results!.map((r) => r.error?.code ?? r.seq)).toEqual(["BAD_REQUEST", 1, "BAD_REQUEST", 2]);
-    expect(answer.results![0]!.error!.message).toMatch(/at most 64 levels/);
+    expect(answer.results![0]!.error!.message).toMatch(new RegExp(`at most ${MAX_DATA_DEPTH} levels`));
   });
 
   it("treats event ids as the gateway's: an item naming one is refused, and two identical items are two events", async () => {

@@ -46,7 +46,9 @@ describe("revoke", () => {
     const client = new TestClient(`${gws[2]!.wsUrl}/ws?ticket=${ticket}`);
     const closed = await client.closed;
     expect(closed).toEqual({ code: 4501, reason: "SESSION_REVOKED" });
-    // A ticket issued after the revoke works: revoking ends sessions, the auth service ends tokens.
+    // A token issued after the revoke gets a ticket that works (iat has one-second
+    // precision: the next second is after it); older tokens get 401 TOKEN_REVOKED.
+    await new Promise((r) => setTimeout(r, 1000 - (Date.now() % 1000) + 20));
     const later = await connect(gws[2]!, "revoked-with-ticket");
     later.close();
   });

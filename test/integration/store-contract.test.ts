@@ -268,6 +268,20 @@ describe.each([
       expect(await h.store.revokedAt(userId)).toBe(2_000_000);
     });
 
+    it("refuses tokens issued before the latest not_before, on every instance, and forgets it after keepMs", async () => {
+      const userId = uid("user");
+      expect(await h.store.tokensNotBefore(userId)).toBe(0);
+      await h.store.revokeTokensBefore(userId, 5_000_000, 60_000);
+      expect(await h.peer.tokensNotBefore(userId)).toBe(5_000_000);
+      await h.peer.revokeTokensBefore(userId, 4_000_000, 60_000); // late and older: does not undo the newer one
+      expect(await h.store.tokensNotBefore(userId)).toBe(5_000_000);
+      // Kept apart from the session revocation: one does not move the other.
+      expect(await h.store.revokedAt(userId)).toBe(0);
+      await h.store.revokeTokensBefore(userId, 6_000_000, 200);
+      await h.advance(300);
+      expect(await h.store.tokensNotBefore(userId)).toBe(0);
+    });
+
     it("forgets a revocation after keepMs", async () => {
       const userId = uid("user");
       await h.store.revokeUser(userId, 1_000, 200);
@@ -610,6 +624,7 @@ describe("redis store specifics", () => {
         redisKeys.revoked(id),
         redisKeys.messages(id),
         redisKeys.messageClaims(id),
+        redisKeys.tokensNotBefore(id),
         redisKeys.userChannel(id),
       ];
       expect(new Set(userKeys.map(tagOf)).size).toBe(1);
@@ -627,6 +642,7 @@ describe("redis store specifics", () => {
       revoked: "gw:{u:<id>}:revoked",
       messages: "gw:{u:<id>}:msgs",
       messageClaims: "gw:{u:<id>}:claims",
+      tokensNotBefore: "gw:{u:<id>}:nbf",
       rateLimit: "gw:{rl:<id>}",
       userChannel: "gw:{u:<id>}:ch",
       instanceChannel: "gw:{i:<id>}:ch",
@@ -864,6 +880,8 @@ function allCalls(store: Store, userId: string): Record<string, () => Promise<un
     hit: () => store.hit(uid("rl"), 1000),
     revokeUser: () => store.revokeUser(userId, 1, 1000),
     revokedAt: () => store.revokedAt(userId),
+    revokeTokensBefore: () => store.revokeTokensBefore(userId, 1, 1000),
+    tokensNotBefore: () => store.tokensNotBefore(userId),
     addConnection: () => store.addConnection(userId, "c", 5, 1000),
     removeConnection: () => store.removeConnection(userId, "c"),
     refreshConnections: () => store.refreshConnections([{ userId, connectionId: "c" }], 1000),

@@ -231,7 +231,7 @@ describe("1011: unexpected faults", () => {
 describe("bookkeeping", () => {
   it("counts closes by code and auth outcomes by reason in the metrics", async () => {
     const text = await gw.app.metrics.registry.metrics();
-    expect(text).toMatch(/gateway_ws_closes_total\{code="4400"\} \d+/);
+    expect(text).toMatch(/gateway_ws_closes_total\{code="4400",closed_by="server"\} \d+/);
     expect(text).toMatch(/gateway_ws_auth_total\{outcome="rejected",reason="TICKET_USED"\} 1/);
     expect(text).toMatch(/gateway_ws_auth_total\{outcome="accepted",reason="OK"\} \d+/);
     expect(text).toMatch(/gateway_ticket_redeem_seconds_count \d+/);

@@ -2,7 +2,7 @@ import { Writable } from "node:stream";
 import { SignJWT } from "jose";
 import WebSocket from "ws";
 import type { FastifyInstance } from "fastify";
-import { buildApp } from "../../service/src/app.js";
+import { buildApp, type AppOptions } from "../../service/src/app.js";
 import { parseConfig, type Config, type Env } from "../../service/src/config.js";
 import { createLogger } from "../../service/src/logger.js";
 import type { Store } from "../../service/src/plugins/store/types.js";
@@ -63,7 +63,9 @@ export interface TestGateway {
 }
 
 /** A real gateway on a free loopback port. Pass a store to share one between instances. */
-export async function startGateway(options: { env?: Env; store?: Store; metrics?: boolean } = {}): Promise<TestGateway> {
+export async function startGateway(
+  options: { env?: Env; store?: Store; metrics?: boolean; httpTimeouts?: AppOptions["httpTimeouts"] } = {},
+): Promise<TestGateway> {
   const config = testConfig(options.env);
   const logs = new LogCapture();
   const app = await buildApp({
@@ -71,6 +73,7 @@ export async function startGateway(options: { env?: Env; store?: Store; metrics?
     logger: createLogger({ level: "debug", destination: logs }),
     store: options.store,
     metricsPort: options.metrics ? 0 : null,
+    httpTimeouts: options.httpTimeouts,
   });
   const url = await app.listen({ port: 0, host: "127.0.0.1" });
   return { app, config, url, wsUrl: url.replace(/^http/, "ws"), logs, close: () => app.close() };

@@ -103,6 +103,7 @@ describe("defaults", () => {
       MESSAGE_IDS_PER_USER: config.agentWebhook.rememberedPerUser,
       TRUST_PROXY_HOPS: config.trustProxyHops,
       SECRETS_PERMISSION_WAIT_SECONDS: config.secretsPermissionWaitSeconds,
+      REVOCATION_KEEP_SECONDS: config.revocationKeepSeconds,
     };
     for (const [name, [def]] of Object.entries(INTEGER_SETTINGS)) {
       expect(byName[name as keyof typeof INTEGER_SETTINGS], name).toBe(def);
@@ -385,6 +386,11 @@ describe("AUTH_JWKS_URL", () => {
     const { problems } = problemsOf({ SERVICE_SECRET, AUTH_JWKS_URL: "ftp://auth.example.com/jwks" });
     expect(problems).toHaveLength(1);
     expect(problemNaming(problems, "AUTH_JWKS_URL")).toMatch(/https:\/\/ or http:\/\//);
+  });
+
+  it("must be https in production: keys over plain http could be swapped on the way", () => {
+    const { problems } = problemsOf({ ...PRODUCTION, JWT_SECRET_KEY: undefined, AUTH_JWKS_URL: "http://auth.example.com/jwks" });
+    expect(problemNaming(problems, "AUTH_JWKS_URL")).toMatch(/scheme https:\/\/$/);
   });
 });
 

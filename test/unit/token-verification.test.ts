@@ -51,9 +51,16 @@ async function rejection(promise: Promise<unknown>): Promise<string> {
 }
 
 describe("HS256 keys", () => {
-  it("a token signed with the current key is accepted, giving its sub and exp", async () => {
+  it("a token signed with the current key is accepted, giving its sub, exp and iat", async () => {
     const verified = await verifierAt(HS_ONLY).verify(await sign({ sub: "alice", exp: NOW_S + 600 }));
-    expect(verified).toEqual({ sub: "alice", expiresAt: (NOW_S + 600) * 1000 });
+    expect(verified).toEqual({ sub: "alice", expiresAt: (NOW_S + 600) * 1000, issuedAt: NOW_S * 1000 });
+  });
+
+  it("an exp or iat beyond the JavaScript date range is TOKEN_INVALID, never a RangeError later", async () => {
+    expect(await rejection(verifierAt(HS_ONLY).verify(await sign({ exp: 1e13 })))).toBe("TOKEN_INVALID");
+    expect(await rejection(verifierAt(HS_ONLY).verify(await sign({ exp: Number.MAX_VALUE })))).toBe("TOKEN_INVALID");
+    // An iat that no Date can hold is treated as absent (a revoke's not_before then refuses the token).
+    expect((await verifierAt(HS_ONLY).verify(await sign({ iat: 1e300 }))).issuedAt).toBeUndefined();
   });
 
   it("during a rotation, a token signed with the previous key is accepted too", async () => {

@@ -14,6 +14,8 @@ export interface VerifiedToken {
   readonly sub: string;
   /** Epoch milliseconds. */
   readonly expiresAt: number;
+  /** The token's `iat`, epoch milliseconds, when it has one (checked against a revoke's `not_before`). */
+  readonly issuedAt?: number;
 }
 
 export type TokenVerifier = ReturnType<typeof createTokenVerifier>;
@@ -22,6 +24,8 @@ const CLOCK_TOLERANCE_S = 5;
 const MAX_TOKEN_LENGTH = 8192;
 const MAX_SUB_LENGTH = 256;
 const ASYMMETRIC = ["RS256", "ES256"];
+/** The latest time a JavaScript Date can hold (ECMA-262 §21.4.1.1): an `exp` beyond it would make every use of the session's end a RangeError. */
+const MAX_DATE_MS = 8.64e15;
 
 export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => number; keySet?: KeySetOptions } = {}) {
   const encoder = new TextEncoder();
@@ -92,13 +96,26 @@ export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => n
       } catch (err) {
         throw classify(err);
       }
-      const { sub, exp } = payload;
-      if (typeof sub !== "string" || sub.length === 0 || sub.length > MAX_SUB_LENGTH || typeof exp !== "number") {
+      const { sub, exp, iat } = payload;
+      if (typeof sub !== "string" || sub.length === 0 || sub.length > MAX_SUB_LENGTH || !isDate(exp)) {
         throw new GatewayError("TOKEN_INVALID");
       }
-      return { sub, expiresAt: exp * 1000 };
+      return { sub, expiresAt: exp * 1000, ...(isDate(iat) ? { issuedAt: iat * 1000 } : {}) };
     },
   };
+}
+
+/**
+ * Whether a revoke's `not_before` (epoch ms, 0 for none) refuses the token:
+ * issued before it, or with no `iat` at all while one is in force (fail closed).
+ */
+export function issuedBefore(token: VerifiedToken, notBeforeMs: number): boolean {
+  return notBeforeMs > 0 && (token.issuedAt === undefined || token.issuedAt < notBeforeMs);
+}
+
+/** A NumericDate (seconds) that a JavaScript Date can hold. */
+function isDate(seconds: unknown): seconds is number {
+  return typeof seconds === "number" && Number.isFinite(seconds) && Math.abs(seconds * 1000) <= MAX_DATE_MS;
 }
 
 /** The token of an `Authorization: Bearer …` header, or undefined. */

@@ -29,7 +29,12 @@ export function createMetrics() {
       registers: reg,
     }),
     wsConnections: new Gauge({ name: "gateway_ws_connections", help: "Open authenticated WebSocket connections on this instance.", registers: reg }),
-    wsCloses: new Counter({ name: "gateway_ws_closes_total", help: "WebSocket closes by close code.", labelNames: ["code"], registers: reg }),
+    wsCloses: new Counter({
+      name: "gateway_ws_closes_total",
+      help: "WebSocket closes by who closed and close code (a client's own codes in a few buckets, realtime/closeCodes.ts).",
+      labelNames: ["code", "closed_by"],
+      registers: reg,
+    }),
     heartbeatTimeouts: new Counter({
       name: "gateway_ws_heartbeat_timeouts_total",
       help: "Peers terminated after missing two pongs.",
@@ -54,6 +59,12 @@ export function createMetrics() {
       name: "gateway_agent_handoffs_total",
       help: "chat_message hand-offs to the agent backend, by outcome (accepted, duplicate, rejected, unavailable, pending, rate_limited, store_unavailable, chat_unavailable).",
       labelNames: ["outcome"],
+      registers: reg,
+    }),
+    internalRequests: new Counter({
+      name: "gateway_internal_requests_total",
+      help: "Internal API calls by caller (X-Service-Id, a bounded set: see routes/internal.ts) and status code.",
+      labelNames: ["service_id", "status"],
       registers: reg,
     }),
     storeUnavailable: new Counter({

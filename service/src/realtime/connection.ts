@@ -3,11 +3,13 @@ import type { WebSocket, RawData } from "ws";
 import type { FastifyBaseLogger } from "fastify";
 import type { Config } from "../config.js";
 import { closeCodeOf, ERRORS, GatewayError, isGatewayError, type ErrorCode } from "../errors.js";
-import type { TokenVerifier } from "../auth/verifier.js";
+import { issuedBefore, type TokenVerifier } from "../auth/verifier.js";
 import type { Metrics } from "../plugins/metrics.js";
 import { StoreUnavailableError, type HistoryLimits, type Store, type StoredEvent, type StreamHead } from "../plugins/store/types.js";
 import { errorFrame, parseClientFrame, type ClientFrame } from "./frames.js";
 import { eventFrame } from "./events.js";
+import type { ClosedBy } from "./closeCodes.js";
+import type { ConnectionReplayBudget } from "./replayBudget.js";
 
 /**
  * One authenticated socket: its frames, its session lifetime and the order of
@@ -35,8 +37,10 @@ export interface ConnectionDeps {
   readonly metrics: Metrics;
   readonly log: FastifyBaseLogger;
   readonly verifier: TokenVerifier;
+  /** What this connection's resumes may read from the store (replayBudget.ts). */
+  readonly replayBudget: ConnectionReplayBudget;
   readonly onChat: (conn: Connection, frame: Extract<ClientFrame, { type: "chat_message" }>) => Promise<void>;
-  readonly onClosed: (conn: Connection, code: number, reason: string) => void;
+  readonly onClosed: (conn: Connection, code: number, reason: string, closedBy: ClosedBy) => void;
   readonly now: () => number;
 }
 
@@ -91,11 +95,13 @@ export class Connection {
     this.tokens = deps.config.maxFramesPerSecond * 2;
     this.lastRefill = this.connectedAt;
     this.limits = { maxEvents: deps.config.historyMaxEvents, ttlMs: deps.config.historyTtlSeconds * 1000 };
+    // Protocol pings and pongs are frames too (a pong may come unasked): ws
+    // handles them itself, so a flood of either is counted here against the
+    // same inbound budget as messages.
     deps.socket.on("pong", () => {
       this.missedPongs = 0;
+      if (!this.closing) this.spend(1);
     });
-    // Protocol pings are frames too: ws answers them itself, so a flood of
-    // them is counted here against the same inbound budget as messages.
     deps.socket.on("ping", () => {
       if (!this.closing) this.spend(1);
     });
@@ -220,7 +226,14 @@ export class Connection {
   }
 
   private async resume(lastSeq: number, clientEpoch: string | undefined): Promise<boolean> {
+    if (!this.deps.replayBudget.allows()) {
+      this.deps.metrics.resumes.inc({ outcome: "rate_limited" });
+      this.close("RATE_LIMITED", "Too many resumes. Reconnect after a pause, then resume once.");
+      return true;
+    }
     const read = await this.readHistory(lastSeq);
+    // Charged what it read, not what it sent: reading is what costs the store.
+    this.deps.replayBudget.charge(read?.events.length ?? 0);
     if (read === undefined) {
       this.deps.metrics.resumes.inc({ outcome: "unavailable" });
       this.send(errorFrame("TICKET_STORE_UNAVAILABLE", { fatal: false, message: "History is unavailable right now; send resume again shortly." }));
@@ -351,8 +364,7 @@ export class Connection {
         this.send(frame.id === undefined ? { type: "pong" } : { type: "pong", id: frame.id });
         return;
       case "resume":
-        this.enqueue({ kind: "resume", lastSeq: frame.last_seq, epoch: frame.epoch });
-        return;
+        return this.requestResume({ kind: "resume", lastSeq: frame.last_seq, epoch: frame.epoch });
       case "chat_message":
         return this.deps.onChat(this, frame);
       case "refresh_session":
@@ -360,10 +372,27 @@ export class Connection {
     }
   }
 
+  /**
+   * One resume in flight per connection: a resume asked for while another
+   * waits in the queue replaces it (the newer position wins, and one
+   * `resume_complete` answers both), so a burst of resumes costs one read.
+   */
+  private requestResume(task: Extract<Task, { kind: "resume" }>): void {
+    const waiting = this.queue.findIndex((t, i) => t.kind === "resume" && !(this.busy && i === 0));
+    if (waiting >= 0) this.queue[waiting] = task;
+    else this.enqueue(task);
+  }
+
   private async refresh(token: string): Promise<void> {
     try {
       const verified = await this.deps.verifier.verify(token);
       if (verified.sub !== this.userId) throw new GatewayError("TOKEN_INVALID");
+      // A token from before a revoke's not_before extends nothing (the store down: refuse, the session goes on).
+      const notBefore = await this.deps.store.tokensNotBefore(this.userId).catch((err: unknown) => {
+        if (err instanceof StoreUnavailableError) return Number.MAX_SAFE_INTEGER;
+        throw err;
+      });
+      if (issuedBefore(verified, notBefore)) throw new GatewayError("TOKEN_REVOKED");
       this.sessionExpiresAt = verified.expiresAt;
       this.schedule();
       this.send({ type: "session_refreshed", session_expires_at: new Date(this.sessionExpiresAt).toISOString() });
@@ -436,8 +465,9 @@ export class Connection {
     // The code we sent if we started the close, else what the peer said.
     const code = this.closing ? this.closeCode : peerCode;
     const reason = this.closing ? this.closeReason : (PEER_CLOSES[peerCode] ?? "PEER_CLOSED");
+    const closedBy: ClosedBy = this.closing ? "server" : "client";
     this.closing = true;
-    this.deps.onClosed(this, code, reason);
+    this.deps.onClosed(this, code, reason, closedBy);
     for (const callback of this.closedCallbacks.splice(0)) callback();
   }
 }

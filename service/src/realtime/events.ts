@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { storeCall } from "../auth/tickets.js";
+import { GatewayError } from "../errors.js";
 import type { Metrics } from "../plugins/metrics.js";
 import type { AgentEventInput, AgentEventType, HistoryLimits, Store } from "../plugins/store/types.js";
 
@@ -17,11 +18,33 @@ export interface PublishRequest {
 
 export type EventPublisher = ReturnType<typeof createEventPublisher>;
 
+/**
+ * How deep an event's `data` may nest. JSON parses 10,000 levels happily, but
+ * serialising and storing them failed with a 500; no agent event needs more
+ * than a few levels, so a deeper one is refused (400) before any work.
+ */
+export const MAX_DATA_DEPTH = 32;
+
+/** Whether `value` nests objects or arrays deeper than `max`; iterative, so a hostile depth cannot overflow the stack here. */
+export function nestsDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (node === null || typeof node !== "object") continue;
+    if (depth > max) return true;
+    for (const child of Object.values(node)) if (child !== null && typeof child === "object") stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
 export function createEventPublisher(deps: { store: Store; limits: HistoryLimits; metrics: Metrics; now?: () => number }) {
   const now = deps.now ?? Date.now;
   return {
     /** Rejects with 503 TICKET_STORE_UNAVAILABLE when the store is down: the publisher retries, nothing is half-published. */
     async publish(userId: string, request: PublishRequest): Promise<{ seq: number; event_id: string }> {
+      if (nestsDeeperThan(request.data, MAX_DATA_DEPTH)) {
+        throw new GatewayError("BAD_REQUEST", { message: `data nests deeper than ${MAX_DATA_DEPTH} levels.` });
+      }
       const event: AgentEventInput = {
         type: request.type,
         event_id: randomUUID(),

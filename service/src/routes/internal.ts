@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { GatewayError } from "../errors.js";
+import { logPath } from "../logger.js";
 import { storeCall } from "../auth/tickets.js";
 import { AGENT_EVENT_TYPES } from "../plugins/store/types.js";
 import type { PublishRequest } from "../realtime/events.js";
@@ -13,10 +14,23 @@ import { internalBatchRoutes } from "./internalBatch.js";
  */
 const MAX_EVENT_BODY_BYTES = 64 * 1024;
 const ID = { type: "string", minLength: 1, maxLength: 128 } as const;
+/** Clock skew allowed between the caller and the gateway for a revoke's not_before. */
+const NOT_BEFORE_SKEW_MS = 60_000;
 
 export async function internalRoutes(app: FastifyInstance): Promise<void> {
   // During a rotation the previous secret is accepted too (docs/operations.md, "Rotate the service secret").
   const accepted = [app.config.serviceSecret, app.config.previousServiceSecret].filter((s): s is string => s !== undefined).map(digest);
+  const serviceIdLabel = boundedLabels(MAX_SERVICE_ID_LABELS);
+
+  // Every call, refused or not, is logged and counted with the caller's X-Service-Id.
+  app.addHook("onResponse", async (request, reply) => {
+    const header = request.headers["x-service-id"];
+    const serviceId = typeof header === "string" ? header.slice(0, 64) : null;
+    // Only a caller that proved the secret may take a label of its own: strangers cannot fill the set.
+    const label = reply.statusCode === 401 ? "unauthenticated" : serviceIdLabel(serviceId);
+    app.metrics.internalRequests.inc({ service_id: label, status: String(reply.statusCode) });
+    request.log.info({ event: "internal_request", service_id: serviceId, route: logPath(request), status: reply.statusCode }, "internal API call");
+  });
 
   app.addHook("onRequest", async (request: FastifyRequest) => {
     const header = request.headers.authorization ?? "";
@@ -63,14 +77,47 @@ export async function internalRoutes(app: FastifyInstance): Promise<void> {
   // POST /internal/v1/events, behind the same authentication (a child plugin inherits the hook above).
   await app.register(internalBatchRoutes);
 
-  app.post<{ Params: { user_id: string } }>("/internal/v1/users/:user_id/revoke", { bodyLimit: 1024, schema: { params } }, async (request) => {
-    const userId = request.params.user_id;
-    // Keep the revocation long enough to void every ticket that could still be redeemed.
-    const keepMs = (app.config.ticketTtlSeconds + 120) * 1000;
-    const closed = await storeCall(() => app.hub.revoke(userId, Date.now(), keepMs));
-    request.log.info({ event: "session_revoked", service_id: request.headers["x-service-id"], closed }, "user sessions revoked");
-    return { closed };
-  });
+  const revokeBody = {
+    type: ["object", "null"],
+    additionalProperties: false,
+    properties: { not_before: { type: "integer", minimum: 0 } },
+  } as const;
+  app.post<{ Params: { user_id: string }; Body: { not_before?: number } | null }>(
+    "/internal/v1/users/:user_id/revoke",
+    { bodyLimit: 1024, schema: { params, body: revokeBody } },
+    async (request) => {
+      const userId = request.params.user_id;
+      const now = Date.now();
+      const notBeforeMs = request.body?.not_before === undefined ? now : request.body.not_before * 1000;
+      // A not_before in the future is most likely milliseconds sent as seconds; it would refuse even tokens not yet issued.
+      if (notBeforeMs > now + NOT_BEFORE_SKEW_MS) {
+        throw new GatewayError("BAD_REQUEST", { message: "not_before is in the future: send unix seconds, at most now." });
+      }
+      // Tokens issued before not_before are refused for as long as such a token may live (REVOCATION_KEEP_SECONDS).
+      await storeCall(() => app.store.revokeTokensBefore(userId, notBeforeMs, app.config.revocationKeepSeconds * 1000));
+      // Keep the revocation long enough to void every ticket that could still be redeemed.
+      const keepMs = (app.config.ticketTtlSeconds + 120) * 1000;
+      const closed = await storeCall(() => app.hub.revoke(userId, now, keepMs));
+      request.log.info({ event: "session_revoked", service_id: request.headers["x-service-id"], closed, not_before: Math.floor(notBeforeMs / 1000) }, "user sessions revoked");
+      return { closed };
+    },
+  );
+}
+
+/** Distinct X-Service-Id values that get a label of their own; the rest count as "other". */
+const MAX_SERVICE_ID_LABELS = 20;
+const SERVICE_ID_SHAPE = /^[A-Za-z0-9._-]{1,40}$/;
+
+/** The first `max` well-formed values seen keep their name as a label; anything else is "other" (or "none"). */
+function boundedLabels(max: number): (value: string | null) => string {
+  const known = new Set<string>();
+  return (value) => {
+    if (value === null || value === "") return "none";
+    if (known.has(value)) return value;
+    if (known.size >= max || !SERVICE_ID_SHAPE.test(value)) return "other";
+    known.add(value);
+    return value;
+  };
 }
 
 /** Compares against every accepted digest, always all of them, so the time taken does not tell which one matched. */

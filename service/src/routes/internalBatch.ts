@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { ERRORS, GatewayError, isGatewayError, type ErrorCode } from "../errors.js";
 import { AGENT_EVENT_TYPES, type AgentEventType } from "../plugins/store/types.js";
-import type { PublishRequest } from "../realtime/events.js";
+import { MAX_DATA_DEPTH, nestsDeeperThan, type PublishRequest } from "../realtime/events.js";
 
 /**
  * POST /internal/v1/events (docs/protocol.md §5): up to 500 agent events for
@@ -25,12 +25,6 @@ export const MAX_BATCH_ITEMS = 500;
 /** 500 items of a few KiB each; a single item is held to the single route's 64 KiB. */
 const MAX_BATCH_BODY_BYTES = 2 * 1024 * 1024;
 const MAX_ITEM_BYTES = 64 * 1024;
-/**
- * JSON.parse takes nesting hundreds of thousands deep, but JSON.stringify
- * overflows the stack at a few thousand: an item nested that deep would fail
- * the whole batch with a 500. Refused per item, well before that.
- */
-export const MAX_DATA_DEPTH = 64;
 const FIELDS = new Set(["user_id", "type", "run_id", "thread_id", "data"]);
 const EVENT_TYPES: ReadonlySet<string> = new Set(AGENT_EVENT_TYPES);
 
@@ -89,24 +83,12 @@ function checkItem(raw: unknown): Item | { error: { code: ErrorCode; message: st
   if (!isString(item.run_id, 128)) return bad("run_id must be a string of 1 to 128 characters.");
   if (!isString(item.thread_id, 128)) return bad("thread_id must be a string of 1 to 128 characters.");
   if (item.data !== undefined && (typeof item.data !== "object" || item.data === null || Array.isArray(item.data))) return bad("data must be a JSON object.");
-  if (item.data !== undefined && depthOver(item.data, MAX_DATA_DEPTH)) return bad(`data may nest at most ${MAX_DATA_DEPTH} levels deep.`);
+  if (item.data !== undefined && nestsDeeperThan(item.data, MAX_DATA_DEPTH)) return bad(`data may nest at most ${MAX_DATA_DEPTH} levels deep.`);
   if (Buffer.byteLength(JSON.stringify(item)) > MAX_ITEM_BYTES) return bad(`An event takes at most ${MAX_ITEM_BYTES} bytes as JSON.`, "BODY_TOO_LARGE");
   return {
     userId: item.user_id,
     request: { type: item.type as AgentEventType, run_id: item.run_id, thread_id: item.thread_id, data: (item.data as Record<string, unknown> | undefined) ?? {} },
   };
-}
-
-/** True when `value` nests objects or arrays more than `limit` levels deep; iterative, so any depth is safe to check. */
-function depthOver(value: unknown, limit: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 1]];
-  while (stack.length > 0) {
-    const [node, depth] = stack.pop()!;
-    if (typeof node !== "object" || node === null) continue;
-    if (depth > limit) return true;
-    for (const child of Object.values(node)) stack.push([child, depth + 1]);
-  }
-  return false;
 }
 
 function isString(value: unknown, maxLength: number): value is string {

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import { GatewayError } from "../errors.js";
-import { bearerToken } from "../auth/verifier.js";
+import { bearerToken, issuedBefore } from "../auth/verifier.js";
 import { storeCall } from "../auth/tickets.js";
 
 /**
@@ -18,7 +18,11 @@ export async function ticketRoutes(app: FastifyInstance): Promise<void> {
     const token = bearerToken(request.headers.authorization);
     if (token === undefined) throw new GatewayError("TOKEN_MISSING");
     const verified = await app.verifier.verify(token);
-    await limit(app, `user:${verified.sub}`, config.ticketRatePerUser);
+    const [, notBefore] = await Promise.all([
+      limit(app, `user:${verified.sub}`, config.ticketRatePerUser),
+      storeCall(() => app.store.tokensNotBefore(verified.sub)),
+    ]);
+    if (issuedBefore(verified, notBefore)) throw new GatewayError("TOKEN_REVOKED");
 
     const origin = request.headers.origin ?? null;
     const { ticket, expiresAt } = await app.tickets.issue(verified, origin);

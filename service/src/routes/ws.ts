@@ -1,10 +1,13 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance } from "fastify";
-import type { RawData, WebSocket } from "ws";
+import type { WebSocket } from "ws";
 import { closeCodeOf, GatewayError, isGatewayError, type ErrorCode } from "../errors.js";
 import { storeCall } from "../auth/tickets.js";
-import { redactUrl } from "../logger.js";
+import { WS_ROUTE } from "../httpGuards.js";
+import { closeCodeLabel, type ClosedBy } from "../realtime/closeCodes.js";
 import { Connection } from "../realtime/connection.js";
+import { EarlyFrames } from "../realtime/earlyFrames.js";
+import { createReplayBudgets } from "../realtime/replayBudget.js";
 import { errorFrame } from "../realtime/frames.js";
 
 /**
@@ -23,31 +26,43 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
   const { config, hub, store, metrics } = app;
   const allowed = new Set(config.allowedOrigins);
   const now = () => Date.now();
+  const replayBudgets = createReplayBudgets({ historyMaxEvents: config.historyMaxEvents });
 
   app.route<{ Querystring: Record<string, string | string[] | undefined> }>({
     method: "GET",
-    url: "/ws",
+    url: WS_ROUTE,
     // A plain GET without an upgrade.
     handler: async () => {
       throw new GatewayError("UPGRADE_REQUIRED");
     },
     wsHandler: async (socket: WebSocket, request) => {
-      // Frames that arrive while the ticket is redeemed are kept for the connection.
-      const early: Array<[RawData, boolean]> = [];
-      const keep = (data: RawData, isBinary: boolean) => early.push([data, isBinary]);
-      socket.on("message", keep);
       const log = request.log;
-      const refuse = (code: ErrorCode, message?: string) => {
-        metrics.wsAuth.inc({ outcome: "rejected", reason: code });
-        log.info({ event: "ws_auth", outcome: "rejected", reason: code, url: redactUrl(request.url) }, "websocket authentication refused");
-        closeUnauthenticated(socket, code, message);
-        metrics.wsCloses.inc({ code: String(closeCodeOf(code)) });
-        log.info({ event: "ws_close", code: closeCodeOf(code), reason: code }, "websocket closed");
+      const logClose = (code: number, reason: string, closedBy: ClosedBy, connectionId?: string) => {
+        const label = closeCodeLabel(code, closedBy);
+        metrics.wsCloses.inc({ code: label, closed_by: closedBy });
+        // `code` is the label (a string), so the log-based metric and the 1011 alert read what the metric says.
+        log.info({ event: "ws_close", code: label, closed_by: closedBy, reason, connection_id: connectionId }, "websocket closed");
       };
+      let conn: Connection | undefined;
+      let refused = false;
+      /** Refuses the socket once: through its Connection when there is one (which logs the close), else directly. */
+      const refuse = (code: ErrorCode, message?: string) => {
+        if (refused) return;
+        refused = true;
+        early.discard();
+        metrics.wsAuth.inc({ outcome: "rejected", reason: code });
+        log.info({ event: "ws_auth", outcome: "rejected", reason: code }, "websocket authentication refused");
+        if (conn) return conn.close(code, message);
+        closeUnauthenticated(socket, code, message);
+        logClose(closeCodeOf(code) ?? 1011, code, "server");
+      };
+      // Frames that arrive while the ticket is redeemed are kept for the connection, within a bound.
+      const early = new EarlyFrames(socket, () =>
+        refuse("RATE_LIMITED", "Too many frames before connection_established. Wait for it, then send."),
+      );
 
       if (hub.draining) return refuse("SERVICE_RESTART");
       const origin = request.headers.origin ?? null;
-      let conn: Connection | undefined;
       try {
         // Browsers always send Origin; only a browser page can be tricked into
         // connecting, so a missing Origin (a server-side client) is allowed.
@@ -72,7 +87,7 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
         if (!(await storeCall(() => store.addConnection(record.sub, id, config.maxConnectionsPerUser, hub.connectionTtlMs)))) {
           throw new GatewayError("TOO_MANY_CONNECTIONS");
         }
-        if (socket.readyState !== socket.OPEN) {
+        if (socket.readyState !== socket.OPEN || refused) {
           store.removeConnection(record.sub, id).catch(() => undefined);
           return;
         }
@@ -86,11 +101,11 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
           metrics,
           log,
           verifier: app.verifier,
+          replayBudget: replayBudgets.forConnection(record.sub),
           onChat: (c, frame) => app.chat(c, frame),
-          onClosed: (c, code, reason) => {
+          onClosed: (c, code, reason, closedBy) => {
             hub.unregister(c);
-            metrics.wsCloses.inc({ code: String(code) });
-            log.info({ event: "ws_close", code, reason, connection_id: c.id }, "websocket closed");
+            logClose(code, reason, closedBy, c.id);
           },
           now,
         });
@@ -100,20 +115,15 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
         const [head, revokedAt] = await storeCall(() => Promise.all([store.head(record.sub), store.revokedAt(record.sub)]));
         // A revoke that raced this connect (after the redeem, before the subscription) still ends it.
         if (revokedAt >= record.issuedAt) throw new GatewayError("SESSION_REVOKED");
-        socket.off("message", keep);
+        // Refused meanwhile (too many early frames): the close is under way, and the connection's close handler cleans up.
+        if (refused) return;
         metrics.wsAuth.inc({ outcome: "accepted", reason: "OK" });
-        log.info({ event: "ws_auth", outcome: "accepted", reason: "OK", connection_id: id, url: redactUrl(request.url) }, "websocket authenticated");
-        conn.start(head, early);
+        log.info({ event: "ws_auth", outcome: "accepted", reason: "OK", connection_id: id }, "websocket authenticated");
+        conn.start(head, early.take());
       } catch (err) {
         const code: ErrorCode = isGatewayError(err) && closeCodeOf(err.code) !== undefined ? err.code : "INTERNAL_ERROR";
         if (code === "INTERNAL_ERROR") log.error({ err, event: "ws_internal_error" }, "unexpected error while authenticating a websocket");
-        if (conn) {
-          metrics.wsAuth.inc({ outcome: "rejected", reason: code });
-          log.info({ event: "ws_auth", outcome: "rejected", reason: code, url: redactUrl(request.url) }, "websocket authentication refused");
-          conn.close(code, isGatewayError(err) ? err.message : undefined);
-        } else {
-          refuse(code, isGatewayError(err) ? err.message : undefined);
-        }
+        refuse(code, isGatewayError(err) ? err.message : undefined);
       }
     },
   });

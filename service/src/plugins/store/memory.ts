@@ -47,6 +47,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const usedTickets = new Map<string, number>();
   const windows = new Map<string, { count: number; resetAt: number }>();
   const revocations = new Map<string, { at: number; expiresAt: number }>();
+  const tokenRevocations = new Map<string, { at: number; expiresAt: number }>();
   const connections = new Map<string, Map<string, number>>();
   /** Accepted chat message ids per user, oldest first (a Map keeps insertion order): id → when accepted. */
   const accepted = new Map<string, Map<string, number>>();
@@ -119,6 +120,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
       for (const [id, at] of ids) if (!live(at + acceptedTtlMs)) ids.delete(id);
       if (ids.size === 0) accepted.delete(userId);
     }
+    expired(tokenRevocations, (r) => r.expiresAt);
     for (const [userId, conns] of connections) {
       expired(conns, (c) => c);
       if (conns.size === 0) connections.delete(userId);
@@ -167,6 +169,19 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
     async revokedAt(userId: string): Promise<number> {
       open();
       const entry = revocations.get(userId);
+      return entry !== undefined && live(entry.expiresAt) ? entry.at : 0;
+    },
+
+    async revokeTokensBefore(userId: string, notBeforeMs: number, keepMs: number): Promise<void> {
+      open();
+      const current = tokenRevocations.get(userId);
+      const at = current !== undefined && live(current.expiresAt) ? Math.max(current.at, notBeforeMs) : notBeforeMs;
+      tokenRevocations.set(userId, { at: Math.floor(at), expiresAt: now() + keepMs });
+    },
+
+    async tokensNotBefore(userId: string): Promise<number> {
+      open();
+      const entry = tokenRevocations.get(userId);
       return entry !== undefined && live(entry.expiresAt) ? entry.at : 0;
     },
 

@@ -21,8 +21,9 @@
  * connection per primary; on a single Redis that is one connection.
  */
 import { randomBytes } from "node:crypto";
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from "ioredis";
+import { Cluster, Redis, ReplyError, type ClusterOptions, type RedisOptions } from "ioredis";
 import {
+  StoreCommandError,
   StoreUnavailableError,
   type AgentEventInput,
   type BusMessage,
@@ -105,6 +106,7 @@ export const redisKeys = {
   history: (userId: string) => `${user(userId)}:hist`,
   connections: (userId: string) => `${user(userId)}:conns`,
   revoked: (userId: string) => `${user(userId)}:revoked`,
+  tokensNotBefore: (userId: string) => `${user(userId)}:nbf`,
   /** Chat message ids the agent backend accepted: a sorted set (score: when), bounded per user. */
   messages: (userId: string) => `${user(userId)}:msgs`,
   /** Chat message ids being handed off: a hash (value: when claimed), entries gone once accepted or released. */
@@ -370,7 +372,7 @@ function bounded<T>(conn: Connection, timeoutMs: number, send: () => Promise<T>)
       settled = true;
       clearTimeout(timer);
       waiters.delete(start);
-      reject(err instanceof StoreUnavailableError ? err : new StoreUnavailableError(err));
+      reject(err instanceof StoreUnavailableError || err instanceof StoreCommandError ? err : classifyFailure(err));
     };
     const start = () => {
       if (settled) return;
@@ -385,11 +387,36 @@ function bounded<T>(conn: Connection, timeoutMs: number, send: () => Promise<T>)
         fail(err);
       }
     };
-    const timer = setTimeout(() => fail(new Error(`no answer from Redis within ${timeoutMs} ms`)), timeoutMs);
+    // Deferred to the check phase: when the event loop itself was stalled past
+    // the timeout (a starved CPU), an answer already waiting on the socket is
+    // read in the poll phase first, and is not mistaken for an outage.
+    const timer = setTimeout(() => setImmediate(() => fail(new Error(`no answer from Redis within ${timeoutMs} ms`))), timeoutMs);
     if (conn.status === "ready") start();
     else if (conn.status === "end") fail(new Error("store closed"));
     else waiters.add(start);
   });
+}
+
+/**
+ * An error reply from Redis is a bug (WRONGTYPE, a script error), unless it
+ * is one of the replies a healthy store gives while it moves or starts (a
+ * cluster resharding or failing over, a replica loading): only those, and
+ * every connection-level failure, mean "unavailable, retry".
+ */
+const TRANSIENT_REPLY = /^(MOVED|ASK|CLUSTERDOWN|TRYAGAIN|LOADING|BUSY|MASTERDOWN|READONLY|NOREPLICAS|OOM) /;
+function classifyFailure(err: unknown): Error {
+  if (err instanceof ReplyError && !TRANSIENT_REPLY.test((err as Error).message)) {
+    // The message only (WRONGTYPE …, ERR …): ioredis attaches the command's arguments, which must not reach a log.
+    return new StoreCommandError((err as Error).message.split("\n")[0]!.slice(0, 200));
+  }
+  return new StoreUnavailableError(err);
+}
+
+/** A revocation marker that is not a number was not written by us: refuse everything rather than nothing. */
+function failClosed(value: string | null): number {
+  if (value === null) return 0;
+  const at = Number(value);
+  return Number.isFinite(at) ? at : Number.MAX_SAFE_INTEGER;
 }
 
 const waitersByConnection = new WeakMap<Connection, Set<() => void>>();
@@ -411,7 +438,11 @@ function readyWaiters(conn: Connection): Set<() => void> {
 function commonOptions(timeoutMs: number) {
   return {
     connectTimeout: timeoutMs,
-    commandTimeout: timeoutMs,
+    // A backstop only: bounded() answers at timeoutMs, after reading any reply
+    // that is already waiting. ioredis's own timer fires before pending I/O is
+    // read, so at timeoutMs it would fail a command whose answer had arrived
+    // while the process was starved of CPU.
+    commandTimeout: Math.max(2 * timeoutMs, 2000),
     // A socket that stops answering (a hung host, a silent network partition)
     // is dropped and reconnected instead of waiting for TCP keepalive.
     socketTimeout: Math.max(2 * timeoutMs, 2000),
@@ -877,8 +908,16 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     },
 
     async revokedAt(userId: string): Promise<number> {
-      const value = await guard(() => cmd.get(redisKeys.revoked(userId)));
-      return value === null ? 0 : Number(value);
+      return failClosed(await guard(() => cmd.get(redisKeys.revoked(userId))));
+    },
+
+    async revokeTokensBefore(userId: string, notBeforeMs: number, keepMs: number): Promise<void> {
+      // The same "later wins" script as a revoke, on a key of its own: it is kept far longer.
+      await script("gwRevoke", redisKeys.tokensNotBefore(userId), Math.floor(notBeforeMs), keepMs);
+    },
+
+    async tokensNotBefore(userId: string): Promise<number> {
+      return failClosed(await guard(() => cmd.get(redisKeys.tokensNotBefore(userId))));
     },
 
     async addConnection(userId: string, connectionId: string, max: number, ttlMs: number): Promise<boolean> {

@@ -122,8 +122,15 @@ export interface Store {
   // ── users ──
   /** Records that every session and ticket of the user issued at or before `atMs` is revoked. Kept for `keepMs`. */
   revokeUser(userId: string, atMs: number, keepMs: number): Promise<void>;
-  /** Epoch ms of the user's last revocation, or 0. */
+  /** Epoch ms of the user's last revocation, or 0. A marker that is not a number reads as "revoked forever" (fail closed). */
   revokedAt(userId: string): Promise<number>;
+  /**
+   * Refuses the user's tokens issued (`iat`) before `notBeforeMs`, for
+   * `keepMs`. A later call with an earlier time never undoes a later one.
+   */
+  revokeTokensBefore(userId: string, notBeforeMs: number, keepMs: number): Promise<void>;
+  /** Epoch ms before which the user's tokens are refused, or 0. Not a number: refuse every token (fail closed). */
+  tokensNotBefore(userId: string): Promise<number>;
   /**
    * Registers a connection if the user has fewer than `max` live ones across
    * all instances. An entry lives `ttlMs` unless refreshed, so a crashed
@@ -197,6 +204,18 @@ export interface Store {
   /** Resolves when both the command connection and the bus answer. */
   check(): Promise<{ store: boolean; bus: boolean }>;
   close(): Promise<void>;
+}
+
+/**
+ * The store answered, with an error: a command the store refuses (a key of
+ * the wrong type, a script error). That is a bug, not an outage: it becomes
+ * 500 / 1011 and a log line with the store's message, never a 503 "retry".
+ */
+export class StoreCommandError extends Error {
+  constructor(message: string) {
+    super(`store command failed: ${message}`);
+    this.name = "StoreCommandError";
+  }
 }
 
 export class StoreUnavailableError extends Error {
