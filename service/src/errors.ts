@@ -10,10 +10,10 @@
  *
  * Close codes come in ranges, like Centrifuge's "reconnect" and "terminal"
  * blocks: 4000-4499 reconnect with a new ticket, 4500-4999 stop. The 1xxx
- * codes are the standard ones (RFC 6455 §7.4.1), except 1012, 1013 and 1014:
- * they were registered late, and WebKit-based stacks report them to the page
- * as 1006 (and answer 1002), so a restart would look like a network drop.
- * 4012 and 4013 stand in for them.
+ * codes are the standard ones (RFC 6455 §7.4.1), except the three registered
+ * last (Service Restart, Try Again Later, Bad Gateway): WebKit-based stacks
+ * report them to the page as 1006 (and answer 1002), so a restart would look
+ * like a network drop. 4012 and 4013 stand in for the first two.
  */
 export const ERRORS = {
   // ── User tokens and tickets, HTTP (POST /api/v1/auth/websocket_ticket) ──
@@ -45,7 +45,7 @@ export const ERRORS = {
   TICKET_EXPIRED: { close: 4401, message: "The ticket expired before it was used. Get a new ticket." },
   TICKET_USED: { close: 4401, message: "The ticket was already used; tickets are single-use. Get a new ticket." },
   SESSION_EXPIRED: { close: 4408, message: "The user token behind this connection expired. Get a fresh token, then a ticket." },
-  // 4012 and 4013: 1012 and 1013 moved into the range every engine passes to the page.
+  // 4012 and 4013: Service Restart and Try Again Later, in the range every engine passes to the page.
   SERVICE_RESTART: { close: 4012, message: "The gateway instance is restarting. Reconnect and resume." },
   CONNECTION_AGE: { close: 4012, message: "The connection reached its maximum age. Reconnect and resume." },
   TOO_MANY_CONNECTIONS: { close: 4429, message: "Too many open connections for this user." },
@@ -92,8 +92,7 @@ export function closeCodeOf(code: ErrorCode): number | undefined {
 export type CloseAction = "reconnect" | "reconnect_now" | "refresh_token" | "stop";
 
 export function closeAction(code: number): CloseAction {
-  // 1012 too: an older gateway, or a proxy in between, may still say "restarting" with it.
-  if (code === 4012 || code === 1012) return "reconnect_now";
+  if (code === 4012) return "reconnect_now";
   if (code === 4408) return "refresh_token";
   if (code >= 4500 && code <= 4999) return "stop";
   if (code === 1003 || code === 1009) return "stop";

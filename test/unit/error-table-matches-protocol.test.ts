@@ -78,9 +78,10 @@ describe("the error table and docs/protocol.md", () => {
     expect(errorAction("MESSAGE_MALFORMED")).toBeUndefined(); // closes nothing
   });
 
-  it("tells a client to reconnect at once on 4012 (and an older gateway's 1012) and to refresh its token on 4408", () => {
+  it("tells a client to reconnect at once on 4012, with backoff on anything it did not say itself, and to refresh its token on 4408", () => {
     expect(closeAction(4012)).toBe("reconnect_now");
-    expect(closeAction(1012)).toBe("reconnect_now");
+    // Revision 2 never closes with 1012: a 1012 comes from something else (a proxy), so the client backs off.
+    expect(closeAction(1012)).toBe("reconnect");
     expect(closeAction(4013)).toBe("reconnect");
     expect(closeAction(4408)).toBe("refresh_token");
     expect(closeAction(4401)).toBe("reconnect");
