@@ -21,7 +21,7 @@ const httpRows = [...section("## 2. Ticket endpoint").matchAll(/^\| (\d{3}) \| `
 describe("the error table and docs/protocol.md", () => {
   it("finds the contract's tables", () => {
     expect(closeRows.length).toBe(11);
-    expect(httpRows.length).toBe(7);
+    expect(httpRows.length).toBe(8);
   });
 
   it("gives every close reason of the contract the contract's close code", () => {
