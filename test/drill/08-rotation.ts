@@ -2,26 +2,31 @@
  * Drill 8: every secret rotated under load, through the runbook's steps
  * (docs/operations.md, "Rotating secrets").
  *
- * Two real gateway processes on one redis-server, behind a round-robin
- * router (./fleet.ts). A steady load runs throughout: ticket requests by
- * users whose app reuses its token for a while (as a real app does until it
- * expires), short connections (ticket, connect, close), internal publishes
- * by an agent backend, and one long-lived socket per user that follows its
- * events. Each rotation then goes through its numbered steps: a step is a
- * new revision (the environment changed, instances restarted one at a time,
- * the old one drained with SIGTERM) or a change outside the gateway (the
- * auth service signs with the new key; the agent backends send the new
- * secret). A socket closed by a drain reconnects to a serving instance with
- * a new ticket and resumes, as the SDK does.
+ * Two real gateway processes on one redis-server (production's shape: the
+ * default user off, the gateway logging in as its ACL user), behind a
+ * round-robin router (./fleet.ts). A steady load runs throughout: ticket
+ * requests by users whose app reuses its token for a while (as a real app
+ * does until it expires), short connections (ticket, connect, close),
+ * internal publishes by an agent backend, chat messages handed off to the
+ * agent backend's webhook receiver (./chat.ts), and one long-lived socket
+ * per user that follows its events. Each rotation then goes through its
+ * numbered steps: a step is a new revision (the environment changed,
+ * instances restarted one at a time, the old one drained with SIGTERM)
+ * and/or a change outside the gateway (the auth service signs with the new
+ * key; the agent backends send the new secret; the ACL policy's passwords
+ * change; the webhook receiver holds other keys). A socket closed by a drain
+ * reconnects to a serving instance with a new ticket and resumes, as the SDK
+ * does; a chat message whose socket was drained is sent again, same id.
  *
  * Pass when: 0 failed requests (every ticket 201, every connect established,
- * every publish 202, every reconnect established), every drain close a
- * restart close, and 0 lost events (every socket ends holding each of its
- * user's seqs, in order, none twice). Adding a rotation is one entry of
+ * every publish 202, every chat message acked, every reconnect established),
+ * every hand-off verified by the receiver, every drain close a restart close,
+ * 0 lost events (every socket ends holding each of its user's seqs, in order,
+ * none twice), and each step's confirmation holds (the old Redis password and
+ * the old webhook key refused at the end). Adding a rotation is one entry of
  * ROTATIONS.
  */
 import { randomBytes } from "node:crypto";
-import WebSocket from "ws";
 import { SignJWT } from "jose";
 import { Redis } from "ioredis";
 import { gatewayAclRule } from "../../service/src/plugins/store/acl.js";
@@ -29,6 +34,7 @@ import { startRedis } from "../support/redis-server.js";
 import { newWebhookSecret, sendChat, WebhookReceiver } from "./chat.js";
 import { Fleet, type Env } from "./fleet.js";
 import { check, drill, fmt, ORIGIN, publish, quick, sleep, StreamClient, tally, TEST_JWT_KEY, TEST_SERVICE_SECRET, ticket, type Check } from "./lib.js";
+import { every, shortConnection, Tally } from "./load.js";
 
 const USERS = quick ? 12 : 40;
 const TICKETS_PER_S = quick ? 10 : 25;
@@ -156,20 +162,6 @@ async function authAs(world: World, password: string): Promise<string> {
     return (err as Error).message.split(" ")[0] ?? "error";
   } finally {
     client.disconnect();
-  }
-}
-
-/** Outcome counts by kind ("ticket 201", "publish 401", …), and the failures' details. */
-class Tally {
-  readonly counts: Record<string, number> = {};
-  readonly failures: string[] = [];
-  note(kind: string, outcome: string | number, ok: boolean): void {
-    const key = `${kind} ${outcome}`;
-    this.counts[key] = (this.counts[key] ?? 0) + 1;
-    if (!ok && this.failures.length < 20) this.failures.push(key);
-  }
-  get failed(): number {
-    return Object.entries(this.counts).reduce((n, [key, count]) => (/ (201|202|ok)$/.test(key) ? n : n + count), 0);
   }
 }
 
@@ -318,42 +310,4 @@ drill(`drill 8: secret rotations under load (${ROTATIONS.length} rotations, 2 in
 
 function tally_(values: string[]): Record<string, number> {
   return tally(values, (v) => v);
-}
-
-/** Runs `body(i)` every `intervalMs` (without waiting for it) while `go()`; resolves when the last one has finished. */
-async function every(intervalMs: number, go: () => boolean, body: (i: number) => Promise<void>): Promise<void> {
-  const inflight = new Set<Promise<void>>();
-  for (let i = 0; go(); i++) {
-    const p = body(i).catch(() => undefined);
-    inflight.add(p);
-    void p.then(() => inflight.delete(p));
-    await sleep(intervalMs);
-  }
-  await Promise.all(inflight);
-}
-
-/** A ticket, a connection established, a normal close: "ok", or what went wrong. */
-async function shortConnection(url: string, user: string, token: string): Promise<string> {
-  const t = await ticket(url, user, token).catch((err: Error) => ({ status: err.message, ticket: undefined }));
-  if (t.status !== 201 || !t.ticket) return `ticket ${t.status}`;
-  return new Promise<string>((resolve) => {
-    const ws = new WebSocket(`${url.replace(/^http/, "ws")}/ws?ticket=${t.ticket}`, { origin: ORIGIN, perMessageDeflate: false });
-    const timer = setTimeout(() => (ws.terminate(), resolve("no connection_established within 10 s")), 10_000);
-    ws.on("error", () => undefined);
-    ws.on("message", (data) => {
-      const f = JSON.parse(data.toString()) as { type?: string; code?: string };
-      if (f.type === "connection_established") {
-        clearTimeout(timer);
-        ws.close(1000);
-        resolve("ok");
-      } else if (f.type === "error") {
-        clearTimeout(timer);
-        resolve(`refused ${f.code}`);
-      }
-    });
-    ws.on("close", (code) => {
-      clearTimeout(timer);
-      resolve(`closed ${code}`);
-    });
-  });
 }
