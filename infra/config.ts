@@ -79,7 +79,7 @@ export interface StackConfig {
   readonly redisNodeType: RedisClusterNodeType;
   /** Cluster shape only: the subnet the cluster's Private Service Connect endpoints take addresses from. */
   readonly redisPscSubnetCidr: string;
-  /** Cluster shape only: raising it rotates the gateway's ACL password (docs/operations.md#rotating-the-redis-password). */
+  /** Cluster shape only: raising it rotates the gateway's ACL password (docs/operations.md#rotate-the-redis-password-redis_password). */
   readonly redisPasswordGeneration: number;
   /** Cluster shape only, during a rotation: this older generation's password stays accepted. */
   readonly redisPreviousPasswordGeneration: number | undefined;

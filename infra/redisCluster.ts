@@ -45,7 +45,7 @@ export interface RedisClusterArgs {
  * once at startup; IAM authentication (AUTH_MODE_IAM_AUTH) would need an
  * access token refreshed hourly on every connection. A Redis user holds
  * several passwords at once, so a rotation accepts the old and the new one
- * until the old revision is gone (docs/operations.md#rotating-the-redis-password).
+ * until the old revision is gone (docs/operations.md#rotate-the-redis-password-redis_password).
  * The user's permissions are the gateway's own rule
  * (service/src/plugins/store/acl.ts), which the store contract suite runs under.
  */

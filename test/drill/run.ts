@@ -4,7 +4,7 @@
  * with it), prints each drill's PASS/FAIL line as it comes, then
  * `N passed, N failed`, and exits 1 if any failed.
  *
- *   --quick      the CI set: drills 3-10 and drill 1 at a smaller size (drill 8, the secret rotations, about 45 s;
+ *   --quick      the CI set: drills 3-10 and drill 1 at a smaller size (drill 8, the four secret rotations, 35-70 s;
  *                drill 9, the JWKS outage, 8 s instead of 30 s, about 25 s; drill 10, hostile neighbours, about 1 min)
  *   --only 1,4   some drills
  *

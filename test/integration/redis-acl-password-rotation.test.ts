@@ -1,7 +1,7 @@
 /**
  * Production's Redis requires the gateway's ACL user (infra/redisCluster.ts:
  * a Memorystore for Redis Cluster ACL policy), and its password is rotated
- * without downtime the way docs/operations.md#rotating-the-redis-password
+ * without downtime the way docs/operations.md#rotate-the-redis-password-redis_password
  * says: first the user accepts the old and the new password (a Redis user
  * holds several), the new revision starts with the new one while the old
  * revision keeps running on the old one, then the old password is revoked.

@@ -35,6 +35,12 @@ export interface ExampleAgentOptions {
   readonly serviceSecret: string;
   /** `whsec_…`: the gateway's AGENT_WEBHOOK_SECRET. */
   readonly webhookSecret: string;
+  /**
+   * During a rotation of the webhook secret, the other key (old or new) that
+   * also verifies a hand-off: the gateway's instances move from one key to the
+   * other one at a time (docs/operations.md, "Rotate the agent webhook secret").
+   */
+  readonly webhookSecretPrevious?: string;
   /** 0: a free port. */
   readonly port?: number;
   readonly host?: string;
@@ -55,7 +61,7 @@ export interface ExampleAgent {
 const MAX_BODY_BYTES = 256 * 1024;
 
 export async function startExampleAgent(options: ExampleAgentOptions): Promise<ExampleAgent> {
-  const webhook = new Webhook(options.webhookSecret);
+  const webhooks = [options.webhookSecret, ...(options.webhookSecretPrevious ? [options.webhookSecretPrevious] : [])].map((key) => new Webhook(key));
   const dedup = options.dedup ?? createMemoryDedup();
   const shutdown = new AbortController();
   const api = createGatewayApi({
@@ -66,7 +72,7 @@ export async function startExampleAgent(options: ExampleAgentOptions): Promise<E
   });
   const log = options.log ?? ((line) => process.stdout.write(`${JSON.stringify(line)}\n`));
   const runs = new Set<Promise<void>>();
-  const context = { api, dedup, webhook, stepDelayMs: options.stepDelayMs ?? 400, signal: shutdown.signal, log, runs };
+  const context = { api, dedup, webhooks, stepDelayMs: options.stepDelayMs ?? 400, signal: shutdown.signal, log, runs };
 
   const server = createServer((req, res) => {
     handle(context, req, res).catch((err: unknown) => {
@@ -98,7 +104,7 @@ export async function startExampleAgent(options: ExampleAgentOptions): Promise<E
 interface Context {
   readonly api: GatewayApi;
   readonly dedup: Dedup;
-  readonly webhook: Webhook;
+  readonly webhooks: readonly Webhook[];
   readonly stepDelayMs: number;
   readonly signal: AbortSignal;
   readonly log: (line: Record<string, unknown>) => void;
@@ -112,7 +118,7 @@ async function handle(ctx: Context, req: IncomingMessage, res: ServerResponse): 
   // Verify over the raw bytes, before parsing: re-serialised JSON would not match the signature.
   let input: RunInput;
   try {
-    input = parseMessage(ctx.webhook.verify(body, headersOf(req)));
+    input = parseMessage(verifyWithAny(ctx.webhooks, body, headersOf(req)));
   } catch (err) {
     if (err instanceof WebhookVerificationError) return reply(res, 401, { error: "signature does not verify" });
     return reply(res, 400, { error: err instanceof Error ? err.message : "bad body" });
@@ -147,6 +153,19 @@ function parseMessage(value: unknown): RunInput {
     if (typeof v?.[field] !== "string" || v[field] === "") throw new Error(`${field} must be a non-empty string`);
   }
   return { message_id: v.message_id as string, user_id: v.user_id as string, thread_id: v.thread_id as string, text: v.text as string };
+}
+
+/** The payload, when one of the keys verifies the signature; else the first key's verification error. */
+function verifyWithAny(webhooks: readonly Webhook[], body: string, headers: Record<string, string>): unknown {
+  let first: unknown;
+  for (const webhook of webhooks) {
+    try {
+      return webhook.verify(body, headers);
+    } catch (err) {
+      first ??= err;
+    }
+  }
+  throw first;
 }
 
 function headersOf(req: IncomingMessage): Record<string, string> {

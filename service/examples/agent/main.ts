@@ -2,6 +2,7 @@
  * The example agent backend as a process (the integration test kills and
  * restarts it). Settings from the environment:
  *   GATEWAY_URL, SERVICE_SECRET, AGENT_WEBHOOK_SECRET (whsec_…)  required
+ *   AGENT_WEBHOOK_SECRET_PREVIOUS: a second key that also verifies, during a rotation
  *   AGENT_PORT (default 8090), AGENT_HOST (127.0.0.1), AGENT_STEP_DELAY_MS (400)
  *   AGENT_REDIS_URL: remember webhook ids in Redis, across restarts (default: in memory)
  * Prints one line `listening <webhook url>` when ready.
@@ -20,6 +21,7 @@ const agent = await startExampleAgent({
   gatewayUrl: env.GATEWAY_URL!,
   serviceSecret: env.SERVICE_SECRET!,
   webhookSecret: env.AGENT_WEBHOOK_SECRET!,
+  webhookSecretPrevious: env.AGENT_WEBHOOK_SECRET_PREVIOUS || undefined,
   port: Number(env.AGENT_PORT ?? 8090),
   host: env.AGENT_HOST ?? "127.0.0.1",
   stepDelayMs: Number(env.AGENT_STEP_DELAY_MS ?? 400),
