@@ -4,28 +4,34 @@
  * they talk over Node's own BroadcastChannel and elect a leader without Web
  * Locks (Node has none: the fallback election); the leader's GatewayClient
  * speaks to the gateway over a real socket. The same scenarios with Web
- * Locks, in Chromium: test/e2e/tabs.test.ts.
+ * Locks, in Chromium, Firefox and WebKit: test/e2e/tabs.test.ts.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SharedGatewayClient } from "../../service/client/tabs/SharedGatewayClient.js";
 import type { AckEvent, AgentEvent } from "../../service/client/types.js";
 import { mintToken, publishEvent, type TestGateway } from "../support/gateway.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
+import { startTestAgent, type TestAgent } from "../support/agent.js";
 import { range, recordingFetch, socketFactory, startGatewayOn, until, type SocketLog } from "./client-harness.js";
 
 let redis: RedisServerHandle;
 let gw: TestGateway;
+let agent: TestAgent;
 const live: SharedGatewayClient[] = [];
 
 beforeAll(async () => {
   redis = await startRedis();
-  gw = await startGatewayOn(0, { REDIS_URL: redis.url, TICKET_RATE_PER_USER: "1000", AGENT_STEP_DELAY_MS: "0" });
+  // The example agent backend (outside the gateway since issue 12) takes the follower's message and runs it.
+  agent = await startTestAgent({ stepDelayMs: 0 });
+  gw = await startGatewayOn(0, { REDIS_URL: redis.url, TICKET_RATE_PER_USER: "1000", ...agent.env });
+  agent.pointAt(gw);
 });
 afterEach(() => {
   for (const c of live.splice(0)) c.close();
 });
 afterAll(async () => {
   await gw?.close();
+  await agent?.close();
   await redis?.stop();
 });
 
@@ -76,7 +82,7 @@ describe("tabs sharing one socket (Node's BroadcastChannel, no Web Locks)", () =
     await until("the follower's ack", () => follower.acks.length === 1);
     expect(follower.acks).toEqual([{ messageId: id, threadId: "tabs-thread" }]);
     for (const t of tabs.filter((x) => x !== follower)) expect(t.acks).toEqual([]);
-    // The demo agent ran it once: its six events reach every tab.
+    // The example agent backend ran it once: its six events reach every tab.
     await until("the run's events everywhere", () => tabs.every((t) => t.events.length >= 11));
     for (const t of tabs) expect(t.events.map((e) => e.seq)).toEqual(range(1, 11));
     expect(openSockets(tabs)).toBe(1);
