@@ -380,14 +380,16 @@ function clearTimeline(keep: readonly string[] = []): void {
  * page shows (a dev gateway restarted without its history, a store that lost
  * its data), and seqs may start again at 1: the page has no other source to
  * reload from, so it starts its timeline again rather than show two seq 1s.
- * A run still going then will never get its last events: say so, once.
+ * A run still going loses its earlier steps from view; whether it goes on is
+ * up to its backend (the example agent does: its later steps arrive as a new
+ * card, never a card left "Running"), so the note says only that, once.
  */
 function reloadTimeline(latestSeq: number | undefined): void {
   const cut = [...runs.values()].filter((view) => view.card.dataset.state === "running").length;
   clearTimeline(client?.pendingMessageIds ?? []);
   const from = latestSeq === undefined ? "with the next event" : `from seq ${latestSeq + 1}`;
-  const interrupted = cut === 0 ? "" : cut === 1 ? ", and the run in progress was interrupted" : `, and ${cut} runs in progress were interrupted`;
-  addNote(`The gateway no longer has the earlier events, so the timeline starts again ${from}${interrupted}.`);
+  const inProgress = cut === 0 ? "" : cut === 1 ? ", and the run in progress shows only its steps from here on" : `, and ${cut} runs in progress show only their steps from here on`;
+  addNote(`The gateway no longer has the earlier events, so the timeline starts again ${from}${inProgress}.`);
 }
 
 function clock(date: Date): string {

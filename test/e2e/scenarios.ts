@@ -1,8 +1,9 @@
 /**
- * The demo page's five scenarios, run in one engine per test file against a
- * real gateway and redis-server: sign in and run; a gateway restart mid-run;
- * an origin the gateway does not allow; a revoke; a ticket that expired
- * before use. A failing test leaves a screenshot in the test output.
+ * The demo page's scenarios, run in one engine per test file against a real
+ * gateway and redis-server: sign in and run; a gateway restart mid-run; an
+ * origin the gateway does not allow; a revoke; a ticket that expired before
+ * use; the sign-in form's rules; a restart that lost the history; a run its
+ * backend reports cut. A failing test leaves a screenshot in the test output.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { DevSignIn } from "../../service/src/dev/signIn.js";
@@ -58,7 +59,7 @@ export function defineScenarios(engine: EngineName): void {
   });
   afterAll(async () => {
     await stand?.close();
-    await gateway?.stop();
+    await gateway?.dispose();
     await browser?.close();
     await redis?.stop();
   });
@@ -115,7 +116,8 @@ async function restartMidRun(w: World): Promise<void> {
   await page.send("Summarise the release notes");
   await page.waitForSelector('[data-testid="event"][data-type="tool_executing"]', 15_000);
 
-  // SIGTERM's path: every socket gets 4012; the run in flight ends with agent_error "interrupted".
+  // SIGTERM's path: every socket gets 4012. The agent backend lives outside the gateway, so the run in flight is not
+  // cut: the backend retries its publishes until the gateway is back, and the run ends Completed, never left Running.
   await w.gateway.stop();
   await page.waitForSelector('[data-testid="status"][data-state="reconnecting"]');
   await page.send("Are you back?"); // waits in the SDK's outbox
@@ -131,6 +133,12 @@ async function restartMidRun(w: World): Promise<void> {
     [],
     15_000,
   );
+  await page.waitFor(
+    "the run cut by nothing but the restart to complete",
+    () => [...document.querySelectorAll(".run")].some((run) => run.textContent?.includes("Summarise the release notes") && run.querySelector('[data-type="agent_completed"]') !== null),
+    [],
+    15_000,
+  );
 
   // The page's open socket saw the restart as 4012 SERVICE_RESTART, cleanly: not 1006. (Attempts while
   // the gateway was down, the SDK's origin probe among them, do end with 1006: nothing listened.)
@@ -143,12 +151,14 @@ async function restartMidRun(w: World): Promise<void> {
   expect(sorted).toEqual(range(1, sorted.at(-1)!)); // nothing lost
   expect(sorted.at(-1)).toBeGreaterThanOrEqual(after[1]!);
 
-  const runs = await page.page.evaluate<Array<{ text: string; state: string; chip: string; errors: number; starts: number }>>(
-    `[...document.querySelectorAll(".run")].map((r) => ({ text: r.textContent, state: r.dataset.state, chip: r.querySelector(".chip").textContent,
+  const runs = await page.page.evaluate<Array<{ runId: string; text: string; state: string; chip: string; errors: number; starts: number }>>(
+    `[...document.querySelectorAll(".run")].map((r) => ({ runId: r.dataset.runId, text: r.textContent, state: r.dataset.state, chip: r.querySelector(".chip").textContent,
       errors: r.querySelectorAll('[data-type="agent_error"]').length, starts: r.querySelectorAll('[data-type="agent_started"]').length }))`,
   );
-  const interrupted = runs.filter((r) => r.text.includes("Summarise the release notes"));
-  expect(interrupted).toMatchObject([{ state: "failed", chip: "Interrupted", errors: 1 }]);
+  const spanning = runs.filter((r) => r.text.includes("Summarise the release notes"));
+  expect(spanning).toMatchObject([{ state: "completed", chip: "Completed", errors: 0, starts: 1 }]); // one card, its steps on both sides of the restart
+  // Every run the agent started has ended ("backend-run" is this test's own publishes, a run it never ends).
+  expect(runs.filter((r) => r.state === "running" && r.runId !== "backend-run")).toEqual([]);
   const resent = runs.filter((r) => r.text.includes("Are you back?"));
   expect(resent).toMatchObject([{ state: "completed", starts: 1 }]); // ran exactly once
 
@@ -205,7 +215,7 @@ async function revoke(w: World): Promise<void> {
 async function expiredTicketRenewed(w: World): Promise<void> {
   const pagePort = await freePort();
   const shortTtl = await startGateway({ redisUrl: w.redisUrl, origins: [`http://127.0.0.1:${pagePort}`], env: { TICKET_TTL_SECONDS: "1" } });
-  w.defer(() => shortTtl.stop());
+  w.defer(() => shortTtl.dispose());
   const shortPage = await startPage(shortTtl, pagePort);
   w.defer(() => shortPage.close());
   const page = await w.newPage("ticket-expired");
@@ -244,7 +254,7 @@ async function signInFormRules(w: World): Promise<void> {
 async function historyLostOnRestart(w: World): Promise<void> {
   const pagePort = await freePort();
   const forgetful = await startGateway({ origins: [`http://127.0.0.1:${pagePort}`], env: { AGENT_STEP_DELAY_MS: "300" } });
-  w.defer(() => forgetful.stop());
+  w.defer(() => forgetful.dispose());
   const standalone = await startPage(forgetful, pagePort);
   w.defer(() => standalone.close());
   const page = await w.newPage("resync");
@@ -254,18 +264,48 @@ async function historyLostOnRestart(w: World): Promise<void> {
   await page.send("Start something long");
   await page.waitForSelector('[data-testid="event"][data-type="tool_executing"]', 15_000);
 
-  await forgetful.stop(); // the in-memory history, and the run's last events, go with it
+  await forgetful.stop(); // the in-memory history goes with it; the agent backend carries on with the run
   await forgetful.start();
   await page.waitForSelector(".note", 15_000);
   await page.waitForSelector(OPEN, 15_000);
   await page.send("And now?");
-  await page.waitForSelector('[data-testid="event"][data-type="agent_completed"]', 15_000);
+  await page.waitFor(
+    "the run of the message sent after the resync to complete",
+    () => [...document.querySelectorAll(".run")].some((run) => run.textContent?.includes("And now?") && run.querySelector('[data-type="agent_completed"]') !== null),
+    [],
+    15_000,
+  );
+  // The run that was going on: its later steps arrive on a card of their own and end it; no card is left "Running".
+  await page.waitFor("no run left running", () => document.querySelectorAll('.run[data-state="running"]').length === 0, [], 15_000);
 
-  expect(await page.seqs()).toEqual(range(1, 6)); // the new stream's seqs, once: the old 1-4 are gone
-  expect(await page.count('.run[data-state="running"]')).toBe(0);
+  // The new stream's seqs, once each and without a gap (the old 1-4 are gone, not shown beside the new ones).
+  const seqs = await page.seqs();
+  const sorted = [...seqs].sort((a, b) => a - b);
+  expect(new Set(seqs).size).toBe(seqs.length);
+  expect(sorted).toEqual(range(sorted[0]!, sorted.at(-1)!));
+  const started = await page.count('[data-testid="event"][data-type="agent_started"]');
+  expect(started).toBe(1); // "And now?"'s; the earlier run's start was in the lost history
   const notes = await page.page.evaluate<string[]>(`[...document.querySelectorAll(".note")].map((n) => n.textContent)`);
-  expect(notes).toEqual(["The gateway no longer has the earlier events, so the timeline starts again from seq 1, and the run in progress was interrupted."]);
+  // One sentence. "From seq N": N is 1 unless the backend published again before the page resumed.
+  expect(notes).toEqual([`The gateway no longer has the earlier events, so the timeline starts again from seq ${sorted[0]}, and the run in progress shows only its steps from here on.`]);
   await page.screenshot("resync");
+}
+
+async function runCutByItsBackend(w: World): Promise<void> {
+  const user = `e2e-${w.engine}-grace`;
+  const page = await w.newPage("interrupted");
+  await page.open(w.stand.url);
+  await page.signIn(user);
+  await page.waitForSelector(OPEN);
+  // What a backend whose worker died mid-run publishes: the run's end, as agent_error INTERRUPTED.
+  const event = (type: string, data: Record<string, unknown>) =>
+    internal(w.gateway, `/users/${user}/events`, { type, run_id: "run-cut-by-its-backend", thread_id: "web-demo", data });
+  expect((await event("agent_started", { agent: "demo" })).status).toBe(202);
+  await page.waitForSelector('.run[data-state="running"]');
+  expect((await event("agent_error", { error: "INTERRUPTED", message: "the agent's worker restarted" })).status).toBe(202);
+  await page.waitForSelector('.run[data-state="failed"]');
+  expect(await page.text(".run .chip")).toBe("Interrupted");
+  expect(await page.count('.run[data-state="running"]')).toBe(0);
 }
 
 /** Each scenario, named as its test. */
@@ -276,7 +316,8 @@ const SCENARIOS: Array<[string, (w: World) => Promise<void>]> = [
   ["a revoke through the internal API: shows 'session revoked', and stops", revoke],
   ["a ticket that expired before use is renewed: the page gets a new ticket and connects", expiredTicketRenewed],
   ["the sign-in form says what a user id may be, and neither cuts nor accepts a wrong one", signInFormRules],
-  ["after a restart that lost the history (the embedded store): starts the timeline again instead of showing seqs twice, and says the run in progress was interrupted", historyLostOnRestart],
+  ["after a restart that lost the history (the embedded store): starts the timeline again instead of showing seqs twice, and no run is left running", historyLostOnRestart],
+  ["a run its backend reports cut (agent_error INTERRUPTED) shows Interrupted, not Running", runCutByItsBackend],
 ];
 
 /** Asserts that the page asks the gateway for nothing more during `ms`. */

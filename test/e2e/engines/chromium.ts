@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { freePort } from "../../support/ports.js";
 import { requireBinary, spawnTracked, waitUntil } from "./processes.js";
-import type { EngineBrowser, EnginePage } from "./types.js";
+import type { EngineBrowser, EnginePage, EngineTab } from "./types.js";
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 const ARGS = [
@@ -42,6 +42,12 @@ export async function launchChromium(): Promise<EngineBrowser> {
         page.on("pageerror", (err) => pageErrors.push(err.message));
         return playwrightPage(page);
       },
+      async newTab(url) {
+        const page = await context.newPage();
+        page.on("pageerror", (err) => pageErrors.push(err.message));
+        await page.goto(url);
+        return playwrightTab(page);
+      },
       async close() {
         await browser.close().catch(() => undefined);
         await proc.stop();
@@ -63,5 +69,18 @@ function playwrightPage(page: Page): EnginePage {
     click: (selector) => page.click(selector),
     screenshot: () => page.screenshot({ fullPage: true }),
     close: () => page.close(),
+  };
+}
+
+function playwrightTab(page: Page): EngineTab {
+  return {
+    evaluate: (source) => page.evaluate(source),
+    // As a person closes a tab: its pagehide handlers run (playwright skips them by default).
+    async close() {
+      if (page.isClosed()) return;
+      const closed = new Promise((resolve) => page.once("close", resolve));
+      await page.close({ runBeforeUnload: true });
+      await closed;
+    },
   };
 }

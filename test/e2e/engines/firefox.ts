@@ -6,7 +6,7 @@
 import puppeteer, { type Page } from "puppeteer-core";
 import { freePort } from "../../support/ports.js";
 import { requireBinary, signal } from "./processes.js";
-import type { EngineBrowser, EnginePage } from "./types.js";
+import type { EngineBrowser, EnginePage, EngineTab } from "./types.js";
 
 const FIREFOX = process.env.FIREFOX_BIN ?? "/usr/bin/firefox-esr";
 
@@ -36,16 +36,24 @@ export async function launchFirefox(): Promise<EngineBrowser> {
   });
   const pid = browser.process()?.pid;
   const pageErrors: string[] = [];
+  const watchedPage = async () => {
+    const page = await browser.newPage();
+    page.on("pageerror", (err) => {
+      const message = err instanceof Error ? err.message : String(err);
+      if (!NETWORK_CONSOLE.some((pattern) => pattern.test(message))) pageErrors.push(message);
+    });
+    return page;
+  };
   return {
     name: "firefox",
     pageErrors,
     async newPage() {
-      const page = await browser.newPage();
-      page.on("pageerror", (err) => {
-        const message = err instanceof Error ? err.message : String(err);
-        if (!NETWORK_CONSOLE.some((pattern) => pattern.test(message))) pageErrors.push(message);
-      });
-      return puppeteerPage(page);
+      return puppeteerPage(await watchedPage());
+    },
+    async newTab(url) {
+      const page = await watchedPage();
+      await page.goto(url);
+      return puppeteerTab(page);
     },
     async close() {
       await Promise.race([browser.close(), new Promise((resolve) => setTimeout(resolve, 5000))]).catch(() => undefined);
@@ -72,5 +80,18 @@ function puppeteerPage(page: Page): EnginePage {
     click: (selector) => page.click(selector),
     screenshot: () => page.screenshot({ fullPage: true }),
     close: () => page.close(),
+  };
+}
+
+function puppeteerTab(page: Page): EngineTab {
+  return {
+    evaluate: <T>(source: string) => page.evaluate(source) as Promise<T>,
+    // As a person closes a tab: through BiDi with promptUnload, so the page's unload steps (pagehide) run.
+    async close() {
+      if (page.isClosed()) return;
+      const closed = new Promise((resolve) => page.once("close", resolve));
+      await page.close({ runBeforeUnload: true });
+      await closed;
+    },
   };
 }

@@ -3,7 +3,7 @@ import { launchFirefox } from "./firefox.js";
 import { launchWebKit } from "./webkit.js";
 import type { EngineBrowser, EngineName } from "./types.js";
 
-export type { EngineBrowser, EngineName, EnginePage } from "./types.js";
+export type { EngineBrowser, EngineName, EnginePage, EngineTab } from "./types.js";
 export { call } from "./types.js";
 
 export function launchEngine(name: EngineName): Promise<EngineBrowser> {

@@ -20,11 +20,25 @@ export interface EnginePage {
   close(): Promise<void>;
 }
 
+/**
+ * A tab of the browser's one profile: the tabs of one browser share
+ * BroadcastChannel and Web Locks, as the tabs of a person's browser do (the
+ * multi-tab scenarios need exactly that).
+ */
+export interface EngineTab {
+  /** As EnginePage.evaluate; a tab's scripts must not block (WebKit's driver runs one command at a time for all tabs). */
+  evaluate<T>(source: string): Promise<T>;
+  /** Closes the tab as a person does (its pagehide handlers run); resolves once it is gone. */
+  close(): Promise<void>;
+}
+
 export interface EngineBrowser {
   readonly name: EngineName;
   /** Uncaught errors of the pages, as the engine's protocol reports them (WebKit's has none: see instrument.ts). */
   readonly pageErrors: string[];
   newPage(): Promise<EnginePage>;
+  /** Opens `url` in a new tab of the one profile and resolves once it has loaded. */
+  newTab(url: string): Promise<EngineTab>;
   /** Closes the browser and stops every process the harness started for it, by PID. */
   close(): Promise<void>;
 }

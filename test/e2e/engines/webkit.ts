@@ -4,11 +4,12 @@
  * The harness starts Xvfb (it picks a free display: -displayfd) and
  * WebKitWebDriver on a free port, and stops both by PID. WebKitWebDriver
  * holds one session at a time; each page is a session (a MiniBrowser of its
- * own, with a fresh ephemeral profile).
+ * own, with a fresh ephemeral profile). Tabs are the windows of one more
+ * session, so that they share one profile (BroadcastChannel, Web Locks).
  */
 import { freePort } from "../../support/ports.js";
 import { requireBinary, spawnTracked, waitUntil, type Tracked } from "./processes.js";
-import type { EngineBrowser, EnginePage } from "./types.js";
+import type { EngineBrowser, EnginePage, EngineTab } from "./types.js";
 
 const DRIVER = process.env.WEBKIT_DRIVER_BIN ?? "/usr/bin/WebKitWebDriver";
 const XVFB = process.env.XVFB_BIN ?? "/usr/bin/Xvfb";
@@ -29,11 +30,14 @@ export async function launchWebKit(): Promise<EngineBrowser> {
     const base = `http://127.0.0.1:${port}`;
     await waitUntil("WebKitWebDriver", driver, async () => ((await fetch(`${base}/status`)).ok ? true : undefined));
     const started = driver;
+    const tabs = windowTabs(base);
     return {
       name: "webkit",
       pageErrors: [],
       newPage: () => openSession(base),
+      newTab: (url) => tabs.newTab(url),
       async close() {
+        await tabs.close().catch(() => undefined);
         await started.stop();
         await xvfb.stop();
       },
@@ -45,24 +49,33 @@ export async function launchWebKit(): Promise<EngineBrowser> {
   }
 }
 
-async function openSession(base: string): Promise<EnginePage> {
+type Command = <T>(method: string, path: string, body?: unknown) => Promise<T>;
+
+/** A new session (a MiniBrowser of its own); resolves its command function. */
+async function newSession(base: string): Promise<{ id: string; command: Command }> {
   const created = await webdriver<{ sessionId: string }>(base, "POST", "/session", {
     capabilities: { alwaysMatch: { "webkitgtk:browserOptions": { binary: MINIBROWSER, args: ["--automation"] } } },
   });
   const session = `/session/${created.sessionId}`;
-  const command = <T>(method: string, path: string, body?: unknown) => webdriver<T>(base, method, `${session}${path}`, body);
+  return { id: created.sessionId, command: <T>(method: string, path: string, body?: unknown) => webdriver<T>(base, method, `${session}${path}`, body) };
+}
+
+/** Runs `source` in the session's current window: execute/async, whose last argument is the callback; a rejection comes back as a value, then thrown here. */
+async function executeAsync<T>(command: Command, source: string): Promise<T> {
+  const script = `const done = arguments[arguments.length - 1];
+    Promise.resolve().then(() => (${source})).then((value) => done({ ok: value === undefined ? null : value }), (e) => done({ error: String(e && e.stack || e) }));`;
+  const result = await command<{ ok?: T; error?: string }>("POST", "/execute/async", { script, args: [] });
+  if (result.error !== undefined) throw new Error(`in the page: ${result.error}`);
+  return result.ok as T;
+}
+
+async function openSession(base: string): Promise<EnginePage> {
+  const { command } = await newSession(base);
   const find = async (selector: string) => (await command<Record<string, string>>("POST", "/element", { using: "css selector", value: selector }))[ELEMENT]!;
   await command("POST", "/window/rect", { width: 1280, height: 860 }).catch(() => undefined);
   return {
     goto: async (url) => void (await command("POST", "/url", { url })),
-    async evaluate<T>(source: string) {
-      // execute/async: the last argument is the callback; a rejection comes back as a value, then thrown here.
-      const script = `const done = arguments[arguments.length - 1];
-        Promise.resolve().then(() => (${source})).then((value) => done({ ok: value === undefined ? null : value }), (e) => done({ error: String(e && e.stack || e) }));`;
-      const result = await command<{ ok?: T; error?: string }>("POST", "/execute/async", { script, args: [] });
-      if (result.error !== undefined) throw new Error(`in the page: ${result.error}`);
-      return result.ok as T;
-    },
+    evaluate: <T>(source: string) => executeAsync<T>(command, source),
     async fill(selector, text) {
       await command("POST", `/element/${await find(selector)}/value`, { text });
     },
@@ -71,6 +84,64 @@ async function openSession(base: string): Promise<EnginePage> {
     },
     screenshot: async () => Buffer.from(await command<string>("GET", "/screenshot"), "base64"),
     close: async () => void (await command("DELETE", "")),
+  };
+}
+
+/**
+ * Tabs as the windows of one session (created with the first tab): W3C
+ * WebDriver's new window (POST /window/new), switched to (POST /window) before
+ * each command, closed with DELETE /window. The driver works on one current
+ * window at a time, so the tabs' commands run in turn, each after a switch.
+ */
+function windowTabs(base: string): { newTab(url: string): Promise<EngineTab>; close(): Promise<void> } {
+  let session: { id: string; command: Command } | undefined;
+  let current: string | undefined;
+  const open = new Set<string>();
+  let queue: Promise<unknown> = Promise.resolve();
+  const inTurn = <T>(step: () => Promise<T>): Promise<T> => {
+    const run = queue.then(step, step);
+    queue = run.catch(() => undefined);
+    return run;
+  };
+  const command: Command = (method, path, body) => session!.command(method, path, body);
+  const focus = async (handle: string) => {
+    if (current === handle) return;
+    await command("POST", "/window", { handle });
+    current = handle;
+  };
+  const closeTab = async (handle: string) => {
+    if (!open.delete(handle)) return;
+    await focus(handle);
+    await command("DELETE", "/window"); // closing the last window ends the session (W3C)
+    current = undefined;
+    if (open.size === 0) session = undefined;
+  };
+  const tab = (handle: string): EngineTab => ({
+    evaluate: <T>(source: string) => inTurn(async () => (await focus(handle), executeAsync<T>(command, source))),
+    close: () => inTurn(() => closeTab(handle)),
+  });
+  return {
+    newTab: (url) =>
+      inTurn(async () => {
+        let handle: string;
+        if (session === undefined) {
+          session = await newSession(base);
+          handle = current = await command<string>("GET", "/window");
+        } else {
+          handle = (await command<{ handle: string }>("POST", "/window/new", { type: "window" })).handle;
+          await focus(handle);
+        }
+        open.add(handle);
+        await command("POST", "/url", { url });
+        return tab(handle);
+      }),
+    close: () =>
+      inTurn(async () => {
+        const ending = session;
+        session = undefined;
+        open.clear();
+        if (ending) await ending.command("DELETE", "").catch(() => undefined);
+      }),
   };
 }
 
