@@ -74,7 +74,7 @@ async function ordinaryUsers(url: string, prefix: string) {
 drill(`drill 10: hostile neighbours (${ORDINARY} ordinary users, ${ABUSERS} abusers${quick ? ", quick" : ""})`, quick ? 100_000 : 300_000, async () => {
   const redis = await startRedis();
   const gw = await spawnGatewayProc({
-    name: "drill8-gw",
+    name: "drill10-gw",
     env: {
       NODE_ENV: "production",
       REDIS_URL: redis.url,
@@ -100,7 +100,7 @@ drill(`drill 10: hostile neighbours (${ORDINARY} ordinary users, ${ABUSERS} abus
     const quietCpu = gwCpu().percent;
     const quietRss = rssBytes(gw.pid);
 
-    abusers = await spawnNode("test/drill/hostile/abusers.ts", { name: "drill8-abusers", env: process.env.DRILL8_KINDS ? { DRILL8_KINDS: process.env.DRILL8_KINDS } : {}, args: [gw.url, String(ABUSERS), String(RESUME_SOCKETS)], ready: /^ABUSING/m });
+    abusers = await spawnNode("test/drill/hostile/abusers.ts", { name: "drill10-abusers", env: process.env.DRILL10_KINDS ? { DRILL10_KINDS: process.env.DRILL10_KINDS } : {}, args: [gw.url, String(ABUSERS), String(RESUME_SOCKETS)], ready: /^ABUSING/m });
     const attackStarted = Date.now();
     gwCpu = cpuMeter(gw.pid);
     const abusersCpu = cpuMeter(abusers.pid);

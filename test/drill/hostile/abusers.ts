@@ -116,8 +116,8 @@ async function strayUpgradeLoop(): Promise<void> {
   }
 }
 
-/** Which attacks to run (all by default; DRILL8_KINDS=resume,flood to look at some alone). */
-const kinds = new Set((process.env.DRILL8_KINDS ?? "resume,flood,trickle,stray").split(","));
+/** Which attacks to run (all by default; DRILL10_KINDS=resume,flood to look at some alone). */
+const kinds = new Set((process.env.DRILL10_KINDS ?? "resume,flood,trickle,stray").split(","));
 const loops: Array<Promise<void>> = [];
 for (let a = 0; a < ABUSERS; a++) {
   const user = `abuser-${a}`;
