@@ -20,71 +20,64 @@ export interface Accepted<E> {
 }
 
 export class EventStream<E extends Sequenced> {
-  private last: number | undefined;
-  private currentEpoch: string | undefined;
-  private readonly buffer = new Map<number, E>();
+  #last: number | undefined;
+  #currentEpoch: string | undefined;
+  readonly #buffer = new Map<number, E>();
 
   constructor(lastSeq?: number, epoch?: string) {
-    this.last = lastSeq;
-    this.currentEpoch = epoch;
+    this.#last = lastSeq;
+    this.#currentEpoch = epoch;
   }
 
   /** The last seq delivered to the app; undefined before any baseline. */
   get lastSeq(): number | undefined {
-    return this.last;
+    return this.#last;
   }
 
   get epoch(): string | undefined {
-    return this.currentEpoch;
+    return this.#currentEpoch;
   }
 
   /** True when the client has a position to resume from. */
   get hasState(): boolean {
-    return this.last !== undefined;
+    return this.#last !== undefined;
   }
 
   /** True while events are buffered above a hole. */
   get holeOpen(): boolean {
-    return this.buffer.size > 0;
+    return this.#buffer.size > 0;
   }
 
   get buffered(): number {
-    return this.buffer.size;
+    return this.#buffer.size;
   }
 
   /** Starts over at `latestSeq` (first connection, or after resync_required): what was buffered is of the old view. */
   baseline(latestSeq: number, epoch: string | undefined): void {
-    this.last = latestSeq;
-    this.currentEpoch = epoch;
-    this.buffer.clear();
-  }
-
-  /** Forgets the position: the next event sets the baseline (a resync from a gateway that names none). */
-  reset(epoch: string | undefined): void {
-    this.last = undefined;
-    this.currentEpoch = epoch;
-    this.buffer.clear();
+    this.#last = latestSeq;
+    this.#currentEpoch = epoch;
+    this.#buffer.clear();
   }
 
   /** Names the epoch of a position the app handed in without one, once a resume confirmed it. */
   adoptEpoch(epoch: string): void {
-    this.currentEpoch ??= epoch;
+    this.#currentEpoch ??= epoch;
   }
 
+  /** Takes an event; before a baseline (or a position to resume from) there is nothing to order it against, and it is dropped. */
   accept(event: E): Accepted<E> {
-    // A gateway older than §8.1 sends no latest_seq: the first event sets the baseline.
-    if (this.last === undefined) this.last = event.seq - 1;
-    if (event.seq <= this.last || this.buffer.has(event.seq)) return { deliver: [], duplicate: true };
-    if (event.seq !== this.last + 1) {
-      this.buffer.set(event.seq, event);
+    if (this.#last === undefined) return { deliver: [], duplicate: false };
+    if (event.seq <= this.#last || this.#buffer.has(event.seq)) return { deliver: [], duplicate: true };
+    if (event.seq !== this.#last + 1) {
+      this.#buffer.set(event.seq, event);
       return { deliver: [], duplicate: false };
     }
     const deliver = [event];
-    this.last = event.seq;
-    for (let next = this.buffer.get(this.last + 1); next !== undefined; next = this.buffer.get(this.last + 1)) {
-      this.buffer.delete(next.seq);
+    this.#last = event.seq;
+    for (let next = this.#buffer.get(this.#last + 1); next !== undefined; next = this.#buffer.get(this.#last + 1)) {
+      this.#buffer.delete(next.seq);
       deliver.push(next);
-      this.last = next.seq;
+      this.#last = next.seq;
     }
     return { deliver, duplicate: false };
   }

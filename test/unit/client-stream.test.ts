@@ -35,11 +35,13 @@ describe("EventStream", () => {
     expect(seqs(s.accept(ev(21)).deliver)).toEqual([21]);
   });
 
-  it("without a baseline, takes the first event as one (a gateway older than §8.1)", () => {
+  it("without a baseline or a position, delivers nothing: there is nothing to order an event against", () => {
     const s = new EventStream();
     expect(s.hasState).toBe(false);
+    expect(s.accept(ev(42)).deliver).toEqual([]);
+    expect(s.hasState).toBe(false);
+    s.baseline(41, "e1");
     expect(seqs(s.accept(ev(42)).deliver)).toEqual([42]);
-    expect(s.hasState).toBe(true);
   });
 
   it("adopts an epoch only when it has none", () => {

@@ -13,12 +13,12 @@
 import type { SendOptions } from "../index.js";
 import type { AgentEvent, ConnectionState, GatewayClientEvents, StateChange } from "../types.js";
 import { BeatElection, LockElection, type Election, type LockManagerLike } from "./election.js";
-import { Emitter, type Listener } from "./emitter.js";
+import { Emitter, type Listener } from "../emitter.js";
 import { Leader, type Outgoing } from "./leader.js";
 import { parseMessage, type Position, type RelayedMessage, type TabMessage } from "./messages.js";
 import type { ChannelLike, LifecycleTarget, ShareOptions, SharedGatewayClientOptions } from "./options.js";
 import { checkedMessage, newId } from "./outgoing.js";
-import { realTimers, TimerSet } from "./timers.js";
+import { realTimers, TimerSet } from "../timers.js";
 
 export type { ChannelLike, LifecycleTarget, ShareOptions, SharedGatewayClientOptions } from "./options.js";
 

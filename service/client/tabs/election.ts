@@ -19,7 +19,7 @@
  */
 import type { Timers } from "../types.js";
 import type { TabMessage } from "./messages.js";
-import { TimerSet } from "./timers.js";
+import { TimerSet } from "../timers.js";
 
 export interface ElectionHooks {
   /** This tab leads from now on; `stolen` when it took the lead from a live (frozen) holder. */

@@ -8,7 +8,7 @@
 import { GatewayClient, type GatewayClientOptions } from "../index.js";
 import type { GatewayClientEvents, StateChange, Timers } from "../types.js";
 import { lowestPosition, type Position, type RelayedMessage, type TabMessage } from "./messages.js";
-import { TimerSet } from "./timers.js";
+import { TimerSet } from "../timers.js";
 
 /** A leader's message before it is signed with the leader's id and term. */
 export type Outgoing = TabMessage extends infer M ? (M extends { term: number } ? Omit<M, "from" | "term"> : never) : never;

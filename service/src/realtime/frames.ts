@@ -1,4 +1,5 @@
 import { closeRetries, ERRORS, type ErrorCode } from "../errors.js";
+import { MAX_ID_LENGTH } from "../protocol.js";
 
 /**
  * Client → server frames (docs/protocol.md §4), validated by hand: four small
@@ -10,8 +11,6 @@ export type ClientFrame =
   | { type: "chat_message"; message_id: string; thread_id: string; text: string }
   | { type: "resume"; last_seq: number; epoch?: string }
   | { type: "refresh_session"; token: string };
-
-const MAX_ID_LENGTH = 128;
 
 export function parseClientFrame(text: string): ClientFrame | { error: "MESSAGE_MALFORMED" | "MESSAGE_INVALID" | "UNKNOWN_TYPE"; detail: string } {
   let value: unknown;
