@@ -384,7 +384,7 @@ export class GatewayClient {
     if (!this.#running) return;
     this.#retrying = true;
     this.#dropSocket();
-    const reason = describe(failure.errorCode);
+    const reason = describe(failure.errorCode, failure.message);
     const code = failure.code === undefined ? {} : { code: failure.code };
     if (!failure.reported) {
       const status = failure.status === undefined ? {} : { status: failure.status };

@@ -5,8 +5,9 @@ import type { StatusCode } from "./types.js";
  * What a person reads in a status line. The gateway's messages (errors.ts)
  * are written for developers ("Get one from POST /api/v1/…"); these say what
  * is happening and what the client does about it. A code without an entry
- * here falls back to the gateway's message, so a code added to errors.ts is
- * never shown as a bare identifier.
+ * here falls back to the message the gateway sent with it (the SDK does not
+ * ship the gateway's messages: errors.ts keeps them apart, in MESSAGES), so a
+ * code added to errors.ts is never shown as a bare identifier.
  */
 const FRIENDLY: Partial<Record<StatusCode, string>> = {
   CONNECTING: "connecting…",
@@ -51,9 +52,7 @@ export function isErrorCode(code: string): code is ErrorCode {
   return Object.prototype.hasOwnProperty.call(ERRORS, code);
 }
 
-/** The human reason for a code; `fallback` for codes neither table knows. */
+/** The human reason for a code; `fallback` (the gateway's own message, when it sent one) for codes without words here. */
 export function describe(code: string, fallback = "disconnected"): string {
-  const friendly = FRIENDLY[code as StatusCode];
-  if (friendly !== undefined) return friendly;
-  return isErrorCode(code) ? ERRORS[code].message : fallback;
+  return FRIENDLY[code as StatusCode] ?? fallback;
 }

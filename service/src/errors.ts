@@ -17,71 +17,117 @@
  */
 export const ERRORS = {
   // ── User tokens and tickets, HTTP (POST /api/v1/auth/websocket_ticket) ──
-  TOKEN_MISSING: { status: 401, message: "No bearer token. Send Authorization: Bearer <user JWT>." },
-  TOKEN_INVALID: { status: 401, message: "The user token is not valid (signature, claims, algorithm or shape)." },
-  TOKEN_EXPIRED: { status: 401, message: "The user token has expired. Get a fresh one from the auth service." },
-  TOKEN_REVOKED: { status: 401, message: "The user token was issued before the user's sessions were revoked. Sign in again." },
-  ORIGIN_FORBIDDEN: { status: 403, close: 4500, message: "This origin is not allowed to use the gateway." },
-  RATE_LIMITED: { status: 429, close: 4429, message: "Too many requests. Slow down and retry after the delay." },
-  TICKET_STORE_UNAVAILABLE: { status: 503, close: 4013, message: "The ticket store is unavailable. Retry shortly." },
+  TOKEN_MISSING: { status: 401 },
+  TOKEN_INVALID: { status: 401 },
+  TOKEN_EXPIRED: { status: 401 },
+  TOKEN_REVOKED: { status: 401 },
+  ORIGIN_FORBIDDEN: { status: 403, close: 4500 },
+  RATE_LIMITED: { status: 429, close: 4429 },
+  TICKET_STORE_UNAVAILABLE: { status: 503, close: 4013 },
   // The auth service's keys (AUTH_JWKS_URL) cannot be had: the token is not at fault, so no 401 (which sends the
   // client for a new token). Also a non-fatal frame answering refresh_session, with `retry_after` in seconds.
-  AUTH_UNAVAILABLE: { status: 503, frame: true, message: "User tokens cannot be checked right now (the auth service's keys are unreachable). Retry after the delay with the same token." },
+  AUTH_UNAVAILABLE: { status: 503, frame: true },
 
   // ── Generic HTTP ──
-  BAD_REQUEST: { status: 400, message: "The request is malformed." },
-  BODY_TOO_LARGE: { status: 413, message: "The request body is too large." },
-  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: "Send the body as application/json." },
-  REQUEST_TIMEOUT: { status: 408, message: "The request was not received in time." },
-  HEADERS_TOO_LARGE: { status: 431, message: "The request headers are too large." },
-  NOT_FOUND: { status: 404, message: "No such route." },
-  UPGRADE_REQUIRED: { status: 426, message: "This endpoint speaks WebSocket only: open it with new WebSocket(url)." },
-  SERVICE_UNAUTHORIZED: { status: 401, message: "Internal API: send Authorization: Bearer <SERVICE_SECRET> and X-Service-Id." },
+  BAD_REQUEST: { status: 400 },
+  BODY_TOO_LARGE: { status: 413 },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415 },
+  REQUEST_TIMEOUT: { status: 408 },
+  HEADERS_TOO_LARGE: { status: 431 },
+  NOT_FOUND: { status: 404 },
+  UPGRADE_REQUIRED: { status: 426 },
+  SERVICE_UNAUTHORIZED: { status: 401 },
 
   // ── WebSocket: reconnect with a new ticket (4000-4499) ──
-  TICKET_MISSING: { close: 4400, message: "No ticket. Get one from POST /api/v1/auth/websocket_ticket and open /ws?ticket=…" },
-  TICKET_MALFORMED: { close: 4400, message: "That is not a ticket's shape. Get a new ticket." },
-  TICKET_INVALID: { close: 4401, message: "Unknown ticket. Get a new ticket." },
-  TICKET_EXPIRED: { close: 4401, message: "The ticket expired before it was used. Get a new ticket." },
-  TICKET_USED: { close: 4401, message: "The ticket was already used; tickets are single-use. Get a new ticket." },
-  SESSION_EXPIRED: { close: 4408, message: "The user token behind this connection expired. Get a fresh token, then a ticket." },
+  TICKET_MISSING: { close: 4400 },
+  TICKET_MALFORMED: { close: 4400 },
+  TICKET_INVALID: { close: 4401 },
+  TICKET_EXPIRED: { close: 4401 },
+  TICKET_USED: { close: 4401 },
+  SESSION_EXPIRED: { close: 4408 },
   // 4012 and 4013: Service Restart and Try Again Later, in the range every engine passes to the page.
-  SERVICE_RESTART: { close: 4012, message: "The gateway instance is restarting. Reconnect and resume." },
-  CONNECTION_AGE: { close: 4012, message: "The connection reached its maximum age. Reconnect and resume." },
-  TOO_MANY_CONNECTIONS: { close: 4429, message: "Too many open connections for this user." },
-  SLOW_CONSUMER: { close: 4429, message: "The client reads too slowly. Reconnect and resume." },
+  SERVICE_RESTART: { close: 4012 },
+  CONNECTION_AGE: { close: 4012 },
+  TOO_MANY_CONNECTIONS: { close: 4429 },
+  SLOW_CONSUMER: { close: 4429 },
 
   // ── WebSocket: stop, do not reconnect (4500-4999) ──
-  SESSION_REVOKED: { close: 4501, message: "The session was revoked. Sign in again." },
+  SESSION_REVOKED: { close: 4501 },
 
   // ── WebSocket: standard codes ──
-  MESSAGE_TOO_BIG: { close: 1009, message: "The frame is larger than the gateway accepts." },
-  UNSUPPORTED_DATA: { close: 1003, message: "Binary frames are not supported; send JSON text frames." },
-  INTERNAL_ERROR: { status: 500, close: 1011, message: "Unexpected server error. Reconnect with backoff." },
+  MESSAGE_TOO_BIG: { close: 1009 },
+  UNSUPPORTED_DATA: { close: 1003 },
+  INTERNAL_ERROR: { status: 500, close: 1011 },
 
   // ── Non-fatal error frames: the socket stays open ──
-  MESSAGE_MALFORMED: { frame: true, message: "The frame is not valid JSON." },
-  MESSAGE_INVALID: { frame: true, message: "The frame does not match the schema of its type." },
-  UNKNOWN_TYPE: { frame: true, message: "Unknown frame type." },
+  MESSAGE_MALFORMED: { frame: true },
+  MESSAGE_INVALID: { frame: true },
+  UNKNOWN_TYPE: { frame: true },
   // TOKEN_INVALID is also sent as a non-fatal frame when refresh_session fails.
   // chat_message hand-off to the agent backend (§5a); each names the message_id.
   // RATE_LIMITED and TICKET_STORE_UNAVAILABLE are also sent as non-fatal "not accepted" frames.
-  AGENT_UNAVAILABLE: { frame: true, message: "The agent backend did not accept the message in time. It was not acked; send it again shortly." },
-  MESSAGE_REJECTED: { frame: true, message: "The agent backend refused the message. Do not send it again." },
-  CHAT_UNAVAILABLE: { frame: true, message: "Chat is not available on this gateway (no agent backend is configured)." },
+  AGENT_UNAVAILABLE: { frame: true },
+  MESSAGE_REJECTED: { frame: true },
+  CHAT_UNAVAILABLE: { frame: true },
 
   // ── resync_required code ──
-  HISTORY_UNAVAILABLE: { frame: true, message: "The history no longer covers the gap. Reload state." },
+  HISTORY_UNAVAILABLE: { frame: true },
 } as const satisfies Record<string, ErrorSpec>;
 
 export interface ErrorSpec {
   readonly status?: number;
   readonly close?: number;
   readonly frame?: boolean;
-  readonly message: string;
 }
 
 export type ErrorCode = keyof typeof ERRORS;
+
+/**
+ * What a person reads for each code: the `message` of an HTTP error body or
+ * an error frame. Apart from ERRORS so that the browser SDK, which imports
+ * ERRORS for the close codes and shows its own words (client/reasons.ts),
+ * does not ship the gateway's developer prose; the type makes every code
+ * have one.
+ */
+export const MESSAGES: Record<ErrorCode, string> = {
+  TOKEN_MISSING: "No bearer token. Send Authorization: Bearer <user JWT>.",
+  TOKEN_INVALID: "The user token is not valid (signature, claims, algorithm or shape).",
+  TOKEN_EXPIRED: "The user token has expired. Get a fresh one from the auth service.",
+  TOKEN_REVOKED: "The user token was issued before the user's sessions were revoked. Sign in again.",
+  ORIGIN_FORBIDDEN: "This origin is not allowed to use the gateway.",
+  RATE_LIMITED: "Too many requests. Slow down and retry after the delay.",
+  TICKET_STORE_UNAVAILABLE: "The ticket store is unavailable. Retry shortly.",
+  AUTH_UNAVAILABLE: "User tokens cannot be checked right now (the auth service's keys are unreachable). Retry after the delay with the same token.",
+  BAD_REQUEST: "The request is malformed.",
+  BODY_TOO_LARGE: "The request body is too large.",
+  UNSUPPORTED_MEDIA_TYPE: "Send the body as application/json.",
+  REQUEST_TIMEOUT: "The request was not received in time.",
+  HEADERS_TOO_LARGE: "The request headers are too large.",
+  NOT_FOUND: "No such route.",
+  UPGRADE_REQUIRED: "This endpoint speaks WebSocket only: open it with new WebSocket(url).",
+  SERVICE_UNAUTHORIZED: "Internal API: send Authorization: Bearer <SERVICE_SECRET> and X-Service-Id.",
+  TICKET_MISSING: "No ticket. Get one from POST /api/v1/auth/websocket_ticket and open /ws?ticket=…",
+  TICKET_MALFORMED: "That is not a ticket's shape. Get a new ticket.",
+  TICKET_INVALID: "Unknown ticket. Get a new ticket.",
+  TICKET_EXPIRED: "The ticket expired before it was used. Get a new ticket.",
+  TICKET_USED: "The ticket was already used; tickets are single-use. Get a new ticket.",
+  SESSION_EXPIRED: "The user token behind this connection expired. Get a fresh token, then a ticket.",
+  SERVICE_RESTART: "The gateway instance is restarting. Reconnect and resume.",
+  CONNECTION_AGE: "The connection reached its maximum age. Reconnect and resume.",
+  TOO_MANY_CONNECTIONS: "Too many open connections for this user.",
+  SLOW_CONSUMER: "The client reads too slowly. Reconnect and resume.",
+  SESSION_REVOKED: "The session was revoked. Sign in again.",
+  MESSAGE_TOO_BIG: "The frame is larger than the gateway accepts.",
+  UNSUPPORTED_DATA: "Binary frames are not supported; send JSON text frames.",
+  INTERNAL_ERROR: "Unexpected server error. Reconnect with backoff.",
+  MESSAGE_MALFORMED: "The frame is not valid JSON.",
+  MESSAGE_INVALID: "The frame does not match the schema of its type.",
+  UNKNOWN_TYPE: "Unknown frame type.",
+  AGENT_UNAVAILABLE: "The agent backend did not accept the message in time. It was not acked; send it again shortly.",
+  MESSAGE_REJECTED: "The agent backend refused the message. Do not send it again.",
+  CHAT_UNAVAILABLE: "Chat is not available on this gateway (no agent backend is configured).",
+  HISTORY_UNAVAILABLE: "The history no longer covers the gap. Reload state.",
+};
 
 /** The close code of an error, or undefined for codes that never close a socket. */
 export function closeCodeOf(code: ErrorCode): number | undefined {
@@ -130,7 +176,7 @@ export class GatewayError extends Error {
 
   constructor(code: ErrorCode, options: { message?: string; retryAfter?: number; cause?: unknown } = {}) {
     const spec: ErrorSpec = ERRORS[code];
-    super(options.message ?? spec.message, options.cause === undefined ? undefined : { cause: options.cause });
+    super(options.message ?? MESSAGES[code], options.cause === undefined ? undefined : { cause: options.cause });
     this.name = "GatewayError";
     this.code = code;
     this.status = spec.status ?? 500;

@@ -1,7 +1,7 @@
 import type { ServerOptions } from "node:http";
 import type { Socket } from "node:net";
 import type { FastifyInstance } from "fastify";
-import { ERRORS, GatewayError, type ErrorCode } from "./errors.js";
+import { ERRORS, GatewayError, MESSAGES, type ErrorCode } from "./errors.js";
 
 /**
  * What the public HTTP listener refuses to hold for a stranger
@@ -58,7 +58,7 @@ function answerClientError(err: Error & { code?: string }, socket: Socket): void
       : err.code === "HPE_HEADER_OVERFLOW"
         ? [431, "HEADERS_TOO_LARGE"]
         : [400, "BAD_REQUEST"];
-  const body = JSON.stringify({ error: { code, message: ERRORS[code].message } });
+  const body = JSON.stringify({ error: { code, message: MESSAGES[code] } });
   if (socket.writable) {
     socket.write(
       `HTTP/1.1 ${status} ${code}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,

@@ -2,7 +2,7 @@ import { isUtf8 } from "node:buffer";
 import type { WebSocket, RawData } from "ws";
 import type { FastifyBaseLogger } from "fastify";
 import type { Config } from "../config.js";
-import { closeCodeOf, ERRORS, GatewayError, isGatewayError, type ErrorCode } from "../errors.js";
+import { closeCodeOf, ERRORS, GatewayError, isGatewayError, MESSAGES, type ErrorCode } from "../errors.js";
 import { issuedBefore, type TokenVerifier } from "../auth/verifier.js";
 import type { Metrics } from "../plugins/metrics.js";
 import { StoreUnavailableError, type HistoryLimits, type Store, type StoredEvent, type StreamHead } from "../plugins/store/types.js";
@@ -283,7 +283,7 @@ export class Connection {
   private resync(latestSeq: number, epoch: string): void {
     this.epoch = epoch;
     this.sentLow = this.sentHigh = latestSeq;
-    this.send({ type: "resync_required", code: "HISTORY_UNAVAILABLE", message: ERRORS.HISTORY_UNAVAILABLE.message, latest_seq: latestSeq, epoch });
+    this.send({ type: "resync_required", code: "HISTORY_UNAVAILABLE", message: MESSAGES.HISTORY_UNAVAILABLE, latest_seq: latestSeq, epoch });
   }
 
   private async readHistory(afterSeq: number) {
@@ -339,7 +339,7 @@ export class Connection {
     }
     if ("error" in frame) {
       if (!this.spend(BAD_FRAME_COST - 1)) return;
-      this.send(errorFrame(frame.error, { fatal: false, message: `${ERRORS[frame.error].message} (${frame.detail})` }));
+      this.send(errorFrame(frame.error, { fatal: false, message: `${MESSAGES[frame.error]} (${frame.detail})` }));
       return;
     }
     void this.handle(frame).catch((err) => this.fail(err));

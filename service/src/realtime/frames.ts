@@ -1,4 +1,4 @@
-import { closeRetries, ERRORS, type ErrorCode } from "../errors.js";
+import { closeRetries, MESSAGES, type ErrorCode } from "../errors.js";
 import { MAX_ID_LENGTH } from "../protocol.js";
 
 /**
@@ -49,7 +49,7 @@ function isId(v: unknown): v is string {
 
 /** `{"type":"error",…}`: fatal frames carry `retry`, non-fatal ones do not. */
 export function errorFrame(code: ErrorCode, options: { fatal: boolean; message?: string; close?: number; extra?: Record<string, unknown> }): string {
-  const frame: Record<string, unknown> = { type: "error", code, message: options.message ?? ERRORS[code].message, fatal: options.fatal };
+  const frame: Record<string, unknown> = { type: "error", code, message: options.message ?? MESSAGES[code], fatal: options.fatal };
   if (options.fatal) frame.retry = closeRetries(options.close ?? 1011);
   return JSON.stringify({ ...frame, ...options.extra });
 }

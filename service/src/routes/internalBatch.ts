@@ -1,5 +1,5 @@
 import type { FastifyInstance } from "fastify";
-import { ERRORS, GatewayError, isGatewayError, type ErrorCode } from "../errors.js";
+import { ERRORS, GatewayError, isGatewayError, MESSAGES, type ErrorCode } from "../errors.js";
 import { AGENT_EVENT_TYPES, type AgentEventType } from "../plugins/store/types.js";
 import { MAX_DATA_DEPTH, nestsDeeperThan, type PublishRequest } from "../realtime/events.js";
 
@@ -72,7 +72,7 @@ export async function internalBatchRoutes(app: FastifyInstance): Promise<void> {
 
 /** The single route's schema, item by item: the same fields, types and limits, and the same error codes. */
 function checkItem(raw: unknown): Item | { error: { code: ErrorCode; message: string } } {
-  const bad = (message: string, code: ErrorCode = "BAD_REQUEST") => ({ error: { code, message: `${ERRORS[code].message} ${message}` } });
+  const bad = (message: string, code: ErrorCode = "BAD_REQUEST") => ({ error: { code, message: `${MESSAGES[code]} ${message}` } });
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return bad("An event is a JSON object.");
   const item = raw as Record<string, unknown>;
   const extra = Object.keys(item).filter((key) => !FIELDS.has(key));
