@@ -5,7 +5,7 @@
  * sleeping, and an unref'd sweep keeps memory bounded. The bus delivers on a
  * later turn of the event loop, in publish order, as Redis would.
  */
-import { randomBytes } from "node:crypto";
+import { historyRead, newEpoch, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
 import {
   StoreUnavailableError,
   type AgentEventInput,
@@ -27,9 +27,6 @@ export interface MemoryStoreOptions {
   readonly logger?: { warn(obj: object, msg: string): void };
 }
 
-// Same as the Redis store's (TICKET_GRACE_MS, TICKET_USED_MARKER_MS); the contract suite holds them together.
-const TICKET_GRACE_MS = 60_000;
-const TICKET_USED_MARKER_MS = 10 * 60_000;
 const SWEEP_INTERVAL_MS = 30_000;
 
 interface Stream {
@@ -41,7 +38,7 @@ interface Stream {
 export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
   const now = options.now ?? Date.now;
   // Fixed for the life of the store: a fresh store (a restarted dev server) is a fresh stream.
-  const epoch = `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}`;
+  const epoch = newEpoch();
 
   const tickets = new Map<string, { json: string; expiresAt: number }>();
   const usedTickets = new Map<string, number>();
@@ -262,8 +259,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
           : heldEvents(stream, limits.ttlMs)
               .filter((e) => e.seq > afterSeq)
               .map(({ seq, body }) => ({ seq, body }));
-      const complete = gap >= 0 && events.length === gap && events.every((e, i) => e.seq === afterSeq + 1 + i);
-      return { latestSeq, epoch, events, complete };
+      return historyRead(latestSeq, epoch, afterSeq, events);
     },
 
     async subscribeUser(userId: string): Promise<void> {
