@@ -29,7 +29,7 @@ import {
 } from "./client.js";
 import { encodeUserControl } from "./codec.js";
 import { redisKeys } from "./keys.js";
-import { historyRead, newEpoch, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
+import { asPlainStore, historyRead, newEpoch, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
 import { SCRIPTS, type ScriptName } from "./scripts.js";
 import { ShardedBus } from "./shardedBus.js";
 import { clusterTopology, singleTopology, type Topology } from "./topology.js";
@@ -87,7 +87,7 @@ export function createRedisStore(options: RedisStoreOptions): Store {
     logger,
     onConnection: (conn, node) => watchConnection(conn, logger, topology.clustered ? { connection: "bus", node } : { connection: "bus" }),
   });
-  return new RedisStore(cmd, bus, timeoutMs);
+  return asPlainStore(new RedisStore(cmd, bus, timeoutMs));
 }
 
 class RedisStore implements Store {
