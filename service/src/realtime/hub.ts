@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { FastifyBaseLogger } from "fastify";
 import type { Config } from "../config.js";
 import type { Metrics } from "../plugins/metrics.js";
+import { eventTimestamp } from "../plugins/store/codec.js";
 import type { Store } from "../plugins/store/types.js";
 import type { Connection } from "./connection.js";
 
@@ -45,7 +46,7 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
 
   store.onMessage((message) => {
     if (message.kind === "event") {
-      const ts = Date.parse(extractTs(message.event.body));
+      const ts = Date.parse(eventTimestamp(message.event.body));
       if (!Number.isNaN(ts)) metrics.busLagSeconds.observe(Math.max(0, Date.now() - ts) / 1000);
       const conns = byUser.get(message.userId);
       if (conns) for (const conn of conns) conn.deliverLive(message.epoch, message.event);
@@ -168,10 +169,4 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
       clearInterval(refresh);
     },
   };
-}
-
-/** The `ts` of an event body without parsing it: the bus lag is measured on every message. */
-function extractTs(body: string): string {
-  const at = body.indexOf('"ts":"');
-  return at < 0 ? "" : body.slice(at + 6, body.indexOf('"', at + 6));
 }

@@ -5,7 +5,7 @@
  * sleeping, and an unref'd sweep keeps memory bounded. The bus delivers on a
  * later turn of the event loop, in publish order, as Redis would.
  */
-import { randomBytes } from "node:crypto";
+import { asPlainStore, historyRead, newEpoch, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
 import {
   StoreUnavailableError,
   type AgentEventInput,
@@ -27,9 +27,6 @@ export interface MemoryStoreOptions {
   readonly logger?: { warn(obj: object, msg: string): void };
 }
 
-// Same as the Redis store's (TICKET_GRACE_MS, TICKET_USED_MARKER_MS); the contract suite holds them together.
-const TICKET_GRACE_MS = 60_000;
-const TICKET_USED_MARKER_MS = 10 * 60_000;
 const SWEEP_INTERVAL_MS = 30_000;
 
 interface Stream {
@@ -38,276 +35,302 @@ interface Stream {
   events: Array<StoredEvent & { at: number }>;
 }
 
+/** A "later wins" marker (a revocation), kept until expiresAt. */
+interface Marker {
+  at: number;
+  expiresAt: number;
+}
+
 export function createMemoryStore(options: MemoryStoreOptions = {}): Store {
-  const now = options.now ?? Date.now;
+  return asPlainStore(new MemoryStore(options));
+}
+
+class MemoryStore implements Store {
+  readonly kind = "memory";
+  private readonly now: () => number;
   // Fixed for the life of the store: a fresh store (a restarted dev server) is a fresh stream.
-  const epoch = `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}`;
+  private readonly epoch = newEpoch();
 
-  const tickets = new Map<string, { json: string; expiresAt: number }>();
-  const usedTickets = new Map<string, number>();
-  const windows = new Map<string, { count: number; resetAt: number }>();
-  const revocations = new Map<string, { at: number; expiresAt: number }>();
-  const tokenRevocations = new Map<string, { at: number; expiresAt: number }>();
-  const connections = new Map<string, Map<string, number>>();
+  private readonly tickets = new Map<string, { json: string; expiresAt: number }>();
+  private readonly usedTickets = new Map<string, number>();
+  private readonly windows = new Map<string, { count: number; resetAt: number }>();
+  private readonly revocations = new Map<string, Marker>();
+  private readonly tokenRevocations = new Map<string, Marker>();
+  private readonly connections = new Map<string, Map<string, number>>();
   /** Accepted chat message ids per user, oldest first (a Map keeps insertion order): id → when accepted. */
-  const accepted = new Map<string, Map<string, number>>();
+  private readonly accepted = new Map<string, Map<string, number>>();
   /** Hand-offs in progress: claim key → when claimed. */
-  const claims = new Map<string, number>();
+  private readonly claims = new Map<string, number>();
   // Counters are never dropped: a counter that restarted at 1 within the same epoch would hand out old seqs again.
-  const streams = new Map<string, Stream>();
-  const userRefs = new Map<string, number>();
-  const instances = new Set<string>();
-  const handlers: ((message: BusMessage) => void)[] = [];
-  let closed = false;
+  private readonly streams = new Map<string, Stream>();
+  private readonly userRefs = new Map<string, number>();
+  private readonly instances = new Set<string>();
+  private readonly handlers: ((message: BusMessage) => void)[] = [];
+  private closed = false;
+  // The ttl of accepted ids, as last given (the gateway passes one value), for the sweep.
+  private acceptedTtlMs = 24 * 3600_000;
+  private claimStaleMs = 10_000;
+  private readonly sweeper: NodeJS.Timeout;
 
-  const live = (expiresAt: number | undefined): expiresAt is number => expiresAt !== undefined && expiresAt > now();
-  const open = () => {
-    if (closed) throw new StoreUnavailableError(new Error("store closed"));
-  };
-  const claimKey = (userId: string, messageId: string) => JSON.stringify([userId, messageId]);
+  constructor(private readonly options: MemoryStoreOptions) {
+    this.now = options.now ?? Date.now;
+    this.sweeper = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
+    this.sweeper.unref();
+  }
 
-  const liveConnections = (userId: string): Map<string, number> => {
-    let conns = connections.get(userId);
-    if (conns === undefined) connections.set(userId, (conns = new Map()));
-    for (const [id, expiresAt] of conns) if (!live(expiresAt)) conns.delete(id);
+  async putTicket(hash: string, record: TicketRecord, ttlMs: number): Promise<void> {
+    this.open();
+    // Stored as JSON, like Redis: the caller's object is not shared.
+    this.tickets.set(hash, { json: JSON.stringify(record), expiresAt: this.now() + ttlMs + TICKET_GRACE_MS });
+  }
+
+  async redeemTicket(hash: string): Promise<RedeemOutcome> {
+    this.open();
+    const entry = this.tickets.get(hash);
+    this.tickets.delete(hash);
+    if (entry !== undefined && this.live(entry.expiresAt)) {
+      this.usedTickets.set(hash, this.now() + TICKET_USED_MARKER_MS);
+      return { status: "ok", record: JSON.parse(entry.json) as TicketRecord };
+    }
+    return { status: this.live(this.usedTickets.get(hash)) ? "used" : "unknown" };
+  }
+
+  async hit(key: string, windowMs: number) {
+    this.open();
+    let window = this.windows.get(key);
+    if (window === undefined || !this.live(window.resetAt)) this.windows.set(key, (window = { count: 0, resetAt: this.now() + windowMs }));
+    window.count++;
+    return { count: window.count, resetInMs: window.resetAt - this.now() };
+  }
+
+  async revokeUser(userId: string, atMs: number, keepMs: number): Promise<void> {
+    this.open();
+    this.markLater(this.revocations, userId, atMs, keepMs);
+  }
+
+  async revokedAt(userId: string): Promise<number> {
+    this.open();
+    return this.markerAt(this.revocations, userId);
+  }
+
+  async revokeTokensBefore(userId: string, notBeforeMs: number, keepMs: number): Promise<void> {
+    this.open();
+    this.markLater(this.tokenRevocations, userId, notBeforeMs, keepMs);
+  }
+
+  async tokensNotBefore(userId: string): Promise<number> {
+    this.open();
+    return this.markerAt(this.tokenRevocations, userId);
+  }
+
+  async addConnection(userId: string, connectionId: string, max: number, ttlMs: number): Promise<boolean> {
+    this.open();
+    const conns = this.liveConnections(userId);
+    if (!conns.has(connectionId) && conns.size >= max) return false;
+    conns.set(connectionId, this.now() + ttlMs);
+    return true;
+  }
+
+  async removeConnection(userId: string, connectionId: string): Promise<void> {
+    this.open();
+    this.connections.get(userId)?.delete(connectionId);
+  }
+
+  async refreshConnections(entries: readonly { userId: string; connectionId: string }[], ttlMs: number): Promise<void> {
+    this.open();
+    for (const { userId, connectionId } of entries) this.liveConnections(userId).set(connectionId, this.now() + ttlMs);
+  }
+
+  async claimMessage(userId: string, messageId: string, options: { ttlMs: number; staleMs: number }): Promise<ClaimOutcome> {
+    this.open();
+    this.acceptedTtlMs = options.ttlMs;
+    this.claimStaleMs = options.staleMs;
+    const at = this.accepted.get(userId)?.get(messageId);
+    if (at !== undefined && this.live(at + options.ttlMs)) return "started";
+    const key = claimKey(userId, messageId);
+    const claimedAt = this.claims.get(key);
+    if (claimedAt !== undefined && this.now() - claimedAt < options.staleMs) return "pending";
+    this.claims.set(key, this.now());
+    return "claimed";
+  }
+
+  async markMessageStarted(userId: string, messageId: string, options: { ttlMs: number; maxPerUser: number }): Promise<void> {
+    this.open();
+    this.claims.delete(claimKey(userId, messageId));
+    let ids = this.accepted.get(userId);
+    if (ids === undefined) this.accepted.set(userId, (ids = new Map()));
+    ids.delete(messageId); // re-inserted as the newest
+    ids.set(messageId, this.now());
+    for (const [id, at] of ids) {
+      if (ids.size <= options.maxPerUser && this.live(at + options.ttlMs)) break;
+      ids.delete(id);
+    }
+  }
+
+  async releaseMessage(userId: string, messageId: string): Promise<void> {
+    this.open();
+    this.claims.delete(claimKey(userId, messageId));
+  }
+
+  async publishEvent(userId: string, event: AgentEventInput, limits: HistoryLimits) {
+    this.open();
+    const { firstSeq, epoch } = this.append(userId, [event], limits);
+    return { seq: firstSeq, epoch };
+  }
+
+  async publishEvents(userId: string, events: readonly AgentEventInput[], limits: HistoryLimits) {
+    this.open();
+    if (events.length === 0) throw new RangeError("publishEvents needs at least one event");
+    return this.append(userId, events, limits);
+  }
+
+  async head(userId: string): Promise<StreamHead> {
+    this.open();
+    return { latestSeq: this.streams.get(userId)?.n ?? 0, epoch: this.epoch };
+  }
+
+  async readHistory(userId: string, afterSeq: number, limits: HistoryLimits): Promise<HistoryRead> {
+    this.open();
+    const stream = this.streams.get(userId);
+    const latestSeq = stream?.n ?? 0;
+    const gap = latestSeq - afterSeq;
+    const events: StoredEvent[] =
+      stream === undefined || gap <= 0 || gap > limits.maxEvents
+        ? []
+        : this.heldEvents(stream, limits.ttlMs)
+            .filter((e) => e.seq > afterSeq)
+            .map(({ seq, body }) => ({ seq, body }));
+    return historyRead(latestSeq, this.epoch, afterSeq, events);
+  }
+
+  async subscribeUser(userId: string): Promise<void> {
+    this.open();
+    this.userRefs.set(userId, (this.userRefs.get(userId) ?? 0) + 1);
+  }
+
+  async unsubscribeUser(userId: string): Promise<void> {
+    const refs = (this.userRefs.get(userId) ?? 0) - 1;
+    if (refs > 0) this.userRefs.set(userId, refs);
+    else this.userRefs.delete(userId);
+  }
+
+  async publishUserControl(userId: string, payload: string): Promise<number> {
+    this.open();
+    if (!this.userSubscribed(userId)) return 0;
+    this.deliver({ kind: "user_control", userId, payload }, () => this.userSubscribed(userId));
+    return 1;
+  }
+
+  async subscribeInstance(instanceId: string): Promise<void> {
+    this.open();
+    this.instances.add(instanceId);
+  }
+
+  async publishInstance(instanceId: string, payload: string): Promise<void> {
+    this.open();
+    this.deliver({ kind: "instance_control", payload }, () => this.instances.has(instanceId));
+  }
+
+  onMessage(handler: (message: BusMessage) => void): void {
+    this.handlers.push(handler);
+  }
+
+  // The in-process bus never drops.
+  onBusStatus(): void {}
+
+  async check() {
+    return { store: !this.closed, bus: !this.closed };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.sweeper);
+  }
+
+  private live(expiresAt: number | undefined): expiresAt is number {
+    return expiresAt !== undefined && expiresAt > this.now();
+  }
+
+  private open(): void {
+    if (this.closed) throw new StoreUnavailableError(new Error("store closed"));
+  }
+
+  /** A later, live marker is kept: an older revocation never undoes a newer one. */
+  private markLater(markers: Map<string, Marker>, userId: string, atMs: number, keepMs: number): void {
+    const current = markers.get(userId);
+    const at = current !== undefined && this.live(current.expiresAt) ? Math.max(current.at, atMs) : atMs;
+    markers.set(userId, { at: Math.floor(at), expiresAt: this.now() + keepMs });
+  }
+
+  private markerAt(markers: Map<string, Marker>, userId: string): number {
+    const entry = markers.get(userId);
+    return entry !== undefined && this.live(entry.expiresAt) ? entry.at : 0;
+  }
+
+  private liveConnections(userId: string): Map<string, number> {
+    let conns = this.connections.get(userId);
+    if (conns === undefined) this.connections.set(userId, (conns = new Map()));
+    for (const [id, expiresAt] of conns) if (!this.live(expiresAt)) conns.delete(id);
     return conns;
-  };
+  }
 
-  const heldEvents = (stream: Stream, ttlMs: number) => stream.events.filter((e) => e.at >= now() - ttlMs);
+  private heldEvents(stream: Stream, ttlMs: number) {
+    return stream.events.filter((e) => e.at >= this.now() - ttlMs);
+  }
 
-  const deliver = (message: BusMessage, wanted: () => boolean) => {
+  private deliver(message: BusMessage, wanted: () => boolean): void {
     setImmediate(() => {
-      if (closed || !wanted()) return;
-      for (const handler of handlers) {
+      if (this.closed || !wanted()) return;
+      for (const handler of this.handlers) {
         try {
           handler(message);
         } catch (err) {
-          options.logger?.warn({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, "bus handler threw");
+          this.options.logger?.warn({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, "bus handler threw");
         }
       }
     });
-  };
-  const userSubscribed = (userId: string) => (userRefs.get(userId) ?? 0) > 0;
+  }
+
+  private userSubscribed(userId: string): boolean {
+    return (this.userRefs.get(userId) ?? 0) > 0;
+  }
 
   /** Gives the events the next seqs, appends them to the user's history (trimmed to the limits) and delivers them in order. */
-  const append = (userId: string, events: readonly AgentEventInput[], limits: HistoryLimits) => {
-    let stream = streams.get(userId);
-    if (stream === undefined) streams.set(userId, (stream = { n: 0, ttlMs: limits.ttlMs, events: [] }));
+  private append(userId: string, events: readonly AgentEventInput[], limits: HistoryLimits) {
+    let stream = this.streams.get(userId);
+    if (stream === undefined) this.streams.set(userId, (stream = { n: 0, ttlMs: limits.ttlMs, events: [] }));
     const firstSeq = stream.n + 1;
     stream.ttlMs = limits.ttlMs;
     for (const event of events) {
       const seq = ++stream.n;
       const body = JSON.stringify(event);
-      stream.events.push({ seq, body, at: now() });
-      deliver({ kind: "event", userId, epoch, event: { seq, body } }, () => userSubscribed(userId));
+      stream.events.push({ seq, body, at: this.now() });
+      this.deliver({ kind: "event", userId, epoch: this.epoch, event: { seq, body } }, () => this.userSubscribed(userId));
     }
-    stream.events = heldEvents(stream, limits.ttlMs).slice(-limits.maxEvents);
-    return { firstSeq, epoch };
-  };
+    stream.events = this.heldEvents(stream, limits.ttlMs).slice(-limits.maxEvents);
+    return { firstSeq, epoch: this.epoch };
+  }
 
-  // The ttl of accepted ids, as last given (the gateway passes one value), for the sweep.
-  let acceptedTtlMs = 24 * 3600_000;
-  let claimStaleMs = 10_000;
-  const sweep = () => {
+  private sweep(): void {
     const expired = <V>(map: Map<string, V>, expiresAt: (v: V) => number) => {
-      for (const [key, value] of map) if (!live(expiresAt(value))) map.delete(key);
+      for (const [key, value] of map) if (!this.live(expiresAt(value))) map.delete(key);
     };
-    expired(tickets, (t) => t.expiresAt);
-    expired(usedTickets, (t) => t);
-    expired(windows, (w) => w.resetAt);
-    expired(revocations, (r) => r.expiresAt);
-    for (const [userId, ids] of accepted) {
-      for (const [id, at] of ids) if (!live(at + acceptedTtlMs)) ids.delete(id);
-      if (ids.size === 0) accepted.delete(userId);
+    expired(this.tickets, (t) => t.expiresAt);
+    expired(this.usedTickets, (t) => t);
+    expired(this.windows, (w) => w.resetAt);
+    expired(this.revocations, (r) => r.expiresAt);
+    for (const [userId, ids] of this.accepted) {
+      for (const [id, at] of ids) if (!this.live(at + this.acceptedTtlMs)) ids.delete(id);
+      if (ids.size === 0) this.accepted.delete(userId);
     }
-    expired(tokenRevocations, (r) => r.expiresAt);
-    for (const [userId, conns] of connections) {
+    expired(this.tokenRevocations, (r) => r.expiresAt);
+    for (const [userId, conns] of this.connections) {
       expired(conns, (c) => c);
-      if (conns.size === 0) connections.delete(userId);
+      if (conns.size === 0) this.connections.delete(userId);
     }
-    for (const stream of streams.values()) stream.events = heldEvents(stream, stream.ttlMs);
-    expired(claims, (at) => at + claimStaleMs);
-  };
-  const sweeper = setInterval(sweep, SWEEP_INTERVAL_MS);
-  sweeper.unref();
-
-  return {
-    kind: "memory",
-
-    async putTicket(hash: string, record: TicketRecord, ttlMs: number): Promise<void> {
-      open();
-      // Stored as JSON, like Redis: the caller's object is not shared.
-      tickets.set(hash, { json: JSON.stringify(record), expiresAt: now() + ttlMs + TICKET_GRACE_MS });
-    },
-
-    async redeemTicket(hash: string): Promise<RedeemOutcome> {
-      open();
-      const entry = tickets.get(hash);
-      tickets.delete(hash);
-      if (entry !== undefined && live(entry.expiresAt)) {
-        usedTickets.set(hash, now() + TICKET_USED_MARKER_MS);
-        return { status: "ok", record: JSON.parse(entry.json) as TicketRecord };
-      }
-      return { status: live(usedTickets.get(hash)) ? "used" : "unknown" };
-    },
-
-    async hit(key: string, windowMs: number) {
-      open();
-      let window = windows.get(key);
-      if (window === undefined || !live(window.resetAt)) windows.set(key, (window = { count: 0, resetAt: now() + windowMs }));
-      window.count++;
-      return { count: window.count, resetInMs: window.resetAt - now() };
-    },
-
-    async revokeUser(userId: string, atMs: number, keepMs: number): Promise<void> {
-      open();
-      const current = revocations.get(userId);
-      const at = current !== undefined && live(current.expiresAt) ? Math.max(current.at, atMs) : atMs;
-      revocations.set(userId, { at: Math.floor(at), expiresAt: now() + keepMs });
-    },
-
-    async revokedAt(userId: string): Promise<number> {
-      open();
-      const entry = revocations.get(userId);
-      return entry !== undefined && live(entry.expiresAt) ? entry.at : 0;
-    },
-
-    async revokeTokensBefore(userId: string, notBeforeMs: number, keepMs: number): Promise<void> {
-      open();
-      const current = tokenRevocations.get(userId);
-      const at = current !== undefined && live(current.expiresAt) ? Math.max(current.at, notBeforeMs) : notBeforeMs;
-      tokenRevocations.set(userId, { at: Math.floor(at), expiresAt: now() + keepMs });
-    },
-
-    async tokensNotBefore(userId: string): Promise<number> {
-      open();
-      const entry = tokenRevocations.get(userId);
-      return entry !== undefined && live(entry.expiresAt) ? entry.at : 0;
-    },
-
-    async addConnection(userId: string, connectionId: string, max: number, ttlMs: number): Promise<boolean> {
-      open();
-      const conns = liveConnections(userId);
-      if (!conns.has(connectionId) && conns.size >= max) return false;
-      conns.set(connectionId, now() + ttlMs);
-      return true;
-    },
-
-    async removeConnection(userId: string, connectionId: string): Promise<void> {
-      open();
-      connections.get(userId)?.delete(connectionId);
-    },
-
-    async refreshConnections(entries, ttlMs: number): Promise<void> {
-      open();
-      for (const { userId, connectionId } of entries) liveConnections(userId).set(connectionId, now() + ttlMs);
-    },
-
-    async claimMessage(userId: string, messageId: string, options: { ttlMs: number; staleMs: number }): Promise<ClaimOutcome> {
-      open();
-      acceptedTtlMs = options.ttlMs;
-      claimStaleMs = options.staleMs;
-      const at = accepted.get(userId)?.get(messageId);
-      if (at !== undefined && live(at + options.ttlMs)) return "started";
-      const key = claimKey(userId, messageId);
-      const claimedAt = claims.get(key);
-      if (claimedAt !== undefined && now() - claimedAt < options.staleMs) return "pending";
-      claims.set(key, now());
-      return "claimed";
-    },
-
-    async markMessageStarted(userId: string, messageId: string, options: { ttlMs: number; maxPerUser: number }): Promise<void> {
-      open();
-      claims.delete(claimKey(userId, messageId));
-      let ids = accepted.get(userId);
-      if (ids === undefined) accepted.set(userId, (ids = new Map()));
-      ids.delete(messageId); // re-inserted as the newest
-      ids.set(messageId, now());
-      for (const [id, at] of ids) {
-        if (ids.size <= options.maxPerUser && live(at + options.ttlMs)) break;
-        ids.delete(id);
-      }
-    },
-
-    async releaseMessage(userId: string, messageId: string): Promise<void> {
-      open();
-      claims.delete(claimKey(userId, messageId));
-    },
-
-    async publishEvent(userId: string, event: AgentEventInput, limits: HistoryLimits) {
-      open();
-      const { firstSeq, epoch: e } = append(userId, [event], limits);
-      return { seq: firstSeq, epoch: e };
-    },
-
-    async publishEvents(userId: string, events: readonly AgentEventInput[], limits: HistoryLimits) {
-      open();
-      if (events.length === 0) throw new RangeError("publishEvents needs at least one event");
-      return append(userId, events, limits);
-    },
-
-    async head(userId: string): Promise<StreamHead> {
-      open();
-      return { latestSeq: streams.get(userId)?.n ?? 0, epoch };
-    },
-
-    async readHistory(userId: string, afterSeq: number, limits: HistoryLimits): Promise<HistoryRead> {
-      open();
-      const stream = streams.get(userId);
-      const latestSeq = stream?.n ?? 0;
-      const gap = latestSeq - afterSeq;
-      const events: StoredEvent[] =
-        stream === undefined || gap <= 0 || gap > limits.maxEvents
-          ? []
-          : heldEvents(stream, limits.ttlMs)
-              .filter((e) => e.seq > afterSeq)
-              .map(({ seq, body }) => ({ seq, body }));
-      const complete = gap >= 0 && events.length === gap && events.every((e, i) => e.seq === afterSeq + 1 + i);
-      return { latestSeq, epoch, events, complete };
-    },
-
-    async subscribeUser(userId: string): Promise<void> {
-      open();
-      userRefs.set(userId, (userRefs.get(userId) ?? 0) + 1);
-    },
-
-    async unsubscribeUser(userId: string): Promise<void> {
-      const refs = (userRefs.get(userId) ?? 0) - 1;
-      if (refs > 0) userRefs.set(userId, refs);
-      else userRefs.delete(userId);
-    },
-
-    async publishUserControl(userId: string, payload: string): Promise<number> {
-      open();
-      if (!userSubscribed(userId)) return 0;
-      deliver({ kind: "user_control", userId, payload }, () => userSubscribed(userId));
-      return 1;
-    },
-
-    async subscribeInstance(instanceId: string): Promise<void> {
-      open();
-      instances.add(instanceId);
-    },
-
-    async publishInstance(instanceId: string, payload: string): Promise<void> {
-      open();
-      deliver({ kind: "instance_control", payload }, () => instances.has(instanceId));
-    },
-
-    onMessage(handler) {
-      handlers.push(handler);
-    },
-
-    // The in-process bus never drops.
-    onBusStatus() {},
-
-    async check() {
-      return { store: !closed, bus: !closed };
-    },
-
-    async close(): Promise<void> {
-      closed = true;
-      clearInterval(sweeper);
-    },
-  };
+    for (const stream of this.streams.values()) stream.events = this.heldEvents(stream, stream.ttlMs);
+    expired(this.claims, (at) => at + this.claimStaleMs);
+  }
 }
+
+const claimKey = (userId: string, messageId: string) => JSON.stringify([userId, messageId]);

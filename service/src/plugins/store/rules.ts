@@ -1,0 +1,75 @@
+/**
+ * What the memory store and the Redis store must agree on, in one place: the
+ * contract suite (test/integration/store-contract.test.ts) runs against both.
+ */
+import { randomBytes } from "node:crypto";
+import type { HistoryRead, Store, StoredEvent } from "./types.js";
+
+/** How long after its ttl a ticket still says "expired" rather than "unknown". */
+export const TICKET_GRACE_MS = 60_000;
+/** How long a redeemed ticket still says "used" (longer than any ticket's ttl plus grace). */
+export const TICKET_USED_MARKER_MS = 10 * 60_000;
+
+/** A fresh epoch: sortable by time, unguessable, and without spaces (the bus frame relies on it). */
+export function newEpoch(): string {
+  return `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}`;
+}
+
+/**
+ * A history read is complete when it holds every event after `afterSeq`, in
+ * seq order without a gap; otherwise the client must resync (more were
+ * missed than are kept, or some expired).
+ */
+export function historyRead(latestSeq: number, epoch: string, afterSeq: number, events: StoredEvent[]): HistoryRead {
+  const complete =
+    afterSeq <= latestSeq &&
+    events.length === latestSeq - afterSeq &&
+    events.every((event, i) => event.seq === afterSeq + 1 + i);
+  return { latestSeq, epoch, events, complete };
+}
+
+/** Every member of Store; the compiler holds it to the interface, both ways. */
+const STORE_MEMBERS = {
+  kind: true,
+  putTicket: true,
+  redeemTicket: true,
+  hit: true,
+  revokeUser: true,
+  revokedAt: true,
+  revokeTokensBefore: true,
+  tokensNotBefore: true,
+  addConnection: true,
+  removeConnection: true,
+  refreshConnections: true,
+  claimMessage: true,
+  markMessageStarted: true,
+  releaseMessage: true,
+  publishEvent: true,
+  publishEvents: true,
+  head: true,
+  readHistory: true,
+  subscribeUser: true,
+  unsubscribeUser: true,
+  publishUserControl: true,
+  subscribeInstance: true,
+  publishInstance: true,
+  onMessage: true,
+  onBusStatus: true,
+  check: true,
+  close: true,
+} as const satisfies Record<keyof Store, true>;
+
+/**
+ * A store as a plain object of bound methods, as both stores have always
+ * been handed out: a caller may spread it and replace one method (tests
+ * inject faults that way), which a class instance's prototype methods would
+ * not survive.
+ */
+export function asPlainStore(store: Store): Store {
+  const plain: Record<string, unknown> = {};
+  for (const name of Object.keys(STORE_MEMBERS) as (keyof Store)[]) {
+    const member: unknown = store[name];
+    plain[name] = typeof member === "function" ? (member as (...args: unknown[]) => unknown).bind(store) : member;
+  }
+  return plain as unknown as Store;
+}
