@@ -10,10 +10,10 @@ import { fileURLToPath } from "node:url";
 
 /** What dist/ is built from: the service (the client bundle imports errors.ts from it), the SDK, and the build's settings. */
 export const INPUTS = ["service/src", "service/client", "tsconfig.json", "tsconfig.build.json", "package-lock.json"];
-/** In INPUTS but not built into dist/ (tsconfig.build.json excludes it): `npm run dev` only. */
-const IGNORED = ["service/src/dev/"];
+/** In INPUTS but not inputs of the build: `npm run dev` only (tsconfig.build.json excludes it), and the SDK's own output. */
+const IGNORED = ["service/src/dev/", "service/client/dist/"];
 /** One file of each build step: tsc's entry point and the SDK bundle. */
-export const OUTPUTS = ["dist/service/src/main.js", "dist/client/gateway-client.js"];
+export const OUTPUTS = ["dist/service/src/main.js", "service/client/dist/index.js"];
 
 /** Why dist/ must be built, or undefined when every output is newer than every input. */
 export function staleReason(root: string, inputs = INPUTS, outputs = OUTPUTS): string | undefined {
