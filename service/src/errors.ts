@@ -130,7 +130,7 @@ export const MESSAGES: Record<ErrorCode, string> = {
 };
 
 /** The close code of an error, or undefined for codes that never close a socket. */
-export function closeCodeOf(code: ErrorCode): number | undefined {
+function closeCodeOf(code: ErrorCode): number | undefined {
   return (ERRORS[code] as ErrorSpec).close;
 }
 
