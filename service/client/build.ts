@@ -26,13 +26,13 @@ const REPO_ROOT = resolve(dirname(CLIENT_ENTRY), "../..");
 /** The package's own directory (package.json, README, CHANGELOG) and its build output. */
 export const PACKAGE_DIR = dirname(CLIENT_ENTRY);
 export const PACKAGE_DIST = resolve(PACKAGE_DIR, "dist");
-export const CLIENT_OUTFILE = resolve(PACKAGE_DIST, "index.js");
-export const TABS_OUTFILE = resolve(PACKAGE_DIST, "tabs.js");
+const CLIENT_OUTFILE = resolve(PACKAGE_DIST, "index.js");
+const TABS_OUTFILE = resolve(PACKAGE_DIST, "tabs.js");
 
 /** Evergreen browsers and Node 20: ES2022 keeps class fields and `??=` as written. */
 export const BROWSER_TARGET = ["es2022", "chrome111", "firefox111", "safari16.4"];
 
-export function clientBuildOptions(outfile = CLIENT_OUTFILE, entry = CLIENT_ENTRY): BuildOptions {
+function clientBuildOptions(outfile = CLIENT_OUTFILE, entry = CLIENT_ENTRY): BuildOptions {
   return {
     entryPoints: [entry],
     outfile,
@@ -90,7 +90,7 @@ export function pickJsAndMap(files: ReadonlyArray<{ path: string; text: string }
 }
 
 /** Writes the package's dist/index.js, dist/tabs.js and their .map files. */
-export async function writeClientBundles(outDir = PACKAGE_DIST): Promise<BundleFile[]> {
+async function writeClientBundles(outDir = PACKAGE_DIST): Promise<BundleFile[]> {
   const [client, tabs] = await Promise.all([
     build({ ...clientBuildOptions(resolve(outDir, "index.js")), write: false }).then((r) => pickJsAndMap(r.outputFiles ?? [])),
     bundleTabs("./index.js", resolve(outDir, "tabs.js")),
@@ -106,7 +106,7 @@ export async function writeClientBundles(outDir = PACKAGE_DIST): Promise<BundleF
  * types (declarations of service/client and of the two service modules it
  * imports types from, under dist/types/).
  */
-export async function writeClientDeclarations(outDir = PACKAGE_DIST): Promise<string[]> {
+async function writeClientDeclarations(outDir = PACKAGE_DIST): Promise<string[]> {
   const typesDir = resolve(outDir, "types");
   const program = ts.createProgram([CLIENT_ENTRY, TABS_ENTRY], {
     declaration: true,

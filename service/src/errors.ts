@@ -130,8 +130,22 @@ export const MESSAGES: Record<ErrorCode, string> = {
 };
 
 /** The close code of an error, or undefined for codes that never close a socket. */
-export function closeCodeOf(code: ErrorCode): number | undefined {
+function closeCodeOf(code: ErrorCode): number | undefined {
   return (ERRORS[code] as ErrorSpec).close;
+}
+
+/** The close code a socket ends with for `code`: its own, or 1011 for a code that never closes a socket. */
+export function socketCloseCode(code: ErrorCode): number {
+  return closeCodeOf(code) ?? 1011;
+}
+
+/**
+ * The code a socket is closed with after `err`: the error's own when that code
+ * closes sockets, else INTERNAL_ERROR (a non-fatal frame code or an unexpected
+ * error must not end a socket with a code the client reads as something else).
+ */
+export function socketErrorCode(err: unknown): ErrorCode {
+  return isGatewayError(err) && closeCodeOf(err.code) !== undefined ? err.code : "INTERNAL_ERROR";
 }
 
 /** What a client does after a close code. The SDK and the server's `retry` flag both read this. */
@@ -170,7 +184,6 @@ export function closeRetries(code: number): boolean {
 export class GatewayError extends Error {
   readonly code: ErrorCode;
   readonly status: number;
-  readonly close: number;
   /** Seconds, for Retry-After on 429/503. */
   readonly retryAfter: number | undefined;
 
@@ -180,7 +193,6 @@ export class GatewayError extends Error {
     this.name = "GatewayError";
     this.code = code;
     this.status = spec.status ?? 500;
-    this.close = spec.close ?? 1011;
     this.retryAfter = options.retryAfter;
   }
 }

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { GatewayError } from "../errors.js";
-import { StoreUnavailableError, type Store, type TicketRecord } from "../plugins/store/types.js";
+import { storeCall } from "../plugins/store/storeCall.js";
+import type { Store, TicketRecord } from "../plugins/store/types.js";
 import type { VerifiedToken } from "./verifier.js";
 
 /**
@@ -76,14 +77,4 @@ export function createTicketService(deps: {
 
 export function hashTicket(ticket: string): string {
   return createHash("sha256").update(ticket).digest("base64url");
-}
-
-/** Runs a store call, turning an unreachable store into 503 / 4013 TICKET_STORE_UNAVAILABLE. */
-export async function storeCall<T>(call: () => Promise<T>): Promise<T> {
-  try {
-    return await call();
-  } catch (err) {
-    if (err instanceof StoreUnavailableError) throw new GatewayError("TICKET_STORE_UNAVAILABLE", { retryAfter: 1, cause: err });
-    throw err;
-  }
 }

@@ -21,7 +21,7 @@ import {
   TABS_ENTRY,
 } from "../../client/build.js";
 
-export const WEB_DIR = fileURLToPath(new URL("../../web/", import.meta.url));
+const WEB_DIR = fileURLToPath(new URL("../../web/", import.meta.url));
 
 export interface Asset {
   readonly type: string;

@@ -12,7 +12,7 @@ import { readFileSync } from "node:fs";
 const POLL_MS = 1000;
 
 /** The parent pid of `pid` from /proc (Linux); undefined elsewhere or once it is gone. */
-export function parentOf(pid: number): number | undefined {
+function parentOf(pid: number): number | undefined {
   try {
     // /proc/<pid>/stat: "pid (comm) state ppid …"; comm may hold spaces and parentheses, so read after the last ")".
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");

@@ -9,7 +9,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
  * listener of its own: never on the public port. Labels are codes and
  * outcomes only; no user id, ticket or token is ever a label.
  */
-export function createMetrics() {
+function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: "gateway_process_" });
   const reg = [registry];

@@ -2,7 +2,7 @@ import { isUtf8 } from "node:buffer";
 import type { WebSocket, RawData } from "ws";
 import type { FastifyBaseLogger } from "fastify";
 import type { Config } from "../config.js";
-import { closeCodeOf, ERRORS, GatewayError, isGatewayError, MESSAGES, type ErrorCode } from "../errors.js";
+import { GatewayError, isGatewayError, MESSAGES, socketCloseCode, socketErrorCode, type ErrorCode } from "../errors.js";
 import { issuedBefore, type TokenVerifier } from "../auth/verifier.js";
 import type { Metrics } from "../plugins/metrics.js";
 import { StoreUnavailableError, type HistoryLimits, type Store, type StoredEvent, type StreamHead } from "../plugins/store/types.js";
@@ -434,9 +434,9 @@ export class Connection {
   /** Ends the connection the contract's way: one fatal error frame naming the code, then the close. */
   close(code: ErrorCode, message?: string): void {
     if (this.closing) return;
-    const closeCode = closeCodeOf(code) ?? 1011;
+    const closeCode = socketCloseCode(code);
     if (this.deps.socket.readyState === this.deps.socket.OPEN) {
-      this.deps.socket.send(errorFrame(code, { fatal: true, close: closeCode, message }));
+      this.deps.socket.send(errorFrame(code, { fatal: true, message }));
     }
     this.closing = true;
     this.closeCode = closeCode;
@@ -448,7 +448,7 @@ export class Connection {
 
   private fail(err: unknown): void {
     this.deps.log.error({ err, event: "ws_internal_error", connection_id: this.id }, "unexpected error on a connection");
-    this.close(isGatewayError(err) && closeCodeOf(err.code) !== undefined ? err.code : "INTERNAL_ERROR");
+    this.close(socketErrorCode(err));
   }
 
   /** Calls `callback` once the socket has closed (at once if it already has). */

@@ -11,7 +11,7 @@ import type { RawData, WebSocket } from "ws";
  * goes on sending after our close is dropped at once instead of being
  * read for the 3 s the closing handshake may take.
  */
-export const EARLY_FRAME_LIMITS = { frames: 8, bytes: 16 * 1024, afterRefusal: 4 } as const;
+const EARLY_FRAME_LIMITS = { frames: 8, bytes: 16 * 1024, afterRefusal: 4 } as const;
 
 export class EarlyFrames {
   private frames: Array<[RawData, boolean]> = [];

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { storeCall } from "../auth/tickets.js";
+import { storeCall } from "../plugins/store/storeCall.js";
 import { GatewayError } from "../errors.js";
 import type { Metrics } from "../plugins/metrics.js";
 import type { AgentEventInput, AgentEventType, HistoryLimits, Store } from "../plugins/store/types.js";

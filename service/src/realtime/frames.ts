@@ -1,4 +1,4 @@
-import { closeRetries, MESSAGES, type ErrorCode } from "../errors.js";
+import { closeRetries, MESSAGES, socketCloseCode, type ErrorCode } from "../errors.js";
 import { MAX_ID_LENGTH } from "../protocol.js";
 
 /**
@@ -47,9 +47,9 @@ function isId(v: unknown): v is string {
   return typeof v === "string" && v.length > 0 && v.length <= MAX_ID_LENGTH;
 }
 
-/** `{"type":"error",…}`: fatal frames carry `retry`, non-fatal ones do not. */
-export function errorFrame(code: ErrorCode, options: { fatal: boolean; message?: string; close?: number; extra?: Record<string, unknown> }): string {
+/** `{"type":"error",…}`: fatal frames carry `retry` (from the close code that follows), non-fatal ones do not. */
+export function errorFrame(code: ErrorCode, options: { fatal: boolean; message?: string; extra?: Record<string, unknown> }): string {
   const frame: Record<string, unknown> = { type: "error", code, message: options.message ?? MESSAGES[code], fatal: options.fatal };
-  if (options.fatal) frame.retry = closeRetries(options.close ?? 1011);
+  if (options.fatal) frame.retry = closeRetries(socketCloseCode(code));
   return JSON.stringify({ ...frame, ...options.extra });
 }

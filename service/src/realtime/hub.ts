@@ -89,7 +89,6 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
   subscribeInstance().catch(() => undefined);
 
   return {
-    instanceId,
     get draining() {
       return draining;
     },

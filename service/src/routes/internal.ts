@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { GatewayError } from "../errors.js";
 import { logPath } from "../logger.js";
-import { storeCall } from "../auth/tickets.js";
+import { storeCall } from "../plugins/store/storeCall.js";
 import { AGENT_EVENT_TYPES } from "../plugins/store/types.js";
 import type { PublishRequest } from "../realtime/events.js";
 import { internalBatchRoutes } from "./internalBatch.js";

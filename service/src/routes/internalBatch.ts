@@ -21,7 +21,7 @@ import { MAX_DATA_DEPTH, nestsDeeperThan, type PublishRequest } from "../realtim
  * error shape. Registered inside internalRoutes, so the same authentication
  * applies.
  */
-export const MAX_BATCH_ITEMS = 500;
+const MAX_BATCH_ITEMS = 500;
 /** 500 items of a few KiB each; a single item is held to the single route's 64 KiB. */
 const MAX_BATCH_BODY_BYTES = 2 * 1024 * 1024;
 const MAX_ITEM_BYTES = 64 * 1024;

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import { GatewayError } from "../errors.js";
 import { bearerToken, issuedBefore } from "../auth/verifier.js";
-import { storeCall } from "../auth/tickets.js";
+import { storeCall } from "../plugins/store/storeCall.js";
 
 /**
  * POST /api/v1/auth/websocket_ticket (docs/protocol.md §2): the only way to a

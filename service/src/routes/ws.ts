@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import type { WebSocket } from "ws";
-import { closeCodeOf, GatewayError, isGatewayError, type ErrorCode } from "../errors.js";
-import { storeCall } from "../auth/tickets.js";
+import { GatewayError, isGatewayError, socketCloseCode, socketErrorCode, type ErrorCode } from "../errors.js";
+import { storeCall } from "../plugins/store/storeCall.js";
 import { WS_ROUTE } from "../httpGuards.js";
 import { closeCodeLabel, type ClosedBy } from "../realtime/closeCodes.js";
 import { Connection } from "../realtime/connection.js";
@@ -43,6 +43,13 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
         // `code` is the label (a string), so the log-based metric and the 1011 alert read what the metric says.
         log.info({ event: "ws_close", code: label, closed_by: closedBy, reason, connection_id: connectionId }, "websocket closed");
       };
+      /** The one ws_auth line (and its metric) per socket: accepted, or refused with the code. */
+      const logAuth = (reason: ErrorCode | "OK", connectionId?: string) => {
+        const outcome = reason === "OK" ? "accepted" : "rejected";
+        metrics.wsAuth.inc({ outcome, reason });
+        const text = outcome === "accepted" ? "websocket authenticated" : "websocket authentication refused";
+        log.info({ event: "ws_auth", outcome, reason, connection_id: connectionId }, text);
+      };
       let conn: Connection | undefined;
       let refused = false;
       /** Refuses the socket once: through its Connection when there is one (which logs the close), else directly. */
@@ -50,11 +57,10 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
         if (refused) return;
         refused = true;
         early.discard();
-        metrics.wsAuth.inc({ outcome: "rejected", reason: code });
-        log.info({ event: "ws_auth", outcome: "rejected", reason: code }, "websocket authentication refused");
+        logAuth(code);
         if (conn) return conn.close(code, message);
         closeUnauthenticated(socket, code, message);
-        logClose(closeCodeOf(code) ?? 1011, code, "server");
+        logClose(socketCloseCode(code), code, "server");
       };
       // Frames that arrive while the ticket is redeemed are kept for the connection, within a bound.
       const early = new EarlyFrames(socket, () =>
@@ -117,11 +123,10 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
         if (revokedAt >= record.issuedAt) throw new GatewayError("SESSION_REVOKED");
         // Refused meanwhile (too many early frames): the close is under way, and the connection's close handler cleans up.
         if (refused) return;
-        metrics.wsAuth.inc({ outcome: "accepted", reason: "OK" });
-        log.info({ event: "ws_auth", outcome: "accepted", reason: "OK", connection_id: id }, "websocket authenticated");
+        logAuth("OK", id);
         conn.start(head, early.take());
       } catch (err) {
-        const code: ErrorCode = isGatewayError(err) && closeCodeOf(err.code) !== undefined ? err.code : "INTERNAL_ERROR";
+        const code = socketErrorCode(err);
         if (code === "INTERNAL_ERROR") log.error({ err, event: "ws_internal_error" }, "unexpected error while authenticating a websocket");
         refuse(code, isGatewayError(err) ? err.message : undefined);
       }
@@ -131,9 +136,9 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
 
 /** Before a Connection exists: the error frame, then the close, then a bounded wait for the peer. */
 function closeUnauthenticated(socket: WebSocket, code: ErrorCode, message?: string): void {
-  const close = closeCodeOf(code) ?? 1011;
+  const close = socketCloseCode(code);
   if (socket.readyState !== socket.OPEN) return;
-  socket.send(errorFrame(code, { fatal: true, close, message }));
+  socket.send(errorFrame(code, { fatal: true, message }));
   socket.close(close, code);
   setTimeout(() => socket.terminate(), 3000).unref();
 }

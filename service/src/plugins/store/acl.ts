@@ -14,7 +14,7 @@
  *
  * This module has no imports on purpose: the Pulumi program loads it too.
  */
-export const GATEWAY_REDIS_ACL_PERMISSIONS = "~* &* +@all -@dangerous +info";
+const GATEWAY_REDIS_ACL_PERMISSIONS = "~* &* +@all -@dangerous +info";
 
 /**
  * The whole rule of the gateway's user: enabled, accepting each of the given

@@ -6,7 +6,7 @@
  */
 
 /** A user's seq counter outlives any history (at most 7 days) by far: losing it changes the epoch. */
-export const SEQ_TTL_MS = 30 * 24 * 3600_000;
+const SEQ_TTL_MS = 30 * 24 * 3600_000;
 
 // Lua: `now` is the server's clock, so instances with skewed clocks agree.
 const NOW = `local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
