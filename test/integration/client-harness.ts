@@ -11,6 +11,7 @@ import type { Env } from "../../service/src/config.js";
 import { GatewayClient, type GatewayClientOptions } from "../../service/client/GatewayClient.js";
 import type { AckEvent, AgentEvent, ClientError, ResyncEvent, StateChange, WebSocketLike } from "../../service/client/types.js";
 import { LogCapture, mintToken, ORIGIN, testConfig, type TestGateway } from "../support/gateway.js";
+import { until } from "../support/wait.js";
 
 /** A gateway on a given port (0: any), so a test can start a "restarted" instance where the old one listened. */
 export async function startGatewayOn(port: number, env: Env): Promise<TestGateway> {
@@ -156,21 +157,6 @@ export class Recorder {
   get retryDelays(): number[] {
     return this.states.filter((s) => s.retryInMs !== undefined).map((s) => s.retryInMs!);
   }
-}
-
-/** Polls until `check` returns a value other than undefined/false, or fails with `what` after `timeoutMs`. */
-export async function until<T>(what: string, check: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 export interface ClientUnderTest {

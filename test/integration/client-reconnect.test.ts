@@ -9,7 +9,8 @@ import { GatewayClient } from "../../service/client/GatewayClient.js";
 import type { NetworkWindow } from "../../service/client/types.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { mintToken, ORIGIN, publishEvent, requestTicket, TestClient, ticketFor, type TestGateway, TEST_SERVICE_SECRET } from "../support/gateway.js";
-import { clientFor, opened, portOf, range, sentOfType, sleep, startGatewayOn, until, type ClientUnderTest } from "./client-harness.js";
+import { clientFor, opened, portOf, range, sentOfType, startGatewayOn, type ClientUnderTest } from "./client-harness.js";
+import { sleep, until } from "../support/wait.js";
 
 let redis: RedisServerHandle;
 let gw: TestGateway;

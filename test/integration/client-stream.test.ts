@@ -6,7 +6,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { publishEvent, TestClient, ticketFor, type TestGateway } from "../support/gateway.js";
-import { clientFor, opened, range, sentOfType, sleep, startGatewayOn, until, type ClientUnderTest } from "./client-harness.js";
+import { clientFor, opened, range, sentOfType, startGatewayOn, type ClientUnderTest } from "./client-harness.js";
+import { sleep, until } from "../support/wait.js";
 
 let redis: RedisServerHandle;
 let gw: TestGateway;
