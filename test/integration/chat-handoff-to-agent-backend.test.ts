@@ -74,8 +74,12 @@ describe("with the example agent backend, two instances", () => {
     const second = await connect(gws[1]!, "repeater");
     second.send(chat("dup", "once"));
     expect(await second.waitForType("ack")).toEqual({ type: "ack", message_id: "dup" });
-    await sleep(200);
-    expect(second.frames.filter((f) => f.type === "agent_started")).toHaveLength(0);
+    // A fence instead of a fixed sleep: a new message sent after the repeat; once its run has
+    // completed, a second run of "dup" (handed off before it) would have started too.
+    second.send(chat("fence", "after the repeat"));
+    await second.waitForType("agent_completed");
+    const started = second.frames.filter((f) => f.type === "agent_started");
+    expect(started.map((f) => (f.data as { message_id?: unknown }).message_id)).toEqual(["fence"]);
     second.close();
   });
 
