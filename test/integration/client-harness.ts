@@ -9,7 +9,7 @@ import { buildApp } from "../../service/src/app.js";
 import { createLogger } from "../../service/src/logger.js";
 import type { Env } from "../../service/src/config.js";
 import { GatewayClient, type GatewayClientOptions } from "../../service/client/GatewayClient.js";
-import type { AckEvent, AgentEvent, ClientError, ResyncEvent, StateChange, WebSocketLike } from "../../service/client/types.js";
+import type { AckEvent, AgentEvent, ClientError, ResyncEvent, StateChange, Timers, WebSocketLike } from "../../service/client/types.js";
 import { LogCapture, mintToken, ORIGIN, testConfig, type TestGateway } from "../support/gateway.js";
 import { until } from "../support/wait.js";
 
@@ -165,6 +165,29 @@ export interface ClientUnderTest {
   readonly tickets: TicketRequestRecord[];
   readonly sockets: SocketLog;
   readonly tokenRequests: Array<{ forceRefresh: boolean }>;
+  /** How many of the SDK's timers are scheduled and not yet fired or cleared. */
+  pendingTimers(): number;
+}
+
+/**
+ * The SDK's timers (real ones unless `inner` is given), counting those still pending. With no
+ * timer pending, no socket and no network listener, the SDK cannot act again: a "nothing else
+ * happens" check can assert that instead of sleeping and hoping.
+ */
+export function countingTimers(inner: Timers = { setTimeout: (cb, ms) => setTimeout(cb, ms), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) }) {
+  const pending = new Set<unknown>();
+  const timers: Timers = {
+    setTimeout(callback, ms) {
+      const handle = inner.setTimeout(() => (pending.delete(handle), callback()), ms);
+      pending.add(handle);
+      return handle;
+    },
+    clearTimeout(handle) {
+      pending.delete(handle);
+      inner.clearTimeout(handle);
+    },
+  };
+  return { timers, pending: () => pending.size };
 }
 
 /**
@@ -189,12 +212,14 @@ export function clientFor(
   const sockets = socketFactory({ origin: socketOrigin, hooks });
   const tokenRequests: Array<{ forceRefresh: boolean }> = [];
   const getToken = rest.getToken ?? (() => mintToken({ sub: userId }));
+  const counted = countingTimers(rest.timers);
   const client = new GatewayClient({
     url: gateway.url,
     WebSocket: sockets.WebSocket,
     fetch: recorded.fetch,
     window: null,
     ...rest,
+    timers: counted.timers,
     getToken: (request) => {
       tokenRequests.push(request);
       return getToken(request);
@@ -203,7 +228,7 @@ export function clientFor(
   const rec = new Recorder();
   rec.attach(client);
   if (connect) client.connect();
-  return { client, rec, tickets: recorded.requests, sockets: sockets.log, tokenRequests };
+  return { client, rec, tickets: recorded.requests, sockets: sockets.log, tokenRequests, pendingTimers: counted.pending };
 }
 
 /** Resolves once the client is open (the nth time, counting from 1). */
