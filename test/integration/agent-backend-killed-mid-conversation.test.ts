@@ -13,7 +13,8 @@ import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { startGateway, TEST_SERVICE_SECRET, type TestGateway } from "../support/gateway.js";
 import { TEST_WEBHOOK_SECRET } from "../support/agent.js";
 import { freePort } from "../support/ports.js";
-import { clientFor, opened, until, type ClientUnderTest } from "./client-harness.js";
+import { clientFor, opened, type ClientUnderTest } from "./client-harness.js";
+import { until } from "../support/wait.js";
 
 let redis: RedisServerHandle;
 let gws: TestGateway[];

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { startGateway, TestClient, ticketFor, type TestGateway } from "../support/gateway.js";
 import { startTestAgent, TEST_WEBHOOK_SECRET, type TestAgent } from "../support/agent.js";
+import { sleep } from "../support/wait.js";
 
 let redis: RedisServerHandle;
 beforeAll(async () => {
@@ -31,7 +32,6 @@ async function connect(gw: TestGateway, user: string) {
 const chat = (id: string, text = "hello") => ({ type: "chat_message", message_id: id, thread_id: "thread-1", text });
 const errorFor = (client: TestClient, id: string) => client.waitFor((f) => f.type === "error" && f.message_id === id, { timeoutMs: 8000 });
 const acked = (client: TestClient, id: string) => client.frames.some((f) => f.type === "ack" && f.message_id === id);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The socket is still open and serving: a ping is answered. */
 async function stillServes(client: TestClient) {
@@ -74,8 +74,12 @@ describe("with the example agent backend, two instances", () => {
     const second = await connect(gws[1]!, "repeater");
     second.send(chat("dup", "once"));
     expect(await second.waitForType("ack")).toEqual({ type: "ack", message_id: "dup" });
-    await sleep(200);
-    expect(second.frames.filter((f) => f.type === "agent_started")).toHaveLength(0);
+    // A fence instead of a fixed sleep: a new message sent after the repeat; once its run has
+    // completed, a second run of "dup" (handed off before it) would have started too.
+    second.send(chat("fence", "after the repeat"));
+    await second.waitForType("agent_completed");
+    const started = second.frames.filter((f) => f.type === "agent_started");
+    expect(started.map((f) => (f.data as { message_id?: unknown }).message_id)).toEqual(["fence"]);
     second.close();
   });
 

@@ -14,7 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../service/src/logger.js";
 import { loadDevKeys } from "../../service/src/dev/keys.js";
 import { startDevStack, type DevStack } from "../../service/src/dev/stack.js";
-import { clientFor, opened, until } from "./client-harness.js";
+import { clientFor, opened } from "./client-harness.js";
+import { until } from "../support/wait.js";
 
 const silent = () => createLogger({ level: "info", destination: new Writable({ write: (_c, _e, done) => done() }) });
 let stack: DevStack;

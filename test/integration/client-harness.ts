@@ -9,8 +9,9 @@ import { buildApp } from "../../service/src/app.js";
 import { createLogger } from "../../service/src/logger.js";
 import type { Env } from "../../service/src/config.js";
 import { GatewayClient, type GatewayClientOptions } from "../../service/client/GatewayClient.js";
-import type { AckEvent, AgentEvent, ClientError, ResyncEvent, StateChange, WebSocketLike } from "../../service/client/types.js";
+import type { AckEvent, AgentEvent, ClientError, ResyncEvent, StateChange, Timers, WebSocketLike } from "../../service/client/types.js";
 import { LogCapture, mintToken, ORIGIN, testConfig, type TestGateway } from "../support/gateway.js";
+import { until } from "../support/wait.js";
 
 /** A gateway on a given port (0: any), so a test can start a "restarted" instance where the old one listened. */
 export async function startGatewayOn(port: number, env: Env): Promise<TestGateway> {
@@ -158,27 +159,35 @@ export class Recorder {
   }
 }
 
-/** Polls until `check` returns a value other than undefined/false, or fails with `what` after `timeoutMs`. */
-export async function until<T>(what: string, check: () => T | undefined | false, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 export interface ClientUnderTest {
   readonly client: GatewayClient;
   readonly rec: Recorder;
   readonly tickets: TicketRequestRecord[];
   readonly sockets: SocketLog;
   readonly tokenRequests: Array<{ forceRefresh: boolean }>;
+  /** How many of the SDK's timers are scheduled and not yet fired or cleared. */
+  pendingTimers(): number;
+}
+
+/**
+ * The SDK's timers (real ones unless `inner` is given), counting those still pending. With no
+ * timer pending, no socket and no network listener, the SDK cannot act again: a "nothing else
+ * happens" check can assert that instead of sleeping and hoping.
+ */
+export function countingTimers(inner: Timers = { setTimeout: (cb, ms) => setTimeout(cb, ms), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) }) {
+  const pending = new Set<unknown>();
+  const timers: Timers = {
+    setTimeout(callback, ms) {
+      const handle = inner.setTimeout(() => (pending.delete(handle), callback()), ms);
+      pending.add(handle);
+      return handle;
+    },
+    clearTimeout(handle) {
+      pending.delete(handle);
+      inner.clearTimeout(handle);
+    },
+  };
+  return { timers, pending: () => pending.size };
 }
 
 /**
@@ -203,12 +212,14 @@ export function clientFor(
   const sockets = socketFactory({ origin: socketOrigin, hooks });
   const tokenRequests: Array<{ forceRefresh: boolean }> = [];
   const getToken = rest.getToken ?? (() => mintToken({ sub: userId }));
+  const counted = countingTimers(rest.timers);
   const client = new GatewayClient({
     url: gateway.url,
     WebSocket: sockets.WebSocket,
     fetch: recorded.fetch,
     window: null,
     ...rest,
+    timers: counted.timers,
     getToken: (request) => {
       tokenRequests.push(request);
       return getToken(request);
@@ -217,7 +228,7 @@ export function clientFor(
   const rec = new Recorder();
   rec.attach(client);
   if (connect) client.connect();
-  return { client, rec, tickets: recorded.requests, sockets: sockets.log, tokenRequests };
+  return { client, rec, tickets: recorded.requests, sockets: sockets.log, tokenRequests, pendingTimers: counted.pending };
 }
 
 /** Resolves once the client is open (the nth time, counting from 1). */

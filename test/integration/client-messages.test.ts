@@ -7,7 +7,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { mintToken, type TestGateway } from "../support/gateway.js";
 import { startTestAgent, type TestAgent } from "../support/agent.js";
-import { clientFor, opened, sentOfType, sleep, startGatewayOn, until, type ClientUnderTest } from "./client-harness.js";
+import { clientFor, opened, sentOfType, startGatewayOn, type ClientUnderTest } from "./client-harness.js";
+import { sleep, until } from "../support/wait.js";
 
 let redis: RedisServerHandle;
 let gw: TestGateway;
@@ -40,6 +41,24 @@ async function ownGateway(redisUrl: string, env: Record<string, string> = {}) {
 
 const runsOf = (c: ClientUnderTest, threadId: string, type = "agent_started") =>
   c.rec.events.filter((e) => e.thread_id === threadId && e.type === type).length;
+
+/** How many runs the agent started for chat message `messageId` (agent_started carries it in its data). */
+const runsOfMessage = (c: ClientUnderTest, messageId: string) =>
+  c.rec.events.filter((e) => e.type === "agent_started" && (e.data as { message_id?: unknown }).message_id === messageId).length;
+
+/**
+ * A fence instead of a fixed sleep for "and it did not run twice": a later message on the same
+ * thread, sent after the first was acked. Every copy of the first reached the gateway before the
+ * ack did, so once the fence's run has completed, a second run of the first would have shown up.
+ */
+async function runFence(c: ClientUnderTest, threadId: string): Promise<string> {
+  const completedBefore = runsOf(c, threadId, "agent_completed");
+  const fence = c.client.send("fence", { threadId });
+  await until("fence acked", () => c.rec.acks.some((a) => a.messageId === fence), 10_000);
+  await until("fence run completed", () => runsOf(c, threadId, "agent_completed") === completedBefore + 1, 10_000);
+  expect(runsOfMessage(c, fence)).toBe(1);
+  return fence;
+}
 
 describe("chat messages", () => {
   it("queued before the connection opens, sent once it does, acked, run once", async () => {
@@ -83,13 +102,17 @@ describe("chat messages", () => {
     const id = c.client.send("only once, please", { threadId: "thread-r" });
     await until("ack", () => c.rec.acks.length === 1, 8000);
     await until("completed", () => runsOf(c, "thread-r", "agent_completed") === 1);
-    await sleep(200); // room for a second run to show up, if there were one
+    const fence = await runFence(c, "thread-r");
 
     expect(lostOne).toBe(true);
     expect(c.rec.opens).toBe(2);
-    expect(sentOfType(c, "chat_message").map((f) => f.message_id)).toEqual([id, id]);
-    expect(c.rec.acks).toEqual([{ messageId: id, threadId: "thread-r" }]);
-    expect(runsOf(c, "thread-r")).toBe(1);
+    expect(sentOfType(c, "chat_message").map((f) => f.message_id)).toEqual([id, id, fence]);
+    expect(c.rec.acks).toEqual([
+      { messageId: id, threadId: "thread-r" },
+      { messageId: fence, threadId: "thread-r" },
+    ]);
+    expect(runsOfMessage(c, id)).toBe(1);
+    expect(runsOf(c, "thread-r")).toBe(2); // the message and the fence, nothing else
   });
 
   it("sent again when the gateway could not accept it (store down, §8.2), on the same socket, and run once", async () => {
@@ -106,15 +129,19 @@ describe("chat messages", () => {
       await own.restart();
       await until("ack", () => c.rec.acks.length === 1, 10_000);
       await until("completed", () => runsOf(c, "thread-s", "agent_completed") === 1, 10_000);
-      await sleep(200); // room for a second run to show up, if there were one
+      const fence = await runFence(c, "thread-s");
 
       expect(c.rec.errors.find((e) => e.messageId === id)).toMatchObject({ code: "TICKET_STORE_UNAVAILABLE", fatal: false });
       const sent = sentOfType(c, "chat_message").map((f) => f.message_id);
-      expect(sent.length).toBeGreaterThanOrEqual(2); // once refused, then again until accepted
-      expect(new Set(sent)).toEqual(new Set([id]));
-      expect(c.rec.acks).toEqual([{ messageId: id, threadId: "thread-s" }]);
+      expect(sent.filter((m) => m === id).length).toBeGreaterThanOrEqual(2); // once refused, then again until accepted
+      expect(new Set(sent)).toEqual(new Set([id, fence]));
+      expect(c.rec.acks).toEqual([
+        { messageId: id, threadId: "thread-s" },
+        { messageId: fence, threadId: "thread-s" },
+      ]);
       expect(c.rec.opens).toBe(1); // the socket stayed open throughout
-      expect(runsOf(c, "thread-s")).toBe(1);
+      expect(runsOfMessage(c, id)).toBe(1);
+      expect(runsOf(c, "thread-s")).toBe(2); // the message and the fence, nothing else
     } finally {
       await g.close();
       await own.stop();
@@ -136,6 +163,11 @@ describe("chat messages", () => {
       own.resume();
       await until("ack", () => c.rec.acks.length === 1, 20_000);
       await until("completed", () => runsOf(c, "thread-h", "agent_completed") === 1, 5000);
+      // Waiting for the first run proves it ran, not that it ran once: after the fence, count again.
+      await runFence(c, "thread-h");
+      expect(c.rec.acks.filter((a) => a.messageId === id)).toHaveLength(1);
+      expect(runsOfMessage(c, id)).toBe(1);
+      expect(runsOf(c, "thread-h")).toBe(2); // the message and the fence, nothing else
     } finally {
       own.resume();
       await g.close();

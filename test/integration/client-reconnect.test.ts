@@ -9,7 +9,8 @@ import { GatewayClient } from "../../service/client/GatewayClient.js";
 import type { NetworkWindow } from "../../service/client/types.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { mintToken, ORIGIN, publishEvent, requestTicket, TestClient, ticketFor, type TestGateway, TEST_SERVICE_SECRET } from "../support/gateway.js";
-import { clientFor, opened, portOf, range, sentOfType, sleep, startGatewayOn, until, type ClientUnderTest } from "./client-harness.js";
+import { clientFor, opened, portOf, range, sentOfType, startGatewayOn, type ClientUnderTest } from "./client-harness.js";
+import { sleep, until } from "../support/wait.js";
 
 let redis: RedisServerHandle;
 let gw: TestGateway;
@@ -147,7 +148,7 @@ describe("the error frame decides, not the close code (WebKit may report a serve
     });
     await until("closed", () => c.client.state === "closed");
     expect(c.rec.states.at(-1)).toMatchObject({ state: "closed", errorCode: "SESSION_REVOKED", code: 1006 });
-    await sleep(300);
+    expect(c.pendingTimers()).toBe(0); // nothing scheduled: no reconnect can follow
     expect(c.sockets.urls).toHaveLength(1);
   });
 
@@ -174,7 +175,7 @@ describe("the error frame decides, not the close code (WebKit may report a serve
     await until("closed", () => c.client.state === "closed");
     expect(c.rec.states.at(-1)).toMatchObject({ state: "closed", code: 1006 });
     expect(c.rec.errors.some((e) => e.fatal && e.message === "The session was revoked. Sign in again.")).toBe(true); // the frame's own message
-    await sleep(300);
+    expect(c.pendingTimers()).toBe(0); // nothing scheduled: no reconnect can follow
     expect(c.sockets.urls).toHaveLength(1);
   });
 
@@ -201,6 +202,7 @@ describe("stop: no retry", () => {
   it("4501 after a revoke: closed, with the reason, and no further attempt", async () => {
     const c = track(clientFor(gw, "revoke-1"));
     await opened(c);
+    expect(c.pendingTimers()).toBeGreaterThan(0); // the counter sees the SDK's timers (the ping), so the 0 below means something
     const res = await fetch(`${gw.url}/internal/v1/users/revoke-1/revoke`, {
       method: "POST",
       headers: { authorization: `Bearer ${TEST_SERVICE_SECRET}`, "x-service-id": "test" },
@@ -210,9 +212,8 @@ describe("stop: no retry", () => {
     const last = c.rec.states.at(-1)!;
     expect(last).toMatchObject({ state: "closed", code: 4501, errorCode: "SESSION_REVOKED", reason: "signed out: session revoked" });
     expect(last.retryInMs).toBeUndefined();
-    const tickets = c.tickets.length;
-    await sleep(600);
-    expect(c.tickets.length).toBe(tickets);
+    expect(c.pendingTimers()).toBe(0); // nothing scheduled: no new ticket, no reconnect can follow
+    expect(c.tickets.length).toBe(1);
     expect(c.sockets.urls).toHaveLength(1);
   });
 
@@ -221,7 +222,7 @@ describe("stop: no retry", () => {
     const c = track(clientFor(gw, "origin-1", { origin: "https://evil.example.test", fetchOrigin: ORIGIN }));
     await until("closed", () => c.client.state === "closed");
     expect(c.rec.states.at(-1)).toMatchObject({ code: 4500, errorCode: "ORIGIN_FORBIDDEN", reason: "origin not allowed" });
-    await sleep(300);
+    expect(c.pendingTimers()).toBe(0); // nothing scheduled: no reconnect can follow
     expect(c.sockets.urls).toHaveLength(1);
   });
 
@@ -242,7 +243,7 @@ describe("stop: no retry", () => {
       c.client.send("x".repeat(1000), { threadId: "t" });
       await until("closed", () => c.client.state === "closed");
       expect(c.rec.states.at(-1)).toMatchObject({ code: 1009, errorCode: "MESSAGE_TOO_BIG" });
-      await sleep(300);
+      expect(c.pendingTimers()).toBe(0); // nothing scheduled: no reconnect can follow
       expect(c.sockets.urls).toHaveLength(1);
     } finally {
       await small.close();
@@ -260,7 +261,7 @@ describe("stop: no retry", () => {
     c.client.send("hello", { threadId: "t" });
     await until("closed", () => c.client.state === "closed");
     expect(c.rec.states.at(-1)).toMatchObject({ code: 1003, errorCode: "UNSUPPORTED_DATA" });
-    await sleep(300);
+    expect(c.pendingTimers()).toBe(0); // nothing scheduled: no reconnect can follow
     expect(c.sockets.urls).toHaveLength(1);
   });
 });

@@ -12,7 +12,8 @@ import type { AckEvent, AgentEvent } from "../../service/client/types.js";
 import { mintToken, publishEvent, type TestGateway } from "../support/gateway.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { startTestAgent, type TestAgent } from "../support/agent.js";
-import { range, recordingFetch, socketFactory, startGatewayOn, until, type SocketLog } from "./client-harness.js";
+import { range, recordingFetch, socketFactory, startGatewayOn, type SocketLog } from "./client-harness.js";
+import { until } from "../support/wait.js";
 
 let redis: RedisServerHandle;
 let gw: TestGateway;

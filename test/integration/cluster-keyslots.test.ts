@@ -24,6 +24,7 @@ import {
   type Store,
 } from "../../service/src/plugins/store/index.js";
 import { startRedisCluster, type RedisClusterHandle } from "../support/redis-cluster.js";
+import { waitFor } from "../support/wait.js";
 
 const IDS = ["plain", "a}b", "{x}", "a:b", "%7D", "ü \u{1F600}", "\uD800", "a b"];
 const LIMITS = { maxEvents: 10, ttlMs: 60_000 };
@@ -232,10 +233,3 @@ function event(id: string): AgentEventInput {
   return { type: "agent_thinking", event_id: `e-${id}`, run_id: "r", thread_id: "t", ts: new Date().toISOString(), data: { id, text: 'a "quoted" word' } };
 }
 
-async function waitFor(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}

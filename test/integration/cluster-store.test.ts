@@ -24,6 +24,7 @@ import {
 } from "../../service/src/plugins/store/index.js";
 import { runScript } from "../support/process.js";
 import { makeCertificates, startRedisCluster, type ClusterNodeHandle, type RedisClusterHandle } from "../support/redis-cluster.js";
+import { sleep, waitFor } from "../support/wait.js";
 
 const LIMITS: HistoryLimits = { maxEvents: 1000, ttlMs: 900_000 };
 
@@ -278,14 +279,3 @@ function uid(prefix: string): string {
   return `${prefix}-${randomUUID()}`;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((done) => setTimeout(done, ms));
-}
-
-async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await sleep(10);
-  }
-}

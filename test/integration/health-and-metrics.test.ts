@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { publishEvent, startGateway, TestClient, ticketFor, type TestGateway } from "../support/gateway.js";
+import { until } from "../support/wait.js";
 
 /**
  * docs/protocol.md §6: /health and /healthz while the process serves, /ready
@@ -29,15 +30,13 @@ async function getJson(url: string): Promise<{ status: number; body: Record<stri
   return { status: res.status, body: text ? (JSON.parse(text) as Record<string, unknown>) : {}, ms: Date.now() - started };
 }
 
-async function until<T>(what: string, probe: () => Promise<T>, ok: (value: T) => boolean, ms = 10_000): Promise<T> {
-  const deadline = Date.now() + ms;
+/** Polls `probe` until `ok` holds for its answer; on timeout the error shows the last answer seen. */
+async function untilProbe<T>(what: string, probe: () => Promise<T>, ok: (value: T) => boolean, ms = 10_000): Promise<T> {
   let last: T | undefined;
-  while (Date.now() < deadline) {
-    last = await probe();
-    if (ok(last)) return last;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${what} not reached within ${ms} ms; last: ${JSON.stringify(last)}`);
+  const check = async () => ((last = await probe()), ok(last) ? last : undefined);
+  return until(what, check, ms, 100).catch((err: Error) => {
+    throw new Error(`${err.message}; last: ${JSON.stringify(last)}`);
+  });
 }
 
 /** The value of one sample line (`name{labels} value`), or undefined. */
@@ -73,20 +72,20 @@ describe("health", () => {
 
   for (const path of ["/ready", "/readyz"]) {
     it(`${path} is 200 {"status":"ok"} when the store and the bus answer, with no per-check detail`, async () => {
-      const { status, body } = await until("ready", () => getJson(`${gw.url}${path}`), (r) => r.status === 200);
+      const { status, body } = await untilProbe("ready", () => getJson(`${gw.url}${path}`), (r) => r.status === 200);
       expect(status).toBe(200);
       expect(body).toEqual({ status: "ok" });
     });
   }
 
   it("the metrics port's /readyz gives the per-check detail, the JWKS's state included", async () => {
-    const { status, body } = await until("ready", () => getJson(detailUrl), (r) => r.status === 200);
+    const { status, body } = await untilProbe("ready", () => getJson(detailUrl), (r) => r.status === 200);
     expect(status).toBe(200);
     expect(body).toEqual({ status: "ok", checks: { secrets: "ok", store: "ok", bus: "ok", jwks: "unused" } });
   });
 
   it("with Redis down, the public /ready and /readyz say only 503 degraded, the metrics port says which check failed, and one log line says why", async () => {
-    await until("ready", () => getJson(`${gw.url}/ready`), (r) => r.status === 200);
+    await untilProbe("ready", () => getJson(`${gw.url}/ready`), (r) => r.status === 200);
     const linesBefore = gw.logs.records.filter((r) => r.event === "readiness_changed").length;
     await redis.kill();
     for (const path of ["/ready", "/readyz"]) {
@@ -104,13 +103,13 @@ describe("health", () => {
     expect(changes).toEqual([expect.objectContaining({ status: "degraded", previous: "ok", checks: expect.objectContaining({ store: "unreachable", bus: "unreachable" }) })]);
 
     await redis.restart();
-    const up = await until("ready again", () => getJson(`${gw.url}/readyz`), (r) => r.status === 200);
+    const up = await untilProbe("ready again", () => getJson(`${gw.url}/readyz`), (r) => r.status === 200);
     expect(up.body).toEqual({ status: "ok" });
     expect(gw.logs.records.filter((r) => r.event === "readiness_changed").at(-1)).toMatchObject({ status: "ok", previous: "degraded" });
   });
 
   it("with Redis hung, /readyz is 503 degraded within ~1 s and /healthz stays 200", async () => {
-    await until("ready", () => getJson(`${gw.url}/readyz`), (r) => r.status === 200);
+    await untilProbe("ready", () => getJson(`${gw.url}/readyz`), (r) => r.status === 200);
     redis.pause();
     try {
       const down = await getJson(`${gw.url}/readyz`);
@@ -122,7 +121,7 @@ describe("health", () => {
     } finally {
       redis.resume();
     }
-    await until("ready again", () => getJson(`${gw.url}/readyz`), (r) => r.status === 200);
+    await untilProbe("ready again", () => getJson(`${gw.url}/readyz`), (r) => r.status === 200);
   });
 });
 
@@ -171,7 +170,7 @@ describe("metrics", () => {
 
     client.close();
     await client.closed;
-    const closed = await until("the close counted", async () => (await fetch(metricsUrl)).text(), (t) => sample(t, "gateway_ws_connections") === 0);
+    const closed = await untilProbe("the close counted", async () => (await fetch(metricsUrl)).text(), (t) => sample(t, "gateway_ws_connections") === 0);
     expect(sample(closed, 'gateway_ws_closes_total{code="1000",closed_by="client"}')).toBe(1);
 
     // Labels are codes and outcomes only: no user id or ticket reaches a metric.

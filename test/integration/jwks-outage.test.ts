@@ -12,7 +12,8 @@ import { createLogger } from "../../service/src/logger.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { LogCapture, requestTicket, TestClient, testConfig, type TestGateway } from "../support/gateway.js";
 import { JwksServer, signingKey, signWith, type SigningKey } from "../support/jwks-server.js";
-import { clientFor, opened, sentOfType, until, type ClientUnderTest } from "./client-harness.js";
+import { clientFor, opened, sentOfType, type ClientUnderTest } from "./client-harness.js";
+import { until } from "../support/wait.js";
 
 let redis: RedisServerHandle;
 const jwks = new JwksServer();

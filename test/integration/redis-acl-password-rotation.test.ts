@@ -16,6 +16,7 @@ import { gatewayAclRule } from "../../service/src/plugins/store/acl.js";
 import { createRedisStore, StoreUnavailableError, type BusMessage, type Store } from "../../service/src/plugins/store/index.js";
 import { startGateway, requestTicket, mintToken } from "../support/gateway.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
+import { waitFor } from "../support/wait.js";
 
 const LIMITS = { maxEvents: 100, ttlMs: 60_000 };
 const USER = "chat-gateway";
@@ -81,7 +82,7 @@ describe("Redis ACL authentication", () => {
     await applyRule([OLD]);
     const gateway = await startGateway({ env: { REDIS_URL: server.url, REDIS_USERNAME: USER, REDIS_PASSWORD: OLD } });
     try {
-      await waitFor(async () => (await fetch(`${gateway.url}/readyz`)).status === 200);
+      await waitFor(async () => (await fetch(`${gateway.url}/readyz`)).status === 200, 10_000);
       expect((await requestTicket(gateway, await mintToken({ sub: "acl-user" }))).status).toBe(201);
       const clients = String(await admin.call("CLIENT", "LIST"));
       expect(clients).toMatch(new RegExp(`name=gw-cmd .*user=${USER}`));
@@ -94,23 +95,23 @@ describe("Redis ACL authentication", () => {
 
   it("rotates the password while connections are open: old and new accepted together, then the old revoked", async () => {
     const oldRevision = store(OLD);
-    await waitFor(async () => (await oldRevision.check()).bus);
+    await waitFor(async () => (await oldRevision.check()).bus, 10_000);
     const userId = `u-${randomUUID()}`;
     expect((await oldRevision.publishEvent(userId, event(1), LIMITS)).seq).toBe(1);
 
     // Step 1: the policy accepts both; the new revision starts with the new password.
     await applyRule([NEW, OLD]);
     const newRevision = store(NEW);
-    await waitFor(async () => (await newRevision.check()).bus);
+    await waitFor(async () => (await newRevision.check()).bus, 10_000);
     const got: BusMessage[] = [];
     oldRevision.onMessage((m) => got.push(m));
     await oldRevision.subscribeUser(userId);
     expect((await newRevision.publishEvent(userId, event(2), LIMITS)).seq).toBe(2);
-    await waitFor(() => got.some((m) => m.kind === "event" && m.event.seq === 2));
+    await waitFor(() => got.some((m) => m.kind === "event" && m.event.seq === 2), 10_000);
 
     // A reconnect of the old revision during the overlap still gets in with the old password.
     await dropConnections();
-    await waitFor(async () => (await oldRevision.check()).bus && (await newRevision.check()).bus);
+    await waitFor(async () => (await oldRevision.check()).bus && (await newRevision.check()).bus, 10_000);
     expect((await oldRevision.publishEvent(userId, event(3), LIMITS)).seq).toBe(3);
 
     // Step 2: the old password is revoked. Open connections stay authenticated.
@@ -120,7 +121,7 @@ describe("Redis ACL authentication", () => {
 
     // Why step 2 waits for the old revision to be gone: after a drop only the new password gets back in.
     await dropConnections();
-    await waitFor(async () => (await newRevision.check()).bus);
+    await waitFor(async () => (await newRevision.check()).bus, 10_000);
     expect((await newRevision.publishEvent(userId, event(5), LIMITS)).seq).toBe(5);
     await expect(oldRevision.head(userId)).rejects.toBeInstanceOf(StoreUnavailableError);
     expect(logs.join("\n")).not.toMatch(new RegExp(`${OLD}|${NEW}|${ADMIN.password}`));
@@ -131,10 +132,3 @@ function event(n: number) {
   return { type: "agent_thinking", event_id: `e${n}`, run_id: "run-1", thread_id: "thread-1", ts: "2026-01-01T00:00:00.000Z", data: { n } } as const;
 }
 
-async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}

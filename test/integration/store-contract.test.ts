@@ -30,6 +30,7 @@ import { gatewayAclRule } from "../../service/src/plugins/store/acl.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { makeCertificates, startRedisCluster, type RedisClusterHandle } from "../support/redis-cluster.js";
 import { runScript } from "../support/process.js";
+import { sleep, waitFor } from "../support/wait.js";
 
 const LIMITS: HistoryLimits = { maxEvents: 1000, ttlMs: 900_000 };
 
@@ -951,14 +952,3 @@ function range(from: number, to: number): number[] {
   return Array.from({ length: to - from + 1 }, (_, i) => from + i);
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((done) => setTimeout(done, ms));
-}
-
-async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await sleep(10);
-  }
-}

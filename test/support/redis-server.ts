@@ -12,6 +12,7 @@ import { connect as connectTls } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./ports.js";
+import { sleep } from "./wait.js";
 
 export interface RedisServerHandle {
   readonly port: number;
@@ -184,9 +185,4 @@ function serverPid(port: number, tls: boolean, auth: readonly string[]): Promise
       else if (/^-|\r\n-/.test(data)) done(undefined); // e.g. LOADING
     });
   });
-}
-
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
