@@ -24,7 +24,7 @@ import {
 } from "../../service/src/plugins/store/index.js";
 import { runScript } from "../support/process.js";
 import { makeCertificates, startRedisCluster, type ClusterNodeHandle, type RedisClusterHandle } from "../support/redis-cluster.js";
-import { sleep, waitFor } from "../support/wait.js";
+import { sleep, until, waitFor } from "../support/wait.js";
 
 const LIMITS: HistoryLimits = { maxEvents: 1000, ttlMs: 900_000 };
 
@@ -93,7 +93,8 @@ describe("on a cluster with replicas", () => {
     await waitFor(async () => (await store.check()).bus, 10_000);
     const userId = uid("user");
     const primary = await cluster.primaryOf(redisKeys.seq(userId));
-    const [replica] = await cluster.replicasOf(primary);
+    // A node restarted by an earlier test may not have re-attached as this primary's replica yet.
+    const replica = await until("a replica of the primary", async () => (await cluster.replicasOf(primary))[0], 15_000);
     for (let i = 1; i <= 3; i++) await store.publishEvent(userId, event(i), LIMITS);
     expect(await primary.call("WAIT", 1, 2000)).toBe(1); // 1..3 reached the replica
     const before = await store.head(userId);
