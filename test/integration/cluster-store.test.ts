@@ -100,14 +100,14 @@ describe("on a cluster with replicas", () => {
     const before = await store.head(userId);
 
     // Cut the replica off, then acknowledge two more events it will never see.
-    replica!.pause();
+    replica.pause();
     await primary.call("CLIENT", "KILL", "TYPE", "replica");
     const lost = [await store.publishEvent(userId, event(4), LIMITS), await store.publishEvent(userId, event(5), LIMITS)];
     expect(lost).toEqual([
       { seq: 4, epoch: before.epoch },
       { seq: 5, epoch: before.epoch },
     ]);
-    await failOver(primary, async () => replica!.resume());
+    await failOver(primary, async () => replica.resume());
     expect((await cluster.primaryOf(redisKeys.seq(userId))).port).toBe(replica!.port);
 
     // The promoted replica's counter is at 3: seqs 4 and 5 will be given to other events, so the epoch is new.

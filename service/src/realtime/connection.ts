@@ -6,6 +6,7 @@ import { GatewayError, isGatewayError, MESSAGES, socketCloseCode, socketErrorCod
 import { issuedBefore, type TokenVerifier } from "../auth/verifier.js";
 import type { Metrics } from "../plugins/metrics.js";
 import { StoreUnavailableError, type HistoryLimits, type Store, type StoredEvent, type StreamHead } from "../plugins/store/types.js";
+import { FRAME_BURST_SECONDS, refillBucket } from "../protocol.js";
 import { errorFrame, parseClientFrame, type ClientFrame } from "./frames.js";
 import { eventFrame } from "./events.js";
 import type { ClosedBy } from "./closeCodes.js";
@@ -92,7 +93,7 @@ export class Connection {
     this.userId = deps.userId;
     this.sessionExpiresAt = deps.sessionExpiresAt;
     this.connectedAt = deps.now();
-    this.tokens = deps.config.maxFramesPerSecond * 2;
+    this.tokens = deps.config.maxFramesPerSecond * FRAME_BURST_SECONDS;
     this.lastRefill = this.connectedAt;
     this.limits = { maxEvents: deps.config.historyMaxEvents, ttlMs: deps.config.historyTtlSeconds * 1000 };
     // Protocol pings and pongs are frames too (a pong may come unasked): ws
@@ -347,8 +348,7 @@ export class Connection {
 
   private spend(cost: number): boolean {
     const now = this.deps.now();
-    const rate = this.deps.config.maxFramesPerSecond;
-    this.tokens = Math.min(rate * 2, this.tokens + ((now - this.lastRefill) / 1000) * rate);
+    this.tokens = refillBucket(this.tokens, now - this.lastRefill, this.deps.config.maxFramesPerSecond);
     this.lastRefill = now;
     this.tokens -= cost;
     if (this.tokens < 0) {
