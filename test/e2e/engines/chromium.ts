@@ -2,12 +2,12 @@
  * Debian's Chromium, started by the harness with the DevTools protocol on a
  * free port, driven by playwright-core over CDP, stopped by PID.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { freePort } from "../../support/ports.js";
-import { requireBinary, spawnTracked, waitUntil } from "./processes.js";
+import { removeProfile, requireBinary, spawnTracked, waitUntil } from "./processes.js";
 import type { EngineBrowser, EnginePage, EngineTab } from "./types.js";
 
 const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
@@ -51,12 +51,12 @@ export async function launchChromium(): Promise<EngineBrowser> {
       async close() {
         await browser.close().catch(() => undefined);
         await proc.stop();
-        await rm(profile, { recursive: true, force: true });
+        await removeProfile(profile);
       },
     };
   } catch (err) {
     await proc.stop();
-    await rm(profile, { recursive: true, force: true });
+    await removeProfile(profile);
     throw err;
   }
 }

@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
+import { rm } from "node:fs/promises";
 
 export interface Tracked {
   readonly pid: number;
@@ -54,6 +55,15 @@ export function spawnTracked(bin: string, args: string[], env: NodeJS.ProcessEnv
       clearTimeout(timer);
     },
   };
+}
+
+/**
+ * Removes a browser profile. A browser's helper processes can still be
+ * flushing into it for a moment after the browser itself has exited (CI saw
+ * ENOTEMPTY), so Node retries with a short backoff.
+ */
+export async function removeProfile(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
 }
 
 /** Sends `sig` to `pid`; a process that has just exited (ESRCH) is what was wanted. */
