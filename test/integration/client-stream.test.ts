@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { startRedis } from "../support/redis-server.js";
 import { publishEvent, TestClient, ticketFor } from "../support/gateway.js";
 import { clientFor, gatewaySuite, opened, range, sentOfType, startGatewayOn } from "./client-harness.js";
-import { sleep, until } from "../support/wait.js";
+import { until } from "../support/wait.js";
 
 const suite = gatewaySuite({ TICKET_RATE_PER_USER: "1000" });
 
@@ -170,12 +170,7 @@ describe("resync_required", () => {
 
       await own.restart(); // SIGKILL, no persistence: every counter is gone
       // The gateway answers 503 until its Redis connection is back; publishers retry.
-      let status = 0;
-      for (const deadline = Date.now() + 15_000; status !== 202 && Date.now() < deadline; ) {
-        status = (await publishEvent(g, "resync-3").catch(() => ({ status: 0 }))).status;
-        if (status !== 202) await sleep(100);
-      }
-      expect(status).toBe(202);
+      await until("a publish accepted", async () => (await publishEvent(g, "resync-3").catch(() => ({ status: 0 }))).status === 202, 15_000, 100);
       await until("resync", () => c.rec.resyncs.length > 0, 15_000);
       const resync = c.rec.resyncs[0]!;
       // The new stream starts at 1; the baseline is wherever it stood when the gateway noticed (the event
