@@ -50,11 +50,13 @@ export class Connection {
   readonly #timers: TimerSet<"connect" | "ping" | "resume" | "outbox" | "refresh">;
   /** When connection_established came; undefined before. */
   #upSince: number | undefined;
+  /** The epoch connection_established named (adopted by a resume made without one). */
   #epoch: string | undefined;
   /** A ping went out and nothing came back yet. */
   #awaitingPong = false;
   /** A resume went out and its answer has not come. */
   #resumePending = false;
+  /** The client let go of it: callbacks still under way (a token being fetched) do nothing. */
   #dropped = false;
   /** The fatal error frame that announced the close. */
   fatal: FatalFrame | undefined;
