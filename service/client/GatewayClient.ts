@@ -2,7 +2,7 @@
  * GatewayClient: the browser (and Node) SDK of the chat gateway
  * (docs/protocol.md). Dependency-free; it imports from the service only the
  * error table and the protocol's shared rules, so the client and the gateway
- * read one set of close codes and 
+ * read one set of close codes and rules.
  *
  * One connection attempt is: getToken() → POST a new ticket (ticket.ts) →
  * open /ws?ticket=… → connection_established → resume (when the client has a
@@ -20,16 +20,17 @@
  * (4408), or stop and say why (4500-4999, 1003, 1009).
  */
 import { closeAction } from "../src/errors.js";
-import { backoffDelay, reconnectNowDelay } from "./backoff.js";
+import { Connection, type ConnectionHost } from "./connection.js";
 import { Emitter, type Listener } from "./emitter.js";
-import { closeQuietly, fatalFrameAction, messageOf, noop, parseFrame, type Failure } from "./failure.js";
+import { fatalFrameAction, messageOf, type Failure } from "./failure.js";
 import { assertFits, chatFrame, createOutbox, type ChatMessage, type Outbox } from "./outbox.js";
 import { describe, isErrorCode } from "./reasons.js";
+import { RetryPolicy } from "./retry.js";
 import { resolveSettings, type GatewayClientOptions, type Settings } from "./settings.js";
 import { EventStream } from "./stream.js";
 import { createTicketRequester, type TicketRequester } from "./ticket.js";
 import { TimerSet } from "./timers.js";
-import type { AgentEvent, ConnectionState, GatewayClientEvents, ServerFrame, StateChange, StatusCode, WebSocketLike } from "./types.js";
+import type { AgentEvent, ConnectionState, GatewayClientEvents, StateChange, StatusCode } from "./types.js";
 
 export type { GatewayClientOptions };
 
@@ -39,56 +40,44 @@ export interface SendOptions {
   readonly messageId?: string;
 }
 
-/** One socket and what is known about it: all of it is forgotten with the socket. */
-interface Link {
-  readonly socket: WebSocketLike;
-  /** connection_established came (at openedAt, naming epoch). */
-  established?: boolean;
-  openedAt?: number;
-  epoch?: string | undefined;
-  /** A ping went out and nothing came back yet. */
-  awaitingPong?: boolean;
-  /** A resume went out and its answer has not come. */
-  resumePending?: boolean;
-  /** The fatal error frame that announced the close. */
-  fatal?: { code: string; message: string; retry: boolean | undefined };
-}
-
-type TimerName = "retry" | "connect" | "ping" | "resume" | "outbox" | "refresh";
-/** The timers of one socket, cleared with it; "retry" outlives sockets. */
-const LINK_TIMERS = ["connect", "ping", "resume", "outbox", "refresh"] as const;
-
-/** Retry delay after the gateway could not serve a resume or a chat message (§8.2). */
-const STORE_RETRY_MS = 1000;
-const OPEN = 1;
-
 export class GatewayClient {
   readonly #settings: Settings;
   readonly #events = new Emitter();
   readonly #stream: EventStream<AgentEvent>;
   readonly #outbox: Outbox;
   readonly #tickets: TicketRequester;
-  readonly #timers: TimerSet<TimerName>;
+  readonly #retry: RetryPolicy;
+  /** The retry timer outlives sockets; a connection's own timers go with it. */
+  readonly #timers: TimerSet<"retry">;
+  readonly #host: ConnectionHost;
 
   #currentState: ConnectionState = "closed";
   /** Between connect() and close() or a "stop" close. */
   #running = false;
   /** Bumped for every attempt and by close(): callbacks of an older generation are ignored. */
   #generation = 0;
-  #link: Link | undefined;
+  #link: Connection | undefined;
   /** "connecting" is the first attempt only; after a failure or a drop it is "reconnecting". */
   #retrying = false;
-  /** Consecutive failed attempts: the exponent of the backoff. */
-  #attempt = 0;
-  #forceRefresh = false;
   #waitingForNetwork = false;
 
   constructor(options: GatewayClientOptions) {
     const s = (this.#settings = resolveSettings(options));
     this.#timers = new TimerSet(s.timers);
+    this.#retry = new RetryPolicy(s);
     this.#stream = new EventStream<AgentEvent>(options.lastSeq, options.epoch);
-    this.#outbox = createOutbox({ now: s.now, perSecond: s.messagesPerSecond, retryDelay: () => this.#storeRetryDelay() });
+    this.#outbox = createOutbox({ now: s.now, perSecond: s.messagesPerSecond, retryDelay: () => this.#retry.storeRetryDelay() });
     this.#tickets = createTicketRequester({ ...s, timeoutMs: s.ticketTimeoutMs });
+    this.#host = {
+      settings: s,
+      stream: this.#stream,
+      outbox: this.#outbox,
+      events: this.#events,
+      retry: this.#retry,
+      opened: () => this.#setState({ state: "open", errorCode: "CONNECTED", reason: describe("CONNECTED") }),
+      closed: (code, reason) => this.#onClose(code, reason),
+      abandon: (errorCode) => this.#abandon(errorCode),
+    };
   }
 
   // ── the app's side ──
@@ -123,7 +112,7 @@ export class GatewayClient {
   connect(): void {
     if (this.#running) return;
     this.#running = true;
-    this.#attempt = 0;
+    this.#retry.restart();
     this.#retrying = false;
     this.#watchNetwork(true);
     void this.#startAttempt();
@@ -154,7 +143,7 @@ export class GatewayClient {
     if (this.#outbox.has(frame.message_id)) return frame.message_id;
     assertFits(frame, this.#settings.maxMessageBytes);
     this.#outbox.add(frame);
-    this.#pumpOutbox();
+    this.#link?.pumpOutbox();
     return frame.message_id;
   }
 
@@ -169,195 +158,41 @@ export class GatewayClient {
 
     let token: string;
     try {
-      token = await this.#settings.getToken({ forceRefresh: this.#forceRefresh });
+      token = await this.#settings.getToken({ forceRefresh: this.#retry.freshToken });
     } catch (err) {
       if (gen === this.#generation) this.#fail({ errorCode: "TOKEN_UNAVAILABLE", action: "reconnect", message: messageOf(err) });
       return;
     }
     if (gen !== this.#generation) return;
-    this.#forceRefresh = false;
+    this.#retry.freshToken = false;
 
     const ticket = await this.#tickets.request(token, () => gen === this.#generation);
-    if (typeof ticket !== "string" && ticket.refreshToken) this.#forceRefresh = true;
+    if (typeof ticket !== "string" && ticket.refreshToken) this.#retry.freshToken = true;
     if (gen !== this.#generation) return;
     if (typeof ticket !== "string") return this.#fail(ticket);
     this.#openSocket(ticket, gen);
   }
 
   #openSocket(ticket: string, gen: number): void {
-    let socket: WebSocketLike;
     try {
-      socket = new this.#settings.WebSocket(`${this.#settings.wsUrl}?ticket=${encodeURIComponent(ticket)}`);
+      this.#link = new Connection(this.#host, ticket, gen);
     } catch (err) {
-      return this.#fail({ errorCode: "NETWORK_ERROR", action: "reconnect", message: messageOf(err) });
+      this.#fail({ errorCode: "NETWORK_ERROR", action: "reconnect", message: messageOf(err) });
     }
-    this.#link = { socket };
-    socket.onerror = noop; // a close event follows every error
-    socket.onmessage = (event) => {
-      if (gen === this.#generation) this.#onFrame(event.data);
-    };
-    socket.onclose = (event) => {
-      if (gen === this.#generation) this.#onClose(event.code, event.reason);
-    };
-    this.#timers.set("connect", this.#settings.connectTimeoutMs, () => this.#abandon("CONNECT_TIMEOUT"));
-  }
-
-  // ── frames ──
-
-  #onFrame(data: unknown): void {
-    const link = this.#link!; // set while its generation's callbacks run
-    link.awaitingPong = false; // any frame proves the socket alive
-    const frame = parseFrame(data);
-    if (frame === undefined) return;
-    if (typeof (frame as { seq?: unknown }).seq === "number") return this.#onAgentEvent(link, frame as unknown as AgentEvent);
-    switch (frame.type) {
-      case "connection_established":
-        // §8.1: latest_seq is the baseline; a frame without one is not this protocol's (the connect timeout then retries).
-        if (typeof frame.latest_seq === "number") this.#onEstablished(link, frame.latest_seq, frame.epoch);
-        return;
-      case "ack": {
-        const acked = this.#outbox.ack(frame.message_id);
-        if (acked) this.#events.emit("ack", { messageId: frame.message_id, threadId: acked.thread_id });
-        return;
-      }
-      case "resume_complete":
-        return this.#onResumeComplete(link);
-      case "resync_required":
-        if (typeof frame.latest_seq === "number") this.#onResync(link, frame.latest_seq, frame.epoch);
-        return;
-      case "session_expiring":
-        void this.#refreshSession(this.#generation);
-        return;
-      case "error":
-        return this.#onErrorFrame(link, frame);
-      default:
-        return; // pong, session_refreshed, and frame types added later
-    }
-  }
-
-  #onEstablished(link: Link, latestSeq: number, epoch: string | undefined): void {
-    this.#timers.clear("connect");
-    link.established = true;
-    link.openedAt = this.#settings.now();
-    link.epoch = epoch;
-    if (this.#stream.hasState) this.#sendResume(link);
-    else this.#stream.baseline(latestSeq, epoch);
-    this.#setState({ state: "open", errorCode: "CONNECTED", reason: describe("CONNECTED") });
-    link.awaitingPong = false;
-    this.#schedulePing(link);
-    this.#pumpOutbox();
-  }
-
-  #onAgentEvent(link: Link, event: AgentEvent): void {
-    if (!link.established) return;
-    const { deliver } = this.#stream.accept(event);
-    for (const e of deliver) this.#events.emit("event", e);
-    if (!this.#stream.holeOpen) return;
-    if (this.#stream.buffered > this.#settings.maxBufferedEvents) return this.#abandon("STREAM_GAP");
-    // One resume per hole: its replay fills every seq up to the head, whatever arrives meanwhile.
-    if (!link.resumePending) this.#sendResume(link);
-  }
-
-  #sendResume(link: Link): void {
-    const lastSeq = this.#stream.lastSeq;
-    if (lastSeq === undefined) return;
-    const epoch = this.#stream.epoch;
-    link.resumePending = true;
-    this.#sendFrame(epoch === undefined ? { type: "resume", last_seq: lastSeq } : { type: "resume", last_seq: lastSeq, epoch });
-  }
-
-  #onResumeComplete(link: Link): void {
-    link.resumePending = false;
-    this.#timers.clear("resume");
-    // Resumed without an epoch (the app gave only lastSeq): the stream is this connection's from now on.
-    if (this.#stream.epoch === undefined && link.epoch !== undefined) this.#stream.adoptEpoch(link.epoch);
-    // The replay is done and a hole is still open: this connection will not fill it
-    // (it never re-sends what it believes it sent). A new connection replays from lastSeq.
-    if (this.#stream.holeOpen) this.#abandon("STREAM_GAP");
-  }
-
-  #onResync(link: Link, latestSeq: number, epoch: string | undefined): void {
-    link.resumePending = false;
-    this.#timers.clear("resume");
-    this.#stream.baseline(latestSeq, epoch);
-    this.#events.emit("resync", { latestSeq, epoch, reason: describe("HISTORY_UNAVAILABLE") });
-  }
-
-  #onErrorFrame(link: Link, frame: Extract<ServerFrame, { type: "error" }>): void {
-    const code: StatusCode = isErrorCode(frame.code) ? frame.code : "INTERNAL_ERROR";
-    if (frame.fatal) {
-      // The close follows; the action is this frame's code's (see onClose), whatever close code arrives.
-      link.fatal = { code: frame.code, message: frame.message, retry: frame.retry };
-      this.#events.emit("error", { code, message: frame.message, fatal: true });
-      return;
-    }
-    const outcome = this.#outbox.refuse(frame.message_id, code);
-    if (outcome === "resend") this.#pumpOutbox();
-    else if (outcome === undefined && code === "TICKET_STORE_UNAVAILABLE" && link.resumePending) {
-      // §8.2: the store could not serve a resume: ask again.
-      this.#timers.set("resume", this.#storeRetryDelay(), () => this.#sendResume(link));
-    }
-    if (code === "AUTH_UNAVAILABLE") {
-      // The gateway could not check the token (its auth keys are unreachable), not a bad token:
-      // try again after the delay with the app's current token (forceRefresh: false), not a new one.
-      const delayMs = Math.max(1, frame.retry_after ?? 1) * 1000 + this.#jitter();
-      const gen = this.#generation;
-      this.#timers.set("refresh", delayMs, () => void this.#refreshSession(gen, false));
-    }
-    this.#events.emit("error", { code, message: frame.message, fatal: false, ...(frame.message_id === undefined ? {} : { messageId: frame.message_id }) });
-  }
-
-  async #refreshSession(gen: number, forceRefresh = true): Promise<void> {
-    let token: string;
-    try {
-      token = await this.#settings.getToken({ forceRefresh });
-    } catch (err) {
-      // The session then ends with 4408, and the reconnect asks for a token again.
-      this.#events.emit("error", { code: "TOKEN_UNAVAILABLE", message: messageOf(err), fatal: false });
-      return;
-    }
-    if (gen === this.#generation) this.#sendFrame({ type: "refresh_session", token });
-  }
-
-  // ── outbound ──
-
-  #sendFrame(frame: object): boolean {
-    const link = this.#link;
-    if (!link?.established || link.socket.readyState !== OPEN) return false;
-    link.socket.send(JSON.stringify(frame));
-    return true;
-  }
-
-  /** Sends what this connection has not been sent of the outbox, and wakes up for what the budget holds back. */
-  #pumpOutbox(): void {
-    this.#timers.clear("outbox");
-    if (!this.#link?.established) return;
-    const waitMs = this.#outbox.pump(this.#generation, (frame) => this.#sendFrame(frame));
-    if (waitMs !== undefined) this.#timers.set("outbox", waitMs, () => this.#pumpOutbox());
-  }
-
-  /** A ping per interval; a ping that is not answered (by anything) before the next one means the socket is dead. */
-  #schedulePing(link: Link): void {
-    this.#timers.set("ping", this.#settings.pingIntervalMs, () => {
-      if (link.awaitingPong) return this.#abandon("HEARTBEAT_TIMEOUT");
-      link.awaitingPong = true;
-      this.#sendFrame({ type: "ping" });
-      this.#schedulePing(link);
-    });
   }
 
   // ── closes and retries ──
 
   #onClose(code: number, reason: string): void {
-    const wasOpen = this.#link?.established === true;
-    this.#resetAttemptsIfStable();
+    const upSince = this.#link?.upSince;
+    this.#retry.noteUptime(upSince);
     const fatal = this.#link?.fatal;
     const named = fatal?.code ?? reason;
     this.#fail({
       errorCode: isErrorCode(named) ? named : "CONNECTION_LOST",
       action: (fatal && fatalFrameAction(fatal)) ?? closeAction(code),
       code,
-      wasOpen,
+      wasOpen: upSince !== undefined,
       message: fatal?.message,
       reported: fatal !== undefined,
     });
@@ -369,15 +204,9 @@ export class GatewayClient {
    * its close for minutes.
    */
   #abandon(errorCode: StatusCode): void {
-    this.#resetAttemptsIfStable();
+    this.#retry.noteUptime(this.#link?.upSince);
     this.#generation++;
     this.#fail({ errorCode, action: "reconnect" });
-  }
-
-  /** A connection that stayed up long enough starts the backoff schedule over. */
-  #resetAttemptsIfStable(): void {
-    const link = this.#link;
-    if (link?.established && this.#settings.now() - link.openedAt! >= this.#settings.backoff.stableAfterMs) this.#attempt = 0;
   }
 
   #fail(failure: Failure): void {
@@ -395,22 +224,10 @@ export class GatewayClient {
       this.#setState({ state: "closed", errorCode: failure.errorCode, reason, ...code });
       return;
     }
-    const delay = this.#retryDelay(failure);
+    const delay = this.#retry.delayAfter(failure);
     if (this.#isOffline()) return this.#waitForNetwork();
     this.#setState({ state: "reconnecting", errorCode: failure.errorCode, reason, ...code, retryInMs: delay });
     this.#timers.set("retry", delay, () => void this.#startAttempt());
-  }
-
-  /** How long to wait before the next attempt; counts the attempt when it backs off. */
-  #retryDelay(failure: Failure): number {
-    if (failure.immediate) return 0;
-    if (failure.action === "reconnect_now" && failure.wasOpen) return this.#jitter();
-    if (failure.action === "refresh_token") {
-      this.#forceRefresh = true;
-      return failure.wasOpen ? this.#jitter() : this.#backoffDelay();
-    }
-    const delay = this.#backoffDelay();
-    return failure.retryAfterMs === undefined ? delay : Math.max(delay, failure.retryAfterMs);
   }
 
   /** No socket, no timer, no network listener: nothing runs until connect(). */
@@ -426,21 +243,7 @@ export class GatewayClient {
   #dropSocket(): void {
     const link = this.#link;
     this.#link = undefined;
-    for (const name of LINK_TIMERS) this.#timers.clear(name);
-    if (link) closeQuietly(link.socket);
-  }
-
-  #backoffDelay(): number {
-    return backoffDelay(this.#attempt++, this.#settings.random(), this.#settings.backoff);
-  }
-
-  /** The small jitter of "reconnect now": soon, but not every client at the same millisecond. */
-  #jitter(): number {
-    return reconnectNowDelay(this.#settings.random(), this.#settings.backoff);
-  }
-
-  #storeRetryDelay(): number {
-    return STORE_RETRY_MS + this.#jitter();
+    link?.drop();
   }
 
   // ── the network ──
@@ -449,7 +252,7 @@ export class GatewayClient {
     if (!this.#running || (!this.#waitingForNetwork && !this.#timers.has("retry"))) return;
     // Back on the network: try now (with a little jitter) instead of sitting out a long backoff.
     this.#waitingForNetwork = false;
-    const delay = this.#jitter();
+    const delay = this.#retry.jitter();
     this.#setState({ state: "reconnecting", errorCode: "CONNECTING", reason: "back online, reconnecting…", retryInMs: delay });
     this.#timers.set("retry", delay, () => void this.#startAttempt());
   };

@@ -211,13 +211,8 @@ describe("npm run dev, restarted or left behind", () => {
     } finally {
       launcher.kill("SIGKILL");
     }
-    const deadline = Date.now() + 15_000;
-    let serving = true;
-    while (serving && Date.now() < deadline) {
-      serving = await fetch(`http://localhost:${gatewayPort}/healthz`).then(() => true, () => false);
-      if (serving) await new Promise((resolve) => setTimeout(resolve, 200));
-    }
-    expect(serving, "the dev server still serves 15 s after its launcher died").toBe(false);
+    const stoppedServing = async () => !(await fetch(`http://localhost:${gatewayPort}/healthz`).then(() => true, () => false));
+    await until("the dev server to stop serving after its launcher died", stoppedServing, 15_000, 200);
   }, 45_000);
 });
 

@@ -4,6 +4,7 @@
  * socket recorded, and sockets whose traffic a test can delay, drop or
  * duplicate, to produce on purpose what a network produces by accident.
  */
+import { afterAll, afterEach, beforeAll } from "vitest";
 import WebSocket from "ws";
 import { buildApp } from "../../service/src/app.js";
 import { createLogger } from "../../service/src/logger.js";
@@ -11,6 +12,8 @@ import type { Env } from "../../service/src/config.js";
 import { GatewayClient, type GatewayClientOptions } from "../../service/client/GatewayClient.js";
 import type { AckEvent, AgentEvent, ClientError, ResyncEvent, StateChange, Timers, WebSocketLike } from "../../service/client/types.js";
 import { LogCapture, mintToken, ORIGIN, testConfig, type TestGateway } from "../support/gateway.js";
+import { startTestAgent, type TestAgent } from "../support/agent.js";
+import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { until } from "../support/wait.js";
 
 /** A gateway on a given port (0: any), so a test can start a "restarted" instance where the old one listened. */
@@ -20,6 +23,70 @@ export async function startGatewayOn(port: number, env: Env): Promise<TestGatewa
   const app = await buildApp({ config, logger: createLogger({ level: "debug", destination: logs }), metricsPort: null });
   const url = await app.listen({ port, host: "127.0.0.1" });
   return { app, config, url, wsUrl: url.replace(/^http/, "ws"), logs, close: () => app.close() };
+}
+
+/** A gateway with the example agent backend of its own behind its chat hand-off; close() stops both. */
+export async function startGatewayWithAgent(env: Env): Promise<TestGateway> {
+  const agent = await startTestAgent();
+  const gateway = await startGatewayOn(0, { ...agent.env, ...env });
+  agent.pointAt(gateway);
+  return { ...gateway, close: async () => (await gateway.close(), await agent.close()) };
+}
+
+/** What a test file's `gatewaySuite()` started; read it inside tests and hooks (it is set in beforeAll). */
+export interface GatewaySuite {
+  readonly redis: RedisServerHandle;
+  readonly gw: TestGateway;
+  /** A client of the suite's gateway (clientFor), closed after the current test. */
+  client(userId: string, options?: ClientOptions): ClientUnderTest;
+  /** Closes the client after the current test. */
+  track(c: ClientUnderTest): ClientUnderTest;
+  /** Closes `client` (any client: a SharedGatewayClient, …) after the current test. */
+  closeAfterTest(client: { close(): void }): void;
+}
+
+/**
+ * The setup every SDK integration file shares: a redis-server and a gateway
+ * on it (with `env`; with the example agent backend when `agent`), started
+ * once for the file and stopped after it; the clients a test tracks are
+ * closed after that test.
+ */
+export function gatewaySuite(env: Env = {}, options: { agent?: boolean } = {}): GatewaySuite {
+  let redis: RedisServerHandle | undefined;
+  let gw: TestGateway | undefined;
+  const live: Array<{ close(): void }> = [];
+  beforeAll(async () => {
+    redis = await startRedis();
+    const gatewayEnv = { REDIS_URL: redis.url, ...env };
+    gw = options.agent ? await startGatewayWithAgent(gatewayEnv) : await startGatewayOn(0, gatewayEnv);
+  });
+  afterEach(() => {
+    for (const client of live.splice(0)) client.close();
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await redis?.stop();
+  });
+  return {
+    get redis() {
+      if (!redis) throw new Error("gatewaySuite: redis is set in beforeAll");
+      return redis;
+    },
+    get gw() {
+      if (!gw) throw new Error("gatewaySuite: the gateway is set in beforeAll");
+      return gw;
+    },
+    client(userId, clientOptions) {
+      return this.track(clientFor(this.gw, userId, clientOptions));
+    },
+    track(c) {
+      live.push(c.client);
+      return c;
+    },
+    closeAfterTest(client) {
+      live.push(client);
+    },
+  };
 }
 
 export function portOf(gateway: { url: string }): number {
@@ -167,6 +234,8 @@ export interface ClientUnderTest {
   readonly tokenRequests: Array<{ forceRefresh: boolean }>;
   /** How many of the SDK's timers are scheduled and not yet fired or cleared. */
   pendingTimers(): number;
+  /** The delays (ms) those timers were set with, in the order they were set. */
+  pendingDelays(): number[];
 }
 
 /**
@@ -175,11 +244,11 @@ export interface ClientUnderTest {
  * happens" check can assert that instead of sleeping and hoping.
  */
 export function countingTimers(inner: Timers = { setTimeout: (cb, ms) => setTimeout(cb, ms), clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout) }) {
-  const pending = new Set<unknown>();
+  const pending = new Map<unknown, number>();
   const timers: Timers = {
     setTimeout(callback, ms) {
       const handle = inner.setTimeout(() => (pending.delete(handle), callback()), ms);
-      pending.add(handle);
+      pending.set(handle, ms);
       return handle;
     },
     clearTimeout(handle) {
@@ -187,25 +256,23 @@ export function countingTimers(inner: Timers = { setTimeout: (cb, ms) => setTime
       inner.clearTimeout(handle);
     },
   };
-  return { timers, pending: () => pending.size };
+  return { timers, pending: () => pending.size, delays: () => [...pending.values()] };
 }
+
+export type ClientOptions = Partial<GatewayClientOptions> & {
+  connect?: boolean;
+  /** The Origin of the sockets (default ORIGIN; null: none). */
+  origin?: string | null;
+  /** The Origin of the ticket requests (default: the sockets'). */
+  fetchOrigin?: string | null;
+  hooks?: SocketHooks;
+};
 
 /**
  * A client of `gateway` for `userId`, connected at once unless `connect: false`.
  * Tokens are minted fresh for each getToken() call unless `getToken` is given.
  */
-export function clientFor(
-  gateway: { url: string },
-  userId: string,
-  options: Partial<GatewayClientOptions> & {
-    connect?: boolean;
-    /** The Origin of the sockets (default ORIGIN; null: none). */
-    origin?: string | null;
-    /** The Origin of the ticket requests (default: the sockets'). */
-    fetchOrigin?: string | null;
-    hooks?: SocketHooks;
-  } = {},
-): ClientUnderTest {
+export function clientFor(gateway: { url: string }, userId: string, options: ClientOptions = {}): ClientUnderTest {
   const { connect = true, origin, fetchOrigin, hooks, fetch: innerFetch, ...rest } = options;
   const socketOrigin = origin === undefined ? ORIGIN : origin;
   const recorded = recordingFetch(fetchOrigin === undefined ? socketOrigin : fetchOrigin, innerFetch ?? fetch);
@@ -228,7 +295,7 @@ export function clientFor(
   const rec = new Recorder();
   rec.attach(client);
   if (connect) client.connect();
-  return { client, rec, tickets: recorded.requests, sockets: sockets.log, tokenRequests, pendingTimers: counted.pending };
+  return { client, rec, tickets: recorded.requests, sockets: sockets.log, tokenRequests, pendingTimers: counted.pending, pendingDelays: counted.delays };
 }
 
 /** Resolves once the client is open (the nth time, counting from 1). */

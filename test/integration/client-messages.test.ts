@@ -3,41 +3,15 @@
  * redis-server: a message is sent until acked and the example agent backend
  * (behind the webhook hand-off) runs it once; sessions are refreshed before they end, and renewed after 4408.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
-import { mintToken, type TestGateway } from "../support/gateway.js";
-import { startTestAgent, type TestAgent } from "../support/agent.js";
-import { clientFor, opened, sentOfType, startGatewayOn, type ClientUnderTest } from "./client-harness.js";
+import { describe, expect, it } from "vitest";
+import { startRedis } from "../support/redis-server.js";
+import { mintToken } from "../support/gateway.js";
+import { clientFor, type ClientUnderTest, gatewaySuite, opened, sentOfType, startGatewayWithAgent } from "./client-harness.js";
 import { sleep, until } from "../support/wait.js";
 
-let redis: RedisServerHandle;
-let gw: TestGateway;
-let agent: TestAgent;
-const live: ClientUnderTest[] = [];
-const track = (c: ClientUnderTest) => (live.push(c), c);
-
-beforeAll(async () => {
-  redis = await startRedis();
-  agent = await startTestAgent();
-  gw = await startGatewayOn(0, { REDIS_URL: redis.url, TICKET_RATE_PER_USER: "1000", ...agent.env });
-  agent.pointAt(gw);
-});
-afterEach(() => {
-  for (const c of live.splice(0)) c.client.close();
-});
-afterAll(async () => {
-  await gw?.close();
-  await agent?.close();
-  await redis?.stop();
-});
-
-/** A gateway on a Redis of its own, with an agent backend of its own. */
-async function ownGateway(redisUrl: string, env: Record<string, string> = {}) {
-  const own = await startTestAgent();
-  const g = await startGatewayOn(0, { REDIS_URL: redisUrl, ...own.env, ...env });
-  own.pointAt(g);
-  return { url: g.url, wsUrl: g.wsUrl, app: g.app, config: g.config, logs: g.logs, close: async () => (await g.close(), await own.close()) };
-}
+const suite = gatewaySuite({ TICKET_RATE_PER_USER: "1000" }, { agent: true });
+/** The SDK's default heartbeat (settings.ts): the one timer an idle open client holds. */
+const PING_INTERVAL_MS = 25_000;
 
 const runsOf = (c: ClientUnderTest, threadId: string, type = "agent_started") =>
   c.rec.events.filter((e) => e.thread_id === threadId && e.type === type).length;
@@ -62,7 +36,7 @@ async function runFence(c: ClientUnderTest, threadId: string): Promise<string> {
 
 describe("chat messages", () => {
   it("queued before the connection opens, sent once it does, acked, run once", async () => {
-    const c = track(clientFor(gw, "msg-1", { connect: false }));
+    const c = suite.client("msg-1", { connect: false });
     const id = c.client.send("hello", { threadId: "thread-q" });
     expect(c.client.pendingMessageIds).toEqual([id]);
     c.client.connect();
@@ -82,22 +56,20 @@ describe("chat messages", () => {
 
   it("resent after a reconnect when the ack was lost, and not run twice", async () => {
     let lostOne = false;
-    const c = track(
-      clientFor(gw, "msg-2", {
-        backoff: { baseMs: 20, maxMs: 50 },
-        hooks: {
-          // The gateway accepted the message and acked it, but the connection died before the ack arrived.
-          incoming: (data, socket) => {
-            if (!lostOne && JSON.parse(data).type === "ack") {
-              lostOne = true;
-              socket.real.terminate();
-              return "drop";
-            }
-            return "pass";
-          },
+    const c = suite.client("msg-2", {
+      backoff: { baseMs: 20, maxMs: 50 },
+      hooks: {
+        // The gateway accepted the message and acked it, but the connection died before the ack arrived.
+        incoming: (data, socket) => {
+          if (!lostOne && JSON.parse(data).type === "ack") {
+            lostOne = true;
+            socket.real.terminate();
+            return "drop";
+          }
+          return "pass";
         },
-      }),
-    );
+      },
+    });
     await opened(c);
     const id = c.client.send("only once, please", { threadId: "thread-r" });
     await until("ack", () => c.rec.acks.length === 1, 8000);
@@ -117,9 +89,9 @@ describe("chat messages", () => {
 
   it("sent again when the gateway could not accept it (store down, §8.2), on the same socket, and run once", async () => {
     const own = await startRedis();
-    const g = await ownGateway(own.url);
+    const g = await startGatewayWithAgent({ REDIS_URL: own.url });
     try {
-      const c = track(clientFor(g, "msg-3"));
+      const c = suite.track(clientFor(g, "msg-3"));
       await opened(c);
       // Killed, not paused: a paused Redis runs the timed-out claim once it wakes, and then the resend is
       // acked but never run (a gateway bug, reported separately). A dead one never saw the claim.
@@ -153,9 +125,9 @@ describe("chat messages", () => {
   // (AGENT_WEBHOOK_TIMEOUT_MS + 2 s), then it is handed off and runs once.
   it("a message refused while the store hangs (paused, not dead) still runs once", async () => {
     const own = await startRedis();
-    const g = await ownGateway(own.url);
+    const g = await startGatewayWithAgent({ REDIS_URL: own.url });
     try {
-      const c = track(clientFor(g, "msg-3b"));
+      const c = suite.track(clientFor(g, "msg-3b"));
       await opened(c);
       own.pause();
       const id = c.client.send("while the store hangs", { threadId: "thread-h" });
@@ -176,9 +148,9 @@ describe("chat messages", () => {
   });
 
   it("paces a burst below the gateway's frame limit instead of being closed with 4429", async () => {
-    const strict = await ownGateway(redis.url, { MAX_FRAMES_PER_SECOND: "12" }); // burst 24
+    const strict = await startGatewayWithAgent({ REDIS_URL: suite.redis.url, MAX_FRAMES_PER_SECOND: "12" }); // burst 24
     try {
-      const c = track(clientFor(strict, "msg-4", { messagesPerSecond: 10 })); // burst 20, then 10/s
+      const c = suite.track(clientFor(strict, "msg-4", { messagesPerSecond: 10 })); // burst 20, then 10/s
       await opened(c);
       const ids = Array.from({ length: 30 }, (_, i) => c.client.send(`message ${i}`, { threadId: "thread-b" }));
       await until("all acked", () => c.rec.acks.length === 30, 10_000);
@@ -191,19 +163,21 @@ describe("chat messages", () => {
   });
 
   it("drops a message the agent backend refused (MESSAGE_REJECTED): told once, never resent, never acked", async () => {
-    const c = track(clientFor(gw, "msg-rejected"));
+    const c = suite.client("msg-rejected");
     await opened(c);
     const id = c.client.send("please /reject this", { threadId: "thread-x" });
     await until("refused", () => c.rec.errors.find((e) => e.messageId === id));
-    await sleep(1500); // longer than the SDK's resend delay after a "not accepted"
-    expect(c.rec.errors.filter((e) => e.messageId === id)).toEqual([expect.objectContaining({ code: "MESSAGE_REJECTED", fatal: false })]);
+    // Nothing can send it again: it left the outbox, and the only timer the SDK holds is the heartbeat
+    // (a message held for resending would have its outbox timer pending, ~1 s).
     expect(c.client.pendingMessageIds).toEqual([]);
+    expect(c.pendingDelays()).toEqual([PING_INTERVAL_MS]);
+    expect(c.rec.errors.filter((e) => e.messageId === id)).toEqual([expect.objectContaining({ code: "MESSAGE_REJECTED", fatal: false })]);
     expect(sentOfType(c, "chat_message").map((f) => f.message_id)).toEqual([id]);
     expect(c.rec.acks).toEqual([]);
   });
 
   it("refuses what the gateway would refuse, before it can cost the connection", () => {
-    const c = clientFor(gw, "msg-5", { connect: false, maxMessageBytes: 1024 });
+    const c = clientFor(suite.gw, "msg-5", { connect: false, maxMessageBytes: 1024 });
     expect(() => c.client.send("   ", { threadId: "t" })).toThrow(TypeError);
     expect(() => c.client.send("hi", { threadId: "" })).toThrow(TypeError);
     expect(() => c.client.send("hi", { threadId: "x".repeat(129) })).toThrow(TypeError);
@@ -216,16 +190,14 @@ describe("chat messages", () => {
 
 describe("sessions", () => {
   it("session_expiring: gets a fresh token and sends refresh_session; the session outlives the old token", async () => {
-    const c = track(
-      clientFor(gw, "sess-1", {
-        // The first token ends in 3 s, so the gateway warns at once (60 s ahead).
-        getToken: ({ forceRefresh }) => mintToken({ sub: "sess-1", expiresInSeconds: forceRefresh ? 3600 : 3 }),
-      }),
-    );
+    const c = suite.client("sess-1", {
+      // The first token ends in 3 s, so the gateway warns at once (60 s ahead).
+      getToken: ({ forceRefresh }) => mintToken({ sub: "sess-1", expiresInSeconds: forceRefresh ? 3600 : 3 }),
+    });
     await opened(c);
     await until("refresh_session", () => sentOfType(c, "refresh_session").length === 1);
     expect(c.tokenRequests).toEqual([{ forceRefresh: false }, { forceRefresh: true }]);
-    await sleep(3500);
+    await sleep(3500); // pacing, not synchronisation: real time past the first token's expiry (3 s)
     expect(c.client.state).toBe("open");
     expect(c.rec.opens).toBe(1);
     expect(c.rec.states.some((s) => s.code === 4408)).toBe(false);
@@ -234,14 +206,12 @@ describe("sessions", () => {
   it("4408 SESSION_EXPIRED: asks for a fresh token first, then reconnects and resumes", async () => {
     const short = await mintToken({ sub: "sess-2", expiresInSeconds: 2 });
     let calls = 0;
-    const c = track(
-      clientFor(gw, "sess-2", {
-        random: () => 0.5,
-        backoff: { reconnectNowMaxMs: 200 },
-        // The app cannot renew in time for session_expiring (it hands back the same short token); by the 4408 it can.
-        getToken: async () => (++calls <= 2 ? short : mintToken({ sub: "sess-2", expiresInSeconds: 3600 })),
-      }),
-    );
+    const c = suite.client("sess-2", {
+      random: () => 0.5,
+      backoff: { reconnectNowMaxMs: 200 },
+      // The app cannot renew in time for session_expiring (it hands back the same short token); by the 4408 it can.
+      getToken: async () => (++calls <= 2 ? short : mintToken({ sub: "sess-2", expiresInSeconds: 3600 })),
+    });
     await opened(c);
     await until("second open", () => c.rec.opens === 2, 8000);
 

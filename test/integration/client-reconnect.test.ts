@@ -3,43 +3,28 @@
  * redis-server: a new ticket for every attempt, the backoff schedule, the
  * close codes that stop it, the ticket endpoint's errors, and the network.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { GatewayClient } from "../../service/client/GatewayClient.js";
 import type { NetworkWindow } from "../../service/client/types.js";
-import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
-import { mintToken, ORIGIN, publishEvent, requestTicket, TestClient, ticketFor, type TestGateway, TEST_SERVICE_SECRET } from "../support/gateway.js";
-import { clientFor, opened, portOf, range, sentOfType, startGatewayOn, type ClientUnderTest } from "./client-harness.js";
+import { startRedis } from "../support/redis-server.js";
+import { mintToken, ORIGIN, publishEvent, requestTicket, TestClient, ticketFor, TEST_SERVICE_SECRET } from "../support/gateway.js";
+import { clientFor, gatewaySuite, opened, portOf, range, sentOfType, startGatewayOn } from "./client-harness.js";
 import { sleep, until } from "../support/wait.js";
 
-let redis: RedisServerHandle;
-let gw: TestGateway;
-const live: ClientUnderTest[] = [];
-const track = (c: ClientUnderTest) => (live.push(c), c);
-
-beforeAll(async () => {
-  redis = await startRedis();
-  gw = await startGatewayOn(0, { REDIS_URL: redis.url, TICKET_RATE_PER_USER: "1000", MAX_CONNECTIONS_PER_USER: "1" });
-});
-afterEach(() => {
-  for (const c of live.splice(0)) c.client.close();
-});
-afterAll(async () => {
-  await gw?.close();
-  await redis?.stop();
-});
+const suite = gatewaySuite({ TICKET_RATE_PER_USER: "1000", MAX_CONNECTIONS_PER_USER: "1" });
 
 describe("connecting", () => {
   it("takes latest_seq as its baseline, then delivers live events; works with the plain `ws` WebSocket", async () => {
-    await publishEvent(gw, "base-1");
-    await publishEvent(gw, "base-1");
+    await publishEvent(suite.gw, "base-1");
+    await publishEvent(suite.gw, "base-1");
     const rec: number[] = [];
-    const client = new GatewayClient({ url: gw.url, getToken: () => mintToken({ sub: "base-1" }), WebSocket, window: null });
+    const client = new GatewayClient({ url: suite.gw.url, getToken: () => mintToken({ sub: "base-1" }), WebSocket, window: null });
     client.on("event", (e) => rec.push(e.seq));
     client.connect();
     await until("open", () => client.state === "open");
     expect(client.lastSeq).toBe(2);
-    await publishEvent(gw, "base-1");
+    await publishEvent(suite.gw, "base-1");
     await until("seq 3", () => rec.includes(3));
     expect(rec).toEqual([3]);
     client.close();
@@ -50,16 +35,14 @@ describe("connecting", () => {
 describe("every attempt gets a new ticket", () => {
   it("and backs off exponentially with full jitter, capped, while the gateway refuses (4429)", async () => {
     // MAX_CONNECTIONS_PER_USER=1: while this socket holds the slot, every attempt is refused with 4429 TOO_MANY_CONNECTIONS.
-    const holder = await TestClient.connect(gw, await ticketFor(gw, "busy-1"));
+    const holder = await TestClient.connect(suite.gw, await ticketFor(suite.gw, "busy-1"));
     await holder.waitForType("connection_established");
     const randoms = [0.999, 0.5, 0.999, 0.25, 0.999, 0.999];
     let i = 0;
-    const c = track(
-      clientFor(gw, "busy-1", {
-        backoff: { baseMs: 20, maxMs: 100 },
-        random: () => randoms[i++ % randoms.length]!,
-      }),
-    );
+    const c = suite.client("busy-1", {
+      backoff: { baseMs: 20, maxMs: 100 },
+      random: () => randoms[i++ % randoms.length]!,
+    });
     await until("five refusals", () => c.rec.retryDelays.length >= 5);
     holder.close();
     await opened(c);
@@ -78,10 +61,10 @@ describe("every attempt gets a new ticket", () => {
   });
 
   it("and after the ticket expired before use (4401), renews it and connects", async () => {
-    const shortTtl = await startGatewayOn(0, { REDIS_URL: redis.url, TICKET_TTL_SECONDS: "1" });
+    const shortTtl = await startGatewayOn(0, { REDIS_URL: suite.redis.url, TICKET_TTL_SECONDS: "1" });
     try {
       let first = true;
-      const c = track(
+      const c = suite.track(
         clientFor(shortTtl, "slow-1", {
           backoff: { baseMs: 50, maxMs: 100 },
           // The first ticket arrives, then the socket opens only after it expired (a stalled network, a frozen tab).
@@ -109,8 +92,8 @@ describe("every attempt gets a new ticket", () => {
 
 describe("4012: the instance restarts", () => {
   it("reconnects at once with a small jitter, resumes, and loses nothing", async () => {
-    const first = await startGatewayOn(0, { REDIS_URL: redis.url });
-    const c = track(clientFor(first, "restart-1", { random: () => 0.5, backoff: { reconnectNowMaxMs: 300, baseMs: 50, maxMs: 200 } }));
+    const first = await startGatewayOn(0, { REDIS_URL: suite.redis.url });
+    const c = suite.track(clientFor(first, "restart-1", { random: () => 0.5, backoff: { reconnectNowMaxMs: 300, baseMs: 50, maxMs: 200 } }));
     await opened(c);
     const before = await publishEvent(first, "restart-1");
     await until("seq before", () => c.rec.seqs.includes(before.body.seq as number));
@@ -118,7 +101,7 @@ describe("4012: the instance restarts", () => {
     const firstPort = portOf(first);
     await first.close();
     // Published while no instance is up: only a resume can bring it.
-    const replacement = await startGatewayOn(firstPort, { REDIS_URL: redis.url });
+    const replacement = await startGatewayOn(firstPort, { REDIS_URL: suite.redis.url });
     try {
       const during = await publishEvent(replacement, "restart-1");
       await opened(c, 2, 8000);
@@ -140,9 +123,9 @@ describe("the error frame decides, not the close code (WebKit may report a serve
   const asWebKitDrop = () => ({ close: () => ({ code: 1006, reason: "" }) });
 
   it("a fatal SESSION_REVOKED frame followed by 1006: stops, and opens no other socket", async () => {
-    const c = track(clientFor(gw, "frame-first-1", { hooks: asWebKitDrop(), backoff: { baseMs: 20, maxMs: 50 } }));
+    const c = suite.client("frame-first-1", { hooks: asWebKitDrop(), backoff: { baseMs: 20, maxMs: 50 } });
     await opened(c);
-    await fetch(`${gw.url}/internal/v1/users/frame-first-1/revoke`, {
+    await fetch(`${suite.gw.url}/internal/v1/users/frame-first-1/revoke`, {
       method: "POST",
       headers: { authorization: `Bearer ${TEST_SERVICE_SECRET}`, "x-service-id": "test" },
     });
@@ -153,22 +136,20 @@ describe("the error frame decides, not the close code (WebKit may report a serve
   });
 
   it("a fatal frame with a code this SDK does not know and retry: false, followed by 1006: stops (a newer gateway's refusal)", async () => {
-    const c = track(
-      clientFor(gw, "frame-first-3", {
-        backoff: { baseMs: 20, maxMs: 50 },
-        hooks: {
-          ...asWebKitDrop(),
-          // The revoke's frame, renamed as a later contract might name a new refusal.
-          incoming: (data, socket) => {
-            if (!data.includes('"SESSION_REVOKED"')) return "pass";
-            socket.onmessage?.({ data: JSON.stringify({ ...JSON.parse(data), code: "SOME_FUTURE_REFUSAL" }) });
-            return "drop";
-          },
+    const c = suite.client("frame-first-3", {
+      backoff: { baseMs: 20, maxMs: 50 },
+      hooks: {
+        ...asWebKitDrop(),
+        // The revoke's frame, renamed as a later contract might name a new refusal.
+        incoming: (data, socket) => {
+          if (!data.includes('"SESSION_REVOKED"')) return "pass";
+          socket.onmessage?.({ data: JSON.stringify({ ...JSON.parse(data), code: "SOME_FUTURE_REFUSAL" }) });
+          return "drop";
         },
-      }),
-    );
+      },
+    });
     await opened(c);
-    await fetch(`${gw.url}/internal/v1/users/frame-first-3/revoke`, {
+    await fetch(`${suite.gw.url}/internal/v1/users/frame-first-3/revoke`, {
       method: "POST",
       headers: { authorization: `Bearer ${TEST_SERVICE_SECRET}`, "x-service-id": "test" },
     });
@@ -180,14 +161,14 @@ describe("the error frame decides, not the close code (WebKit may report a serve
   });
 
   it("a fatal SERVICE_RESTART frame followed by 1006: reconnects at once (jitter only), not after a backoff", async () => {
-    const first = await startGatewayOn(0, { REDIS_URL: redis.url });
-    const c = track(
+    const first = await startGatewayOn(0, { REDIS_URL: suite.redis.url });
+    const c = suite.track(
       clientFor(first, "frame-first-2", { hooks: asWebKitDrop(), random: () => 0.5, backoff: { reconnectNowMaxMs: 300, baseMs: 60_000, maxMs: 60_000 } }),
     );
     await opened(c);
     const port = portOf(first);
     await first.close();
-    const replacement = await startGatewayOn(port, { REDIS_URL: redis.url });
+    const replacement = await startGatewayOn(port, { REDIS_URL: suite.redis.url });
     try {
       await opened(c, 2, 8000);
       const drop = c.rec.states.find((s) => s.code === 1006)!;
@@ -200,10 +181,10 @@ describe("the error frame decides, not the close code (WebKit may report a serve
 
 describe("stop: no retry", () => {
   it("4501 after a revoke: closed, with the reason, and no further attempt", async () => {
-    const c = track(clientFor(gw, "revoke-1"));
+    const c = suite.client("revoke-1");
     await opened(c);
     expect(c.pendingTimers()).toBeGreaterThan(0); // the counter sees the SDK's timers (the ping), so the 0 below means something
-    const res = await fetch(`${gw.url}/internal/v1/users/revoke-1/revoke`, {
+    const res = await fetch(`${suite.gw.url}/internal/v1/users/revoke-1/revoke`, {
       method: "POST",
       headers: { authorization: `Bearer ${TEST_SERVICE_SECRET}`, "x-service-id": "test" },
     });
@@ -219,7 +200,7 @@ describe("stop: no retry", () => {
 
   it("4500 when the socket's Origin is not allowed", async () => {
     // The ticket request sends the allowed origin, the socket another one: the gateway refuses the socket.
-    const c = track(clientFor(gw, "origin-1", { origin: "https://evil.example.test", fetchOrigin: ORIGIN }));
+    const c = suite.client("origin-1", { origin: "https://evil.example.test", fetchOrigin: ORIGIN });
     await until("closed", () => c.client.state === "closed");
     expect(c.rec.states.at(-1)).toMatchObject({ code: 4500, errorCode: "ORIGIN_FORBIDDEN", reason: "origin not allowed" });
     expect(c.pendingTimers()).toBe(0); // nothing scheduled: no reconnect can follow
@@ -227,7 +208,7 @@ describe("stop: no retry", () => {
   });
 
   it("403 ORIGIN_FORBIDDEN from the ticket endpoint: stops before opening any socket", async () => {
-    const d = track(clientFor(gw, "origin-2", { origin: "https://evil.example.test" }));
+    const d = suite.client("origin-2", { origin: "https://evil.example.test" });
     await until("closed", () => d.client.state === "closed");
     expect(d.rec.states.at(-1)).toMatchObject({ state: "closed", errorCode: "ORIGIN_FORBIDDEN" });
     expect(d.rec.errors.at(-1)).toMatchObject({ status: 403, fatal: true });
@@ -235,10 +216,10 @@ describe("stop: no retry", () => {
   });
 
   it("1009 after a frame over MAX_MESSAGE_BYTES", async () => {
-    const small = await startGatewayOn(0, { REDIS_URL: redis.url, MAX_MESSAGE_BYTES: "256" });
+    const small = await startGatewayOn(0, { REDIS_URL: suite.redis.url, MAX_MESSAGE_BYTES: "256" });
     try {
       // The app told the SDK the wrong limit, so the SDK's own check lets the message through.
-      const c = track(clientFor(small, "big-1", { maxMessageBytes: 65_536 }));
+      const c = suite.track(clientFor(small, "big-1", { maxMessageBytes: 65_536 }));
       await opened(c);
       c.client.send("x".repeat(1000), { threadId: "t" });
       await until("closed", () => c.client.state === "closed");
@@ -251,12 +232,10 @@ describe("stop: no retry", () => {
   });
 
   it("1003 after a binary frame", async () => {
-    const c = track(
-      clientFor(gw, "binary-1", {
-        // A broken transport that turns text into binary frames.
-        hooks: { outgoing: (data, send) => send(Buffer.from(data)) },
-      }),
-    );
+    const c = suite.client("binary-1", {
+      // A broken transport that turns text into binary frames.
+      hooks: { outgoing: (data, send) => send(Buffer.from(data)) },
+    });
     await opened(c);
     c.client.send("hello", { threadId: "t" });
     await until("closed", () => c.client.state === "closed");
@@ -269,13 +248,11 @@ describe("stop: no retry", () => {
 describe("the ticket endpoint's errors", () => {
   it("401 TOKEN_EXPIRED: asks the app for a fresh token (forceRefresh) and connects", async () => {
     let calls = 0;
-    const c = track(
-      clientFor(gw, "expired-1", {
-        backoff: { baseMs: 20, maxMs: 50 },
-        // The app's cached token expired a minute ago; asked to refresh, it gets a new one.
-        getToken: ({ forceRefresh }) => (calls++, mintToken({ sub: "expired-1", expiresInSeconds: forceRefresh ? 3600 : -60 })),
-      }),
-    );
+    const c = suite.client("expired-1", {
+      backoff: { baseMs: 20, maxMs: 50 },
+      // The app's cached token expired a minute ago; asked to refresh, it gets a new one.
+      getToken: ({ forceRefresh }) => (calls++, mintToken({ sub: "expired-1", expiresInSeconds: forceRefresh ? 3600 : -60 })),
+    });
     await opened(c);
     expect(c.tickets.map((t) => t.status)).toEqual([401, 201]);
     expect(c.tokenRequests).toEqual([{ forceRefresh: false }, { forceRefresh: true }]);
@@ -286,14 +263,12 @@ describe("the ticket endpoint's errors", () => {
 
   it("401 TOKEN_INVALID (a dev server restarted with another key): retries at once with a fresh token, then backs off", async () => {
     let valid = false;
-    const c = track(
-      clientFor(gw, "stale-key-1", {
-        random: () => 0.999,
-        backoff: { baseMs: 200, maxMs: 1000 },
-        // Signed with a key the gateway no longer has, until the app's auth service catches up.
-        getToken: () => mintToken({ sub: "stale-key-1" }, valid ? undefined : "a-key-the-gateway-does-not-know-0123456789"),
-      }),
-    );
+    const c = suite.client("stale-key-1", {
+      random: () => 0.999,
+      backoff: { baseMs: 200, maxMs: 1000 },
+      // Signed with a key the gateway no longer has, until the app's auth service catches up.
+      getToken: () => mintToken({ sub: "stale-key-1" }, valid ? undefined : "a-key-the-gateway-does-not-know-0123456789"),
+    });
     await until("three refusals", () => c.tickets.length >= 3, 5000);
     valid = true;
     await opened(c, 1, 5000);
@@ -306,17 +281,18 @@ describe("the ticket endpoint's errors", () => {
   });
 
   it("429 RATE_LIMITED: waits at least Retry-After", async () => {
-    const limited = await startGatewayOn(0, { REDIS_URL: redis.url, TICKET_RATE_PER_USER: "1" });
+    const limited = await startGatewayOn(0, { REDIS_URL: suite.redis.url, TICKET_RATE_PER_USER: "1" });
     try {
       expect((await requestTicket(limited, await mintToken({ sub: "rl-1" }))).status).toBe(201);
-      const c = track(clientFor(limited, "rl-1", { backoff: { baseMs: 10, maxMs: 20 } }));
+      const c = suite.track(clientFor(limited, "rl-1", { backoff: { baseMs: 10, maxMs: 20 } }));
       await until("refused", () => c.rec.retryDelays.length > 0);
       const retryAfter = Number(c.tickets[0]!.retryAfter);
       expect(retryAfter).toBeGreaterThan(1);
       expect(c.rec.states.at(-1)).toMatchObject({ state: "reconnecting", errorCode: "RATE_LIMITED" });
       // The backoff alone would be under 20 ms; the gateway asked for ~60 s.
       expect(c.rec.retryDelays[0]).toBeGreaterThanOrEqual((retryAfter - 1) * 1000);
-      await sleep(300);
+      // No other attempt can come sooner: the one timer the SDK holds is that retry.
+      expect(c.pendingDelays()).toEqual([c.rec.retryDelays[0]]);
       expect(c.tickets).toHaveLength(1);
     } finally {
       await limited.close();
@@ -328,7 +304,7 @@ describe("the ticket endpoint's errors", () => {
     const g = await startGatewayOn(0, { REDIS_URL: own.url });
     try {
       own.pause();
-      const c = track(clientFor(g, "store-1", { backoff: { baseMs: 10, maxMs: 20 } }));
+      const c = suite.track(clientFor(g, "store-1", { backoff: { baseMs: 10, maxMs: 20 } }));
       await until("503", () => c.rec.retryDelays.length > 0, 8000);
       expect(c.tickets[0]!.status).toBe(503);
       expect(c.rec.states.at(-1)).toMatchObject({ errorCode: "TICKET_STORE_UNAVAILABLE", reason: "gateway storage unavailable, retrying…" });
@@ -343,7 +319,7 @@ describe("the ticket endpoint's errors", () => {
   });
 
   it("a network failure (nothing listening): retries with backoff, and the origin probe does not stop it", async () => {
-    const c = track(clientFor({ url: "http://127.0.0.1:9" }, "down-1", { backoff: { baseMs: 10, maxMs: 40 } }));
+    const c = suite.track(clientFor({ url: "http://127.0.0.1:9" }, "down-1", { backoff: { baseMs: 10, maxMs: 40 } }));
     await until("three failures", () => c.rec.retryDelays.length >= 3);
     expect(c.client.state).toBe("reconnecting");
     const failures = c.rec.states.filter((st) => st.retryInMs !== undefined);
@@ -356,27 +332,23 @@ describe("the ticket endpoint's errors", () => {
 
 describe("dead sockets", () => {
   it("a connection that goes quiet (pings unanswered) is abandoned and replaced", async () => {
-    const c = track(
-      clientFor(gw, "quiet-1", {
-        pingIntervalMs: 100,
-        backoff: { baseMs: 20, maxMs: 50 },
-        // After connection_established, the first socket delivers nothing more: a half-open TCP connection.
-        hooks: { incoming: (data, socket) => (socket === c.sockets.sockets[0] && JSON.parse(data).type !== "connection_established" ? "drop" : "pass") },
-      }),
-    );
+    const c = suite.client("quiet-1", {
+      pingIntervalMs: 100,
+      backoff: { baseMs: 20, maxMs: 50 },
+      // After connection_established, the first socket delivers nothing more: a half-open TCP connection.
+      hooks: { incoming: (data, socket) => (socket === c.sockets.sockets[0] && JSON.parse(data).type !== "connection_established" ? "drop" : "pass") },
+    });
     await opened(c, 2);
     expect(c.rec.states.find((s) => s.retryInMs !== undefined)).toMatchObject({ errorCode: "HEARTBEAT_TIMEOUT", reason: "connection went quiet, reconnecting…" });
     expect(sentOfType(c, "ping").length).toBeGreaterThanOrEqual(1);
   });
 
   it("a socket that never says connection_established is given up after connectTimeoutMs", async () => {
-    const c = track(
-      clientFor(gw, "mute-1", {
-        connectTimeoutMs: 200,
-        backoff: { baseMs: 20, maxMs: 50 },
-        hooks: { incoming: (_data, socket) => (socket === c.sockets.sockets[0] ? "drop" : "pass") },
-      }),
-    );
+    const c = suite.client("mute-1", {
+      connectTimeoutMs: 200,
+      backoff: { baseMs: 20, maxMs: 50 },
+      hooks: { incoming: (_data, socket) => (socket === c.sockets.sockets[0] ? "drop" : "pass") },
+    });
     await opened(c);
     expect(c.rec.states.find((s) => s.retryInMs !== undefined)?.errorCode).toBe("CONNECT_TIMEOUT");
     expect(c.sockets.urls).toHaveLength(2);
@@ -387,25 +359,26 @@ describe("the network", () => {
   it("does not retry while offline, and reconnects when back online", async () => {
     const net = new EventTarget() as EventTarget & { navigator: { onLine: boolean } };
     net.navigator = { onLine: true };
-    const first = await startGatewayOn(0, { REDIS_URL: redis.url });
+    const first = await startGatewayOn(0, { REDIS_URL: suite.redis.url });
     const port = portOf(first);
-    const c = track(clientFor(first, "offline-1", { window: net as unknown as NetworkWindow }));
+    const c = suite.track(clientFor(first, "offline-1", { window: net as unknown as NetworkWindow }));
     await opened(c);
 
     net.navigator.onLine = false;
     net.dispatchEvent(new Event("offline"));
     await first.close(); // the socket drops while offline
-    const replacement = await startGatewayOn(port, { REDIS_URL: redis.url });
+    const replacement = await startGatewayOn(port, { REDIS_URL: suite.redis.url });
     try {
       await until("offline state", () => c.rec.states.at(-1)?.errorCode === "OFFLINE");
-      const tickets = c.tickets.length;
-      await sleep(700);
-      expect(c.tickets.length).toBe(tickets);
+      // No retry is scheduled: only the `online` event can start the next attempt.
+      expect(c.pendingTimers()).toBe(0);
       expect(c.client.state).toBe("reconnecting");
+      const tickets = c.tickets.length;
 
       net.navigator.onLine = true;
       net.dispatchEvent(new Event("online"));
       await opened(c, 2);
+      expect(c.tickets.length).toBe(tickets + 1);
     } finally {
       await replacement.close();
     }
@@ -414,31 +387,19 @@ describe("the network", () => {
 
 describe("close()", () => {
   it("stops everything: no reconnect after the socket drops, no timers left", async () => {
-    const pending = new Set<unknown>();
-    const c = track(
-      clientFor(gw, "close-1", {
-        timers: {
-          setTimeout: (callback, ms) => {
-            const handle = setTimeout(() => (pending.delete(handle), callback()), ms);
-            pending.add(handle);
-            return handle;
-          },
-          clearTimeout: (handle) => {
-            pending.delete(handle);
-            clearTimeout(handle as NodeJS.Timeout);
-          },
-        },
-      }),
-    );
+    const c = suite.client("close-1");
     await opened(c);
-    expect(pending.size).toBeGreaterThan(0); // the ping, at least
-    c.client.close();
-    expect(pending.size).toBe(0);
+    expect(c.pendingTimers()).toBeGreaterThan(0); // the ping, at least
     const tickets = c.tickets.length;
-    await sleep(400);
-    expect(c.tickets.length).toBe(tickets);
+    c.client.close();
+    // No timer, no socket, no network listener (window: null): nothing can start another attempt.
+    expect(c.pendingTimers()).toBe(0);
     expect(c.client.state).toBe("closed");
-    expect(c.sockets.sockets[0]!.readyState).toBe(WebSocket.CLOSED);
     expect(c.rec.states.at(-1)).toMatchObject({ state: "closed", errorCode: "CLOSED_BY_APP" });
+    await until("the socket closed", () => c.sockets.sockets[0]!.readyState === WebSocket.CLOSED);
+    // Its close event did not reach the client: still nothing scheduled, no new ticket.
+    expect(c.pendingTimers()).toBe(0);
+    expect(c.client.state).toBe("closed");
+    expect(c.tickets.length).toBe(tickets);
   });
 });

@@ -3,38 +3,23 @@
  * holes are buffered and filled with one resume, every event reaches the app
  * once and in order, and resync_required sets a new baseline.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
-import { publishEvent, TestClient, ticketFor, type TestGateway } from "../support/gateway.js";
-import { clientFor, opened, range, sentOfType, startGatewayOn, type ClientUnderTest } from "./client-harness.js";
-import { sleep, until } from "../support/wait.js";
+import { describe, expect, it } from "vitest";
+import { startRedis } from "../support/redis-server.js";
+import { publishEvent, TestClient, ticketFor } from "../support/gateway.js";
+import { clientFor, gatewaySuite, opened, range, sentOfType, startGatewayOn } from "./client-harness.js";
+import { until } from "../support/wait.js";
 
-let redis: RedisServerHandle;
-let gw: TestGateway;
-const live: ClientUnderTest[] = [];
-const track = (c: ClientUnderTest) => (live.push(c), c);
-
-beforeAll(async () => {
-  redis = await startRedis();
-  gw = await startGatewayOn(0, { REDIS_URL: redis.url, TICKET_RATE_PER_USER: "1000" });
-});
-afterEach(() => {
-  for (const c of live.splice(0)) c.client.close();
-});
-afterAll(async () => {
-  await gw?.close();
-  await redis?.stop();
-});
+const suite = gatewaySuite({ TICKET_RATE_PER_USER: "1000" });
 
 async function publishMany(userId: string, n: number): Promise<number[]> {
   const seqs: number[] = [];
-  for (let i = 0; i < n; i++) seqs.push((await publishEvent(gw, userId, { data: { i } })).body.seq as number);
+  for (let i = 0; i < n; i++) seqs.push((await publishEvent(suite.gw, userId, { data: { i } })).body.seq as number);
   return seqs;
 }
 
 /** The user's current epoch, as a connection reports it. */
 async function epochOf(userId: string): Promise<string> {
-  const probe = await TestClient.connect(gw, await ticketFor(gw, userId));
+  const probe = await TestClient.connect(suite.gw, await ticketFor(suite.gw, userId));
   const established = await probe.waitForType("connection_established");
   probe.close();
   await probe.closed;
@@ -52,24 +37,22 @@ describe("holes", () => {
     const epoch = await epochOf("hole-1");
     const arrived: number[] = [];
     let releaseResume: (() => void) | undefined;
-    const c = track(
-      clientFor(gw, "hole-1", {
-        lastSeq: 2,
-        epoch,
-        hooks: {
-          incoming: (data) => {
-            const seq = seqOf(data);
-            if (seq !== undefined) arrived.push(seq);
-            return "pass";
-          },
-          // The resume is slow to reach the gateway (a congested uplink), so live events get there first (§8.1).
-          outgoing: (data, send) => {
-            if (JSON.parse(data).type === "resume") releaseResume = () => send(data);
-            else send(data);
-          },
+    const c = suite.client("hole-1", {
+      lastSeq: 2,
+      epoch,
+      hooks: {
+        incoming: (data) => {
+          const seq = seqOf(data);
+          if (seq !== undefined) arrived.push(seq);
+          return "pass";
         },
-      }),
-    );
+        // The resume is slow to reach the gateway (a congested uplink), so live events get there first (§8.1).
+        outgoing: (data, send) => {
+          if (JSON.parse(data).type === "resume") releaseResume = () => send(data);
+          else send(data);
+        },
+      },
+    });
     await opened(c);
     await publishMany("hole-1", 2); // seqs 6, 7, live
     await until("6 and 7 live", () => arrived.includes(7));
@@ -88,20 +71,18 @@ describe("holes", () => {
 
   it("a hole that this connection cannot fill (a lost frame) ends in a reconnect whose resume fills it", async () => {
     let dropped = false;
-    const c = track(
-      clientFor(gw, "hole-2", {
-        hooks: {
-          incoming: (data) => {
-            if (!dropped && seqOf(data) === 2) {
-              dropped = true;
-              return "drop";
-            }
-            return "pass";
-          },
+    const c = suite.client("hole-2", {
+      hooks: {
+        incoming: (data) => {
+          if (!dropped && seqOf(data) === 2) {
+            dropped = true;
+            return "drop";
+          }
+          return "pass";
         },
-        backoff: { baseMs: 20, maxMs: 50 },
-      }),
-    );
+      },
+      backoff: { baseMs: 20, maxMs: 50 },
+    });
     await opened(c);
     await publishMany("hole-2", 4);
     await until("seq 4", () => c.rec.seqs.includes(4));
@@ -115,7 +96,7 @@ describe("holes", () => {
   });
 
   it("drops duplicates", async () => {
-    const c = track(clientFor(gw, "dup-1", { hooks: { incoming: (data) => (seqOf(data) === undefined ? "pass" : "twice") } }));
+    const c = suite.client("dup-1", { hooks: { incoming: (data) => (seqOf(data) === undefined ? "pass" : "twice") } });
     await opened(c);
     await publishMany("dup-1", 3);
     await until("seq 3", () => c.rec.seqs.includes(3));
@@ -128,7 +109,7 @@ describe("holes", () => {
 
 describe("resume", () => {
   it("picks up from a persisted position: what was missed while away, then live", async () => {
-    const a = track(clientFor(gw, "resume-1"));
+    const a = suite.client("resume-1");
     await opened(a);
     await publishMany("resume-1", 3);
     await until("seq 3", () => a.rec.seqs.includes(3));
@@ -136,7 +117,7 @@ describe("resume", () => {
     a.client.close();
 
     await publishMany("resume-1", 2); // 4, 5 while nobody listens
-    const b = track(clientFor(gw, "resume-1", position));
+    const b = suite.client("resume-1", position);
     await opened(b);
     await publishMany("resume-1", 1);
     await until("seq 6", () => b.rec.seqs.includes(6));
@@ -148,7 +129,7 @@ describe("resume", () => {
 describe("resync_required", () => {
   it("on another epoch: emits resync, takes latest_seq as the baseline, and carries on", async () => {
     await publishMany("resync-1", 4);
-    const c = track(clientFor(gw, "resync-1", { lastSeq: 2, epoch: "an-epoch-long-gone" }));
+    const c = suite.client("resync-1", { lastSeq: 2, epoch: "an-epoch-long-gone" });
     await until("resync", () => c.rec.resyncs.length > 0);
     expect(c.rec.resyncs[0]).toMatchObject({ latestSeq: 4, reason: "missed events are no longer available; reloaded" });
     expect(c.rec.resyncs[0]!.epoch).not.toBe("an-epoch-long-gone");
@@ -159,13 +140,13 @@ describe("resync_required", () => {
   });
 
   it("when history no longer covers the gap", async () => {
-    const short = await startGatewayOn(0, { REDIS_URL: redis.url, HISTORY_MAX_EVENTS: "3" });
+    const short = await startGatewayOn(0, { REDIS_URL: suite.redis.url, HISTORY_MAX_EVENTS: "3" });
     try {
       for (let i = 0; i < 8; i++) await publishEvent(short, "resync-2");
       const probe = await TestClient.connect(short, await ticketFor(short, "resync-2"));
       const epoch = (await probe.waitForType("connection_established")).epoch as string;
       probe.close();
-      const c = track(clientFor(short, "resync-2", { lastSeq: 1, epoch }));
+      const c = suite.track(clientFor(short, "resync-2", { lastSeq: 1, epoch }));
       await until("resync", () => c.rec.resyncs.length > 0);
       expect(c.rec.resyncs[0]).toMatchObject({ latestSeq: 8, epoch });
       expect(c.rec.seqs).toEqual([]); // nothing from the partial history is handed over as if it were complete
@@ -181,7 +162,7 @@ describe("resync_required", () => {
     const own = await startRedis();
     const g = await startGatewayOn(0, { REDIS_URL: own.url });
     try {
-      const c = track(clientFor(g, "resync-3"));
+      const c = suite.track(clientFor(g, "resync-3"));
       await opened(c);
       for (let i = 0; i < 3; i++) await publishEvent(g, "resync-3");
       await until("seq 3", () => c.rec.seqs.includes(3));
@@ -189,12 +170,7 @@ describe("resync_required", () => {
 
       await own.restart(); // SIGKILL, no persistence: every counter is gone
       // The gateway answers 503 until its Redis connection is back; publishers retry.
-      let status = 0;
-      for (const deadline = Date.now() + 15_000; status !== 202 && Date.now() < deadline; ) {
-        status = (await publishEvent(g, "resync-3").catch(() => ({ status: 0 }))).status;
-        if (status !== 202) await sleep(100);
-      }
-      expect(status).toBe(202);
+      await until("a publish accepted", async () => (await publishEvent(g, "resync-3").catch(() => ({ status: 0 }))).status === 202, 15_000, 100);
       await until("resync", () => c.rec.resyncs.length > 0, 15_000);
       const resync = c.rec.resyncs[0]!;
       // The new stream starts at 1; the baseline is wherever it stood when the gateway noticed (the event

@@ -6,34 +6,14 @@
  * speaks to the gateway over a real socket. The same scenarios with Web
  * Locks, in Chromium: test/e2e/tabs.test.ts.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { SharedGatewayClient } from "../../service/client/tabs/SharedGatewayClient.js";
 import type { AckEvent, AgentEvent } from "../../service/client/types.js";
-import { mintToken, publishEvent, type TestGateway } from "../support/gateway.js";
-import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
-import { startTestAgent, type TestAgent } from "../support/agent.js";
-import { range, recordingFetch, socketFactory, startGatewayOn, type SocketLog } from "./client-harness.js";
+import { mintToken, publishEvent } from "../support/gateway.js";
+import { gatewaySuite, range, recordingFetch, socketFactory, type SocketLog } from "./client-harness.js";
 import { until } from "../support/wait.js";
 
-let redis: RedisServerHandle;
-let gw: TestGateway;
-let agent: TestAgent;
-const live: SharedGatewayClient[] = [];
-
-beforeAll(async () => {
-  redis = await startRedis();
-  agent = await startTestAgent();
-  gw = await startGatewayOn(0, { REDIS_URL: redis.url, TICKET_RATE_PER_USER: "1000", ...agent.env });
-  agent.pointAt(gw);
-});
-afterEach(() => {
-  for (const c of live.splice(0)) c.close();
-});
-afterAll(async () => {
-  await gw?.close();
-  await agent?.close();
-  await redis?.stop();
-});
+const suite = gatewaySuite({ TICKET_RATE_PER_USER: "1000" }, { agent: true });
 
 interface TabUnderTest {
   readonly client: SharedGatewayClient;
@@ -45,7 +25,7 @@ interface TabUnderTest {
 function tab(userId: string): TabUnderTest {
   const sockets = socketFactory();
   const client = new SharedGatewayClient({
-    url: gw.url,
+    url: suite.gw.url,
     getToken: () => mintToken({ sub: userId }),
     WebSocket: sockets.WebSocket,
     fetch: recordingFetch().fetch,
@@ -56,13 +36,13 @@ function tab(userId: string): TabUnderTest {
   client.on("event", (e) => t.events.push(e));
   client.on("ack", (a) => t.acks.push(a));
   client.connect();
-  live.push(client);
+  suite.closeAfterTest(client);
   return t;
 }
 
 const openSockets = (tabs: TabUnderTest[]) => tabs.flatMap((t) => t.sockets.sockets).filter((s) => s.readyState === 1).length;
 const publish = async (userId: string, n: number) => {
-  for (let i = 0; i < n; i++) expect((await publishEvent(gw, userId, { data: { i } })).status).toBe(202);
+  for (let i = 0; i < n; i++) expect((await publishEvent(suite.gw, userId, { data: { i } })).status).toBe(202);
 };
 
 describe("tabs sharing one socket (Node's BroadcastChannel, no Web Locks)", () => {

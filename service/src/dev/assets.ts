@@ -40,7 +40,7 @@ export async function buildAssets(): Promise<Assets> {
     bundleTabs(`./${CLIENT_BUNDLE_NAME}`, join(PACKAGE_DIST, TABS_BUNDLE_NAME)),
     bundleApp(),
     readFile(join(WEB_DIR, "index.html"), "utf8"),
-    readFile(join(WEB_DIR, "styles.css"), "utf8"),
+    readStyles(),
   ]);
   return new Map<string, Asset>([
     ["/", { type: "text/html; charset=utf-8", body: html }],
@@ -52,6 +52,14 @@ export async function buildAssets(): Promise<Assets> {
     [`/${TABS_BUNDLE_NAME}`, { type: JS, body: tabs.js.text }],
     [`/${TABS_BUNDLE_NAME}.map`, { type: JSON_TYPE, body: tabs.map.text }],
   ]);
+}
+
+/** The page's stylesheet is kept in parts by concern (service/web/styles/) and served as one /styles.css, in this order. */
+const STYLE_PARTS = ["base.css", "sidebar.css", "chat.css"];
+
+async function readStyles(): Promise<string> {
+  const parts = await Promise.all(STYLE_PARTS.map((name) => readFile(join(WEB_DIR, "styles", name), "utf8")));
+  return parts.join("\n");
 }
 
 /**
