@@ -22,7 +22,7 @@ export interface LifetimeOwner {
 
 export interface LifetimeDeps {
   readonly timers: TimerWheel;
-  readonly verifier: TokenVerifier;
+  readonly verifier: Pick<TokenVerifier, "verify">;
   readonly store: Pick<Store, "tokensNotBefore">;
   readonly config: { readonly maxConnectionAgeSeconds: number };
 }
