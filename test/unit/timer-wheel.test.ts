@@ -52,14 +52,18 @@ describe("TimerWheel", () => {
     const moved = recorder(wheel);
     wheel.schedule(cancelled, Date.now() + 500);
     wheel.schedule(moved, Date.now() + 500);
+    expect(wheel.size).toBe(2);
+    wheel.cancel(cancelled);
     wheel.cancel(cancelled);
     wheel.schedule(moved, Date.now() + 5000);
+    expect(wheel.size).toBe(1);
     vi.advanceTimersByTime(4000);
     expect(cancelled.fired).toEqual([]);
     expect(moved.fired).toEqual([]);
     vi.advanceTimersByTime(2000);
     expect(moved.fired).toHaveLength(1);
     expect(cancelled.wheelSlot).toBe(0);
+    expect(wheel.size).toBe(0);
   });
 
   it("keeps deadlines further away than one turn of the ring for their own round", () => {

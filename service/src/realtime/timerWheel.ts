@@ -34,6 +34,7 @@ export class TimerWheel {
   /** The first slot no tick has fired yet. */
   private nextSlot: number;
   private readonly interval: NodeJS.Timeout;
+  private count = 0;
 
   constructor(
     readonly tickMs: number,
@@ -52,12 +53,19 @@ export class TimerWheel {
     const bucket = this.ring[index] ?? (this.ring[index] = new Set());
     bucket.add(entry);
     entry.wheelSlot = slot;
+    this.count++;
   }
 
   cancel(entry: WheelEntry): void {
     if (entry.wheelSlot === 0) return;
     this.ring[entry.wheelSlot % RING_SIZE]?.delete(entry);
     entry.wheelSlot = 0;
+    this.count--;
+  }
+
+  /** Entries waiting for their deadline (a closed connection leaves none behind). */
+  get size(): number {
+    return this.count;
   }
 
   /** Calls `task` every `periodMs` (to within a tick), on the grid of its first deadline so the period does not drift. */
@@ -98,6 +106,7 @@ export class TimerWheel {
         if (entry.wheelSlot > due) continue; // a later round of this bucket
         bucket.delete(entry);
         entry.wheelSlot = 0;
+        this.count--;
         try {
           entry.onDeadline();
         } catch (err) {
