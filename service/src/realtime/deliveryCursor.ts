@@ -1,5 +1,4 @@
-import type { ErrorCode } from "../errors.js";
-import { MESSAGES } from "../errors.js";
+import { MESSAGES, type ErrorCode } from "../errors.js";
 import type { HistoryRead, StoredEvent, StreamHead } from "../plugins/store/types.js";
 import { eventFrame } from "./events.js";
 import { errorFrame } from "./frames.js";
