@@ -5,6 +5,7 @@ import type { Metrics } from "../plugins/metrics.js";
 import { eventTimestamp } from "../plugins/store/codec.js";
 import type { Store } from "../plugins/store/types.js";
 import type { Connection } from "./connection.js";
+import { TimerWheel } from "./timerWheel.js";
 
 /**
  * This instance's sockets, and the bus that joins them to every other
@@ -12,8 +13,9 @@ import type { Connection } from "./connection.js";
  * while it holds at least one of the user's sockets (docs/fanout.md says why,
  * and what it costs at 50,000 users over 20 instances).
  *
- * The hub owns the periodic work (heartbeats, refreshing the per-user
- * connection count) on one timer each, not one per socket.
+ * The hub owns the process's one timer wheel (timerWheel.ts): the periodic
+ * work (heartbeats, refreshing the per-user connection count) and every
+ * connection's deadlines run on it, not on a timer per socket.
  */
 export type Hub = ReturnType<typeof createHub>;
 
@@ -23,6 +25,8 @@ type Control = { op: "revoke"; req: string; reply_to: string } | { op: "revoke_r
 const CONNECTION_TTL_MS = 90_000;
 const CONNECTION_REFRESH_MS = 30_000;
 const REVOKE_WAIT_MS = 1000;
+/** The timer wheel's tick: session and hold deadlines fire within this much of their time. */
+const WHEEL_TICK_MS = 250;
 
 export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBaseLogger; config: Config; instanceId?: string }) {
   const { store, metrics, log } = deps;
@@ -33,16 +37,16 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
   let draining = false;
   let busUp = true;
 
-  const heartbeat = setInterval(() => {
+  // Fine enough for the heartbeat (tests run it at 100 ms), coarse enough to cost nothing.
+  const timers = new TimerWheel(Math.min(WHEEL_TICK_MS, deps.config.heartbeatIntervalMs));
+  timers.every(deps.config.heartbeatIntervalMs, () => {
     for (const conn of connections) conn.heartbeat();
-  }, deps.config.heartbeatIntervalMs);
-  const refresh = setInterval(() => {
+  });
+  timers.every(CONNECTION_REFRESH_MS, () => {
     const entries = [...connections].map((c) => ({ userId: c.userId, connectionId: c.id }));
     if (entries.length === 0) return;
     store.refreshConnections(entries, CONNECTION_TTL_MS).catch(() => metrics.storeUnavailable.inc({ operation: "refresh_connections" }));
-  }, CONNECTION_REFRESH_MS);
-  heartbeat.unref();
-  refresh.unref();
+  });
 
   store.onMessage((message) => {
     if (message.kind === "event") {
@@ -117,6 +121,9 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
 
     connectionTtlMs: CONNECTION_TTL_MS,
 
+    /** The wheel connections schedule their deadlines on (ConnectionDeps.timers). */
+    timers,
+
     /**
      * Closes every socket of the user on every instance with 4501 and voids the
      * user's unredeemed tickets. Resolves to the number of sockets closed on
@@ -164,8 +171,7 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     },
 
     close(): void {
-      clearInterval(heartbeat);
-      clearInterval(refresh);
+      timers.close();
     },
   };
 }

@@ -108,6 +108,7 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
           log,
           verifier: app.verifier,
           replayBudget: replayBudgets.forConnection(record.sub),
+          timers: hub.timers,
           onChat: (c, frame) => app.chat(c, frame),
           onClosed: (c, code, reason, closedBy) => {
             hub.unregister(c);
