@@ -8,6 +8,14 @@
  * sides check (exact origins, webhook keys, loopback hosts) live here too.
  *
  * Only ./secretNames.ts is imported, and nothing with I/O: Pulumi loads this.
+ *
+ * Why a table and not env-schema or TypeBox: neither is installed, and the ajv
+ * that Fastify ships reports "must be <= 65535" or "must match pattern"; the
+ * tests and docs promise messages that name the unit and what was given.
+ * Most checks span settings (REDIS_URL or a cluster, TLS, the webhook URL and
+ * its key, what production requires), which JSON Schema can only say with
+ * if/then and no clearer. The integer, choice and secret rules here are the
+ * part a schema would cover, in under 60 lines.
  */
 import { SECRETS, type SecretEnvName } from "./secretNames.js";
 
