@@ -10,13 +10,12 @@
  * part of the environment.
  */
 
-import { agentWebhook, redisSettings, type RedisConfig } from "./configRules.js";
+import { agentWebhook, allowedOrigins, redisSettings, type RedisConfig } from "./configRules.js";
 import {
   CHOICE_SETTINGS,
   choiceProblem,
   INTEGER_SETTINGS,
   integerProblem,
-  isExactOrigin,
   MIN_SECRET_BYTES,
   TEXT_SETTINGS,
   type ChoiceSetting,
@@ -93,7 +92,7 @@ export class ConfigError extends Error {
 }
 
 /** One helper per kind of setting, each reading the declaration in ./settings.ts and pushing what is wrong. */
-function settingReaders(env: Env, problems: string[]) {
+function settingReaders(env: Env, problems: string[], reported: ReadonlySet<string>) {
   const str = (name: SettingName): string | undefined => {
     const v = env[name]?.trim();
     return v === undefined || v === "" ? undefined : v;
@@ -116,18 +115,13 @@ function settingReaders(env: Env, problems: string[]) {
     const spec: TextSetting = TEXT_SETTINGS[name];
     return str(name) ?? spec.default;
   };
-  return { str, int, choice, text };
-}
-
-export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<string> } = {}): Config {
-  const problems: string[] = [];
-  const reported = options.alreadyReported ?? new Set<string>();
-  const { str, int, choice, text } = settingReaders(env, problems);
+  /** A setting that must be present; not reported again when a secret read already named it. */
   const required = (name: SettingName, why: string): string | undefined => {
     const v = str(name);
     if (v === undefined && !reported.has(name)) problems.push(`${name} is required (${why})`);
     return v;
   };
+  /** Checks a secret's length; the problem never carries the value. */
   const secret = (name: SettingName, value: string | undefined): string | undefined => {
     if (value !== undefined && Buffer.byteLength(value) < MIN_SECRET_BYTES) {
       problems.push(`${name} must be at least ${MIN_SECRET_BYTES} bytes long`);
@@ -145,6 +139,13 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     }
     return v;
   };
+  return { str, int, choice, text, required, secret, url };
+}
+
+export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<string> } = {}): Config {
+  const problems: string[] = [];
+  const reported = options.alreadyReported ?? new Set<string>();
+  const { str, int, choice, text, required, secret, url } = settingReaders(env, problems, reported);
 
   const production = str("NODE_ENV") === "production";
 
@@ -161,12 +162,7 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
     : secret("JWT_SECRET_KEY", required("JWT_SECRET_KEY", "the HS256 key of user tokens, unless AUTH_JWKS_URL is set"));
   const serviceSecret = secret("SERVICE_SECRET", required("SERVICE_SECRET", "the bearer secret of the internal API"));
 
-  const origins = (text("ALLOWED_ORIGINS") ?? "").split(",").map((o) => o.trim()).filter(Boolean);
-  // Not `required()`: a value of only commas or blanks ("," or " , ") is set but names no origin.
-  if (production && origins.length === 0) problems.push("ALLOWED_ORIGINS is required (in production: comma-separated exact origins)");
-  for (const origin of origins) {
-    if (!isExactOrigin(origin)) problems.push(`ALLOWED_ORIGINS entry "${origin}" is not an exact origin like https://chat.example.com`);
-  }
+  const origins = allowedOrigins(text("ALLOWED_ORIGINS"), production, problems);
 
   const logLevel = choice("LOG_LEVEL")!;
   const serviceId = text("SERVICE_ID")!;

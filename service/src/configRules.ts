@@ -1,9 +1,10 @@
 /**
- * The rules of ./config.ts that span several settings: the Redis shape (one
- * Redis or one cluster, TLS, ACL user) and the agent webhook (URL and key
- * together). Each pushes every problem it finds and throws nothing.
+ * The rules of ./config.ts beyond one value's range: the Redis shape (one
+ * Redis or one cluster, TLS, ACL user), the browser origins and the agent
+ * webhook (URL and key together). Each pushes every problem it finds and
+ * throws nothing.
  */
-import { isLoopbackHost, isWebhookSecret, type SettingName } from "./settings.js";
+import { isExactOrigin, isLoopbackHost, isWebhookSecret, type SettingName } from "./settings.js";
 
 export interface RedisConfig {
   /** One Redis (REDIS_URL). Unset with no cluster either: the embedded in-memory store (single instance, outside production only). */
@@ -18,6 +19,17 @@ export interface RedisConfig {
   readonly username: string | undefined;
   readonly password: string | undefined;
   readonly tlsCa: string | undefined;
+}
+
+/** ALLOWED_ORIGINS: comma-separated exact origins; in production at least one. */
+export function allowedOrigins(raw: string | undefined, production: boolean, problems: string[]): string[] {
+  const origins = (raw ?? "").split(",").map((o) => o.trim()).filter(Boolean);
+  // Checked on the list, not the raw value: only commas or blanks ("," or " , ") is set but names no origin.
+  if (production && origins.length === 0) problems.push("ALLOWED_ORIGINS is required (in production: comma-separated exact origins)");
+  for (const origin of origins) {
+    if (!isExactOrigin(origin)) problems.push(`ALLOWED_ORIGINS entry "${origin}" is not an exact origin like https://chat.example.com`);
+  }
+  return origins;
 }
 
 interface RedisReaders {
