@@ -1,6 +1,6 @@
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
-import type { RedisTier } from "./config.js";
+import type { RedisTier } from "./configTypes.js";
 
 export interface RedisArgs {
   readonly region: string;

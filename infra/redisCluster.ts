@@ -2,7 +2,7 @@ import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { gatewayAclRule } from "../service/src/plugins/store/acl.js";
-import type { RedisClusterNodeType } from "./config.js";
+import type { RedisClusterNodeType } from "./configTypes.js";
 
 export interface RedisClusterArgs {
   readonly region: string;

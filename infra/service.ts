@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
+import { INTEGER_SETTINGS } from "../service/src/settings.js";
 import type { SecretEntry } from "./secrets.js";
 
 /**
@@ -10,12 +11,17 @@ import type { SecretEntry } from "./secrets.js";
  * https://cloud.google.com/run/docs/triggering/websockets
  */
 export const REQUEST_TIMEOUT_SECONDS = 3600;
-/** The gateway closes each socket with 4012 CONNECTION_AGE first, so no client meets the platform's cut. */
-export const MAX_CONNECTION_AGE_SECONDS = 3300;
-/** Cloud Run sends SIGTERM and kills the instance 10 s later; the gateway drains within 8 s. */
-export const SHUTDOWN_GRACE_MS = 8000;
-export const CONTAINER_PORT = 8080;
-export const METRICS_PORT = 9464;
+/**
+ * The gateway closes each socket with 4012 CONNECTION_AGE first (its default,
+ * 3300 s), so no client meets the platform's cut. Defaults come from the
+ * service's declaration (service/src/settings.ts), not copies.
+ */
+export const MAX_CONNECTION_AGE_SECONDS = INTEGER_SETTINGS.MAX_CONNECTION_AGE_SECONDS.default;
+/** Cloud Run sends SIGTERM and kills the instance 10 s later; the gateway drains within its default 8 s. */
+export const SHUTDOWN_GRACE_MS = INTEGER_SETTINGS.SHUTDOWN_GRACE_MS.default;
+/** Cloud Run sets PORT itself; the container listens on the gateway's default. */
+export const CONTAINER_PORT = INTEGER_SETTINGS.PORT.default;
+export const METRICS_PORT = INTEGER_SETTINGS.METRICS_PORT.default;
 /**
  * Proxies whose X-Forwarded-For entries the gateway trusts for the client IP
  * (its per-IP ticket limit): Google's external load balancer, then Cloud Run's front end.

@@ -1,3 +1,4 @@
+import fastifyCors, { type FastifyCorsOptions } from "@fastify/cors";
 import fastifyWebsocket from "@fastify/websocket";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
@@ -149,7 +150,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     },
   });
 
-  registerHttpConventions(app);
+  await registerHttpConventions(app);
   refuseStrayUpgrades(app);
   await app.register(healthRoutes);
   await app.register(ticketRoutes);
@@ -159,9 +160,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
 }
 
 /** CORS for the allowed origins only, the JSON body rules, the error shape and the access log. */
-function registerHttpConventions(app: FastifyInstance): void {
-  const allowed = new Set(app.config.allowedOrigins);
-
+async function registerHttpConventions(app: FastifyInstance): Promise<void> {
   // An empty body is allowed on the ticket endpoint ("empty body or {}"), even
   // with Content-Type: application/json; text/plain is not JSON and gets 415.
   const parseJson = app.getDefaultJsonParser("error", "error");
@@ -171,23 +170,14 @@ function registerHttpConventions(app: FastifyInstance): void {
     parseJson(request, body as string, (err, value) => done(err ? new GatewayError("BAD_REQUEST", { message: "The body is not valid JSON." }) : null, value));
   });
 
-  app.addHook("onRequest", async (request, reply) => {
-    const origin = request.headers.origin;
-    // Decided on the routed path, not the raw URL: the router decodes
-    // `/%61pi/…` to `/api/…`, and a check on the raw URL would let it by.
-    if (origin === undefined || !isApiRoute(request)) return;
-    if (!allowed.has(origin)) throw new GatewayError("ORIGIN_FORBIDDEN");
-    // Retry-After must be readable by the page, or a browser client cannot honour it.
-    reply.header("access-control-allow-origin", origin).header("vary", "Origin").header("access-control-expose-headers", "retry-after");
-  });
-  app.options("/api/v1/auth/websocket_ticket", async (request, reply) => {
-    if (request.headers.origin === undefined) throw new GatewayError("ORIGIN_FORBIDDEN");
-    return reply
-      .code(204)
-      .header("access-control-allow-methods", "POST")
-      .header("access-control-allow-headers", "authorization, content-type")
-      .header("access-control-max-age", "600")
-      .send();
+  const corsForApi = apiCorsOptions(new Set(app.config.allowedOrigins));
+  // Decided on the routed path, not the raw URL: the router decodes
+  // `/%61pi/…` to `/api/…`, and a check on the raw URL would let it by.
+  await app.register(fastifyCors, { delegator: (request, done) => done(null, isApiRoute(request) ? corsForApi(request) : { origin: false }) });
+  // Declared so a preflight is routed to an /api/ path (not @fastify/cors's
+  // `OPTIONS *`); @fastify/cors answers it in onRequest, before this handler.
+  app.options("/api/v1/auth/websocket_ticket", async () => {
+    throw new GatewayError("ORIGIN_FORBIDDEN");
   });
 
   app.setNotFoundHandler(async () => {
@@ -214,6 +204,28 @@ function registerHttpConventions(app: FastifyInstance): void {
     const line = { event: "http_request", method: request.method, url: logPath(request), status: reply.statusCode, ms: Math.round(reply.elapsedTime) };
     if (reply.statusCode >= 500) request.log.warn(line, "request failed");
     else request.log.debug(line, "request");
+  });
+}
+
+/**
+ * CORS on the /api/ routes (docs/protocol.md §2, §8.3): an allowed origin is
+ * echoed, with Retry-After readable by the page; any other origin, or a
+ * preflight without one, is 403 ORIGIN_FORBIDDEN in the error shape; a
+ * request without Origin (not a browser) gets no CORS headers.
+ */
+function apiCorsOptions(allowed: ReadonlySet<string>): (request: FastifyRequest) => FastifyCorsOptions {
+  return (request) => ({
+    origin: (origin, done) => {
+      if (origin === undefined && request.method !== "OPTIONS") done(null, false);
+      else if (origin !== undefined && allowed.has(origin)) done(null, origin);
+      else done(new GatewayError("ORIGIN_FORBIDDEN"), false);
+    },
+    methods: "POST",
+    allowedHeaders: "authorization, content-type",
+    exposedHeaders: "retry-after",
+    maxAge: 600,
+    // An allowed origin's OPTIONS is a preflight even without Access-Control-Request-Method, as before (204, not 400 text/plain).
+    strictPreflight: false,
   });
 }
 

@@ -84,6 +84,8 @@ describe("out-of-range values throw with the reason", () => {
     ["alertEmails", '["not-an-address"]', /alertEmails entry "not-an-address" is not an e-mail address/],
     ["allowedOrigins", undefined, /allowedOrigins is required/],
     ["allowedOrigins", '["https://app.example.com/"]', /allowedOrigins entry "https:\/\/app.example.com\/" is not an exact origin/],
+    // The gateway refuses a wildcard (service/src/settings.ts isExactOrigin): the stack must not deploy one.
+    ["allowedOrigins", '["https://*.example.com"]', /allowedOrigins entry "https:\/\/\*.example.com" is not an exact origin/],
     ["redisTier", "PREMIUM", /redisTier must be one of BASIC, STANDARD_HA/],
     ["redisSizeGb", "0", /redisSizeGb must be an integer from 1 to 300/],
     ["redisSizeGb", "1.5", /redisSizeGb must be an integer from 1 to 300/],

@@ -1,23 +1,26 @@
 /**
  * The contract between the Pulumi program and the service: the secret ids and
  * environment the program gives the Cloud Run service are exactly those the
- * service reads (service/src/secretNames.ts, service/src/config.ts), and the
- * service's own config parser accepts what the program deploys.
+ * service declares (service/src/secretNames.ts, service/src/settings.ts), each
+ * value within its declared range, and the service's own config parser
+ * accepts what the program deploys.
  */
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { INTEGER_SETTINGS, parseConfig } from "../../service/src/config.js";
+import { parseConfig } from "../../service/src/config.js";
 import { SECRETS, secretVersionName } from "../../service/src/secretNames.js";
+import { choiceProblem, INTEGER_SETTINGS, integerProblem, SETTINGS } from "../../service/src/settings.js";
 import { cachedRuns, containerEnv, plain, ROOT, STACKS, T, type ProgramRun } from "./harness.js";
 
 const run = cachedRuns();
 
-/** Every environment variable service/src/config.ts reads, found in its source. */
+/** Every environment variable service/src/config.ts and its rules read, found in their source. */
 function settingsTheServiceReads(): Set<string> {
-  const source = readFileSync(`${ROOT}service/src/config.ts`, "utf8");
-  const names = new Set<string>(Object.keys(INTEGER_SETTINGS));
-  for (const m of source.matchAll(/\b(?:str|required|url|secret|int)\(\s*"([A-Z][A-Z0-9_]*)"/g)) names.add(m[1]!);
-  for (const spec of SECRETS) names.add(spec.env);
+  const names = new Set<string>();
+  for (const file of ["config.ts", "configRules.ts"]) {
+    const source = readFileSync(`${ROOT}service/src/${file}`, "utf8");
+    for (const m of source.matchAll(/\b(?:str|required|url|secret|int|choice|text)\(\s*"([A-Z][A-Z0-9_]*)"/g)) names.add(m[1]!);
+  }
   return names;
 }
 
@@ -34,17 +37,25 @@ function secretEnv(r: ProgramRun): Record<string, string> {
 }
 
 describe("the service reads what the program deploys", () => {
-  it("the source scan finds the settings it should (guards the scan itself)", () => {
-    const known = settingsTheServiceReads();
-    for (const name of ["NODE_ENV", "SECRETS_SOURCE", "GCP_PROJECT", "SERVICE_ID", "REDIS_URL", "REDIS_CLUSTER_NODES", "REDIS_TLS", "ALLOWED_ORIGINS", "METRICS_PORT", "LOG_LEVEL"]) {
-      expect(known.has(name), name).toBe(true);
-    }
+  it("the service reads every setting it declares, and declares every setting it reads", () => {
+    expect([...settingsTheServiceReads()].sort()).toEqual(Object.keys(SETTINGS).sort());
+  });
+
+  it("every secret of secretNames.ts is declared as a secret setting, and no other", () => {
+    const secrets = Object.entries(SETTINGS).filter(([, spec]) => spec.kind === "secret").map(([name]) => name);
+    expect(secrets.sort()).toEqual(SECRETS.map((s) => s.env).sort());
   });
 
   describe.each(STACKS)("%s stack", (stack) => {
-    it("every environment variable the program sets is a setting the service knows", async () => {
-      const known = settingsTheServiceReads();
-      for (const name of Object.keys(containerEnv(await run(stack)))) expect(known.has(name), `${name} is read by service/src/config.ts`).toBe(true);
+    it("every environment variable the program sets is a declared plain setting, within its declared range", async () => {
+      for (const [name, value] of Object.entries(containerEnv(await run(stack)))) {
+        const spec = SETTINGS[name as keyof typeof SETTINGS];
+        expect(spec, `${name} is declared in service/src/settings.ts`).toBeDefined();
+        // Secrets come from Secret Manager, never the revision's environment.
+        expect(spec.kind, name).not.toBe("secret");
+        if (spec.kind === "integer") expect(integerProblem(name, value ?? "", spec)).toBeUndefined();
+        if (spec.kind === "choice") expect(choiceProblem(name, value ?? "", spec.allowed)).toBeUndefined();
+      }
     });
 
     it("the program sets the environment the service needs in Cloud Run", async () => {
@@ -55,7 +66,7 @@ describe("the service reads what the program deploys", () => {
         GCP_PROJECT: r.config["chat-gateway:project"],
         SERVICE_ID: "chat-gateway",
         ALLOWED_ORIGINS: (JSON.parse(r.config["chat-gateway:allowedOrigins"]!) as string[]).join(","),
-        METRICS_PORT: "9464",
+        METRICS_PORT: String(INTEGER_SETTINGS.METRICS_PORT.default),
       });
       // Cloud Run sets PORT itself and refuses it in the template.
       expect(containerEnv(r)).not.toHaveProperty("PORT");

@@ -216,6 +216,13 @@ describe("CORS preflight", () => {
     expect(res.headers.get("access-control-allow-methods")).toBeNull();
   });
 
+  it("an allowed origin's OPTIONS without Access-Control-Request-Method is still a 204 preflight (never a text/plain 400)", async () => {
+    const res = await fetch(`${gw.url}${PATH}`, { method: "OPTIONS", headers: { origin: ORIGIN } });
+    expect(res.status).toBe(204);
+    expect(res.headers.get("access-control-allow-origin")).toBe(ORIGIN);
+    expect(res.headers.get("access-control-max-age")).toBe("600");
+  });
+
   it("a preflight without Origin is refused", async () => {
     const res = await preflight(undefined);
     expect(res.status).toBe(403);

@@ -105,7 +105,7 @@ describe("defaults", () => {
       SECRETS_PERMISSION_WAIT_SECONDS: config.secretsPermissionWaitSeconds,
       REVOCATION_KEEP_SECONDS: config.revocationKeepSeconds,
     };
-    for (const [name, [def]] of Object.entries(INTEGER_SETTINGS)) {
+    for (const [name, { default: def }] of Object.entries(INTEGER_SETTINGS)) {
       expect(byName[name as keyof typeof INTEGER_SETTINGS], name).toBe(def);
     }
   });
@@ -258,7 +258,7 @@ describe("malformed settings", () => {
   });
 
   it("the limits of every integer range are accepted", () => {
-    for (const [name, [, min, max]] of Object.entries(INTEGER_SETTINGS)) {
+    for (const [name, { min, max }] of Object.entries(INTEGER_SETTINGS)) {
       expect(() => parseConfig({ ...MINIMAL, [name]: String(min) }), `${name}=${min}`).not.toThrow();
       expect(() => parseConfig({ ...MINIMAL, [name]: String(max) }), `${name}=${max}`).not.toThrow();
     }
