@@ -95,7 +95,7 @@ export class RedisCluster extends pulumi.ComponentResource {
       child,
     );
 
-    this.cluster = createCluster(name, args, { parent: this, dependsOn: [this.connectionPolicy, this.aclPolicy] }, this.aclPolicy);
+    this.cluster = createCluster(name, args, this.aclPolicy, { parent: this, dependsOn: [this.connectionPolicy, this.aclPolicy] });
 
     const endpoint = discoveryEndpoint(this.cluster);
     this.host = endpoint.address;
@@ -118,11 +118,12 @@ function createPasswords(name: string, args: RedisClusterArgs, parent: pulumi.Re
   );
 }
 
+/** The cluster: its shape, PSC networking, ACL authentication, TLS, eviction and maintenance window. */
 function createCluster(
   name: string,
   args: RedisClusterArgs,
-  opts: pulumi.CustomResourceOptions,
   aclPolicy: gcp.redis.ClusterAclPolicy,
+  opts: pulumi.CustomResourceOptions,
 ): gcp.redis.Cluster {
   return new gcp.redis.Cluster(
     `${name}-redis`,
