@@ -58,6 +58,7 @@ export class LoadBalancer extends pulumi.ComponentResource {
 
   constructor(name: string, args: LoadBalancerArgs, opts?: pulumi.ComponentResourceOptions) {
     super("chat-gateway:infra:LoadBalancer", name, {}, opts);
+    // Resources with no input from another one here also wait for the component's dependsOn.
     const child = { parent: this, dependsOn: opts?.dependsOn };
 
     this.address = new gcp.compute.GlobalAddress(
@@ -65,139 +66,159 @@ export class LoadBalancer extends pulumi.ComponentResource {
       { addressType: "EXTERNAL", ipVersion: "IPV4", description: `Chat gateway: the A record of ${args.domain}` },
       child,
     );
-
     this.neg = new gcp.compute.RegionNetworkEndpointGroup(
       `${name}-neg`,
       { region: args.region, networkEndpointType: "SERVERLESS", cloudRun: { service: args.cloudRunService } },
       child,
     );
+    this.securityPolicy = createArmorPolicy(name, args.ticketRateLimitPerMinute, child);
+    this.backendService = createBackendService(name, this.neg, this.securityPolicy, this);
+    this.urlMap = createGatewayUrlMap(name, args.domain, this.backendService, this);
 
-    this.securityPolicy = new gcp.compute.SecurityPolicy(
-      `${name}-armor`,
-      {
-        type: "CLOUD_ARMOR",
-        description: "Chat gateway: throttles ticket issuance per client IP",
-        rules: [
-          {
-            priority: 1000,
-            description: `At most ${args.ticketRateLimitPerMinute} ticket requests per client IP per minute`,
-            // Decoded and lower-cased first: the gateway's router decodes `/%61pi/…` to the ticket
-            // endpoint, and a match on the raw path would let that spelling past the throttle.
-            match: { expr: { expression: `request.path.urlDecode().lower().matches('${TICKET_PATH}')` } },
-            action: "throttle",
-            rateLimitOptions: {
-              enforceOnKey: "IP",
-              rateLimitThreshold: { count: args.ticketRateLimitPerMinute, intervalSec: 60 },
-              conformAction: "allow",
-              exceedAction: "deny(429)",
-            },
-          },
-          {
-            // Defence in depth: the URL map already sends /internal/ nowhere.
-            priority: 1100,
-            description: "The internal API is not reachable from the internet",
-            match: { expr: { expression: "request.path.lower().urlDecode().contains('/internal/')" } },
-            action: "deny(404)",
-          },
-          {
-            priority: DEFAULT_RULE_PRIORITY,
-            description: "Default: allow",
-            match: { versionedExpr: "SRC_IPS_V1", config: { srcIpRanges: ["*"] } },
-            action: "allow",
-          },
-        ],
-      },
-      child,
-    );
+    const https = createHttpsFrontend(name, args.domain, this.address, this.urlMap, this, child);
+    this.certificate = https.certificate;
+    this.httpsProxy = https.proxy;
+    this.httpsForwardingRule = https.forwardingRule;
 
-    // No timeoutSec, sessionAffinity or connectionDrainingTimeoutSec: see the class comment.
-    this.backendService = new gcp.compute.BackendService(
-      `${name}-backend`,
-      {
-        loadBalancingScheme: "EXTERNAL_MANAGED",
-        protocol: "HTTPS",
-        backends: [{ group: this.neg.id }],
-        securityPolicy: this.securityPolicy.selfLink,
-        logConfig: { enable: true, sampleRate: 1 },
-        description: "Chat gateway on Cloud Run (serverless NEG)",
-      },
-      { parent: this },
-    );
-
-    // Unlisted paths get a 404 from the load balancer itself (an abort on every
-    // request of the default route), so they never reach Cloud Run.
-    const notFound = {
-      weightedBackendServices: [{ backendService: this.backendService.id, weight: 100 }],
-      faultInjectionPolicy: { abort: { httpStatus: 404, percentage: 100 } },
-    };
-    this.urlMap = new gcp.compute.URLMap(
-      `${name}-urlmap`,
-      {
-        description: `Routes ${PUBLIC_PATHS.join(", ")} to the gateway; everything else is 404`,
-        defaultRouteAction: notFound,
-        hostRules: [{ hosts: [args.domain], pathMatcher: "gateway" }],
-        pathMatchers: [
-          {
-            name: "gateway",
-            defaultRouteAction: notFound,
-            pathRules: [{ paths: [...PUBLIC_PATHS], service: this.backendService.id }],
-          },
-        ],
-      },
-      { parent: this },
-    );
-
-    this.certificate = new gcp.compute.ManagedSslCertificate(
-      `${name}-cert`,
-      // Provisioning starts once the domain's A record points at the address
-      // (docs/operations.md#deploying); until then the certificate is PROVISIONING.
-      { managed: { domains: [args.domain] } },
-      child,
-    );
-
-    this.httpsProxy = new gcp.compute.TargetHttpsProxy(
-      `${name}-https-proxy`,
-      { urlMap: this.urlMap.id, sslCertificates: [this.certificate.id] },
-      { parent: this },
-    );
-
-    this.httpsForwardingRule = new gcp.compute.GlobalForwardingRule(
-      `${name}-https`,
-      {
-        loadBalancingScheme: "EXTERNAL_MANAGED",
-        ipAddress: this.address.address,
-        ipProtocol: "TCP",
-        portRange: "443",
-        target: this.httpsProxy.id,
-      },
-      { parent: this },
-    );
-
-    this.redirectUrlMap = new gcp.compute.URLMap(
-      `${name}-http-redirect`,
-      {
-        description: "Redirects plain HTTP to HTTPS",
-        defaultUrlRedirect: { httpsRedirect: true, redirectResponseCode: "MOVED_PERMANENTLY_DEFAULT", stripQuery: false },
-      },
-      child,
-    );
-
-    this.httpProxy = new gcp.compute.TargetHttpProxy(`${name}-http-proxy`, { urlMap: this.redirectUrlMap.id }, { parent: this });
-
-    this.httpForwardingRule = new gcp.compute.GlobalForwardingRule(
-      `${name}-http`,
-      {
-        loadBalancingScheme: "EXTERNAL_MANAGED",
-        ipAddress: this.address.address,
-        ipProtocol: "TCP",
-        portRange: "80",
-        target: this.httpProxy.id,
-      },
-      { parent: this },
-    );
+    const http = createHttpRedirect(name, this.address, this, child);
+    this.redirectUrlMap = http.urlMap;
+    this.httpProxy = http.proxy;
+    this.httpForwardingRule = http.forwardingRule;
 
     this.ipAddress = this.address.address;
     this.url = pulumi.output(`https://${args.domain}`);
     this.registerOutputs({ ipAddress: this.ipAddress, url: this.url });
   }
+}
+
+/** Cloud Armor: throttles the ticket endpoint per client IP, denies /internal/, allows the rest. */
+function createArmorPolicy(name: string, ticketRateLimitPerMinute: number, opts: pulumi.CustomResourceOptions): gcp.compute.SecurityPolicy {
+  return new gcp.compute.SecurityPolicy(
+    `${name}-armor`,
+    {
+      type: "CLOUD_ARMOR",
+      description: "Chat gateway: throttles ticket issuance per client IP",
+      rules: [
+        {
+          priority: 1000,
+          description: `At most ${ticketRateLimitPerMinute} ticket requests per client IP per minute`,
+          // Decoded and lower-cased first: the gateway's router decodes `/%61pi/…` to the ticket
+          // endpoint, and a match on the raw path would let that spelling past the throttle.
+          match: { expr: { expression: `request.path.urlDecode().lower().matches('${TICKET_PATH}')` } },
+          action: "throttle",
+          rateLimitOptions: {
+            enforceOnKey: "IP",
+            rateLimitThreshold: { count: ticketRateLimitPerMinute, intervalSec: 60 },
+            conformAction: "allow",
+            exceedAction: "deny(429)",
+          },
+        },
+        {
+          // Defence in depth: the URL map already sends /internal/ nowhere.
+          priority: 1100,
+          description: "The internal API is not reachable from the internet",
+          match: { expr: { expression: "request.path.lower().urlDecode().contains('/internal/')" } },
+          action: "deny(404)",
+        },
+        {
+          priority: DEFAULT_RULE_PRIORITY,
+          description: "Default: allow",
+          match: { versionedExpr: "SRC_IPS_V1", config: { srcIpRanges: ["*"] } },
+          action: "allow",
+        },
+      ],
+    },
+    opts,
+  );
+}
+
+/** The serverless NEG behind Cloud Armor. No timeoutSec, sessionAffinity or connectionDrainingTimeoutSec: see LoadBalancer. */
+function createBackendService(
+  name: string,
+  neg: gcp.compute.RegionNetworkEndpointGroup,
+  securityPolicy: gcp.compute.SecurityPolicy,
+  parent: pulumi.Resource,
+): gcp.compute.BackendService {
+  return new gcp.compute.BackendService(
+    `${name}-backend`,
+    {
+      loadBalancingScheme: "EXTERNAL_MANAGED",
+      protocol: "HTTPS",
+      backends: [{ group: neg.id }],
+      securityPolicy: securityPolicy.selfLink,
+      logConfig: { enable: true, sampleRate: 1 },
+      description: "Chat gateway on Cloud Run (serverless NEG)",
+    },
+    { parent },
+  );
+}
+
+/** Routes the public paths of the domain to the gateway; everything else is answered 404 at the edge. */
+function createGatewayUrlMap(name: string, domain: string, backendService: gcp.compute.BackendService, parent: pulumi.Resource): gcp.compute.URLMap {
+  // Unlisted paths get a 404 from the load balancer itself (an abort on every
+  // request of the default route), so they never reach Cloud Run.
+  const notFound = {
+    weightedBackendServices: [{ backendService: backendService.id, weight: 100 }],
+    faultInjectionPolicy: { abort: { httpStatus: 404, percentage: 100 } },
+  };
+  return new gcp.compute.URLMap(
+    `${name}-urlmap`,
+    {
+      description: `Routes ${PUBLIC_PATHS.join(", ")} to the gateway; everything else is 404`,
+      defaultRouteAction: notFound,
+      hostRules: [{ hosts: [domain], pathMatcher: "gateway" }],
+      pathMatchers: [
+        {
+          name: "gateway",
+          defaultRouteAction: notFound,
+          pathRules: [{ paths: [...PUBLIC_PATHS], service: backendService.id }],
+        },
+      ],
+    },
+    { parent },
+  );
+}
+
+/** Port 443: TLS with a Google-managed certificate for the domain, in front of the gateway's URL map. */
+function createHttpsFrontend(
+  name: string,
+  domain: string,
+  address: gcp.compute.GlobalAddress,
+  urlMap: gcp.compute.URLMap,
+  parent: pulumi.Resource,
+  child: pulumi.CustomResourceOptions,
+) {
+  const certificate = new gcp.compute.ManagedSslCertificate(
+    `${name}-cert`,
+    // Provisioning starts once the domain's A record points at the address
+    // (docs/operations.md#deploying); until then the certificate is PROVISIONING.
+    { managed: { domains: [domain] } },
+    child,
+  );
+  const proxy = new gcp.compute.TargetHttpsProxy(`${name}-https-proxy`, { urlMap: urlMap.id, sslCertificates: [certificate.id] }, { parent });
+  const forwardingRule = new gcp.compute.GlobalForwardingRule(
+    `${name}-https`,
+    { loadBalancingScheme: "EXTERNAL_MANAGED", ipAddress: address.address, ipProtocol: "TCP", portRange: "443", target: proxy.id },
+    { parent },
+  );
+  return { certificate, proxy, forwardingRule };
+}
+
+/** Port 80: redirects plain HTTP to HTTPS and serves nothing. */
+function createHttpRedirect(name: string, address: gcp.compute.GlobalAddress, parent: pulumi.Resource, child: pulumi.CustomResourceOptions) {
+  const urlMap = new gcp.compute.URLMap(
+    `${name}-http-redirect`,
+    {
+      description: "Redirects plain HTTP to HTTPS",
+      defaultUrlRedirect: { httpsRedirect: true, redirectResponseCode: "MOVED_PERMANENTLY_DEFAULT", stripQuery: false },
+    },
+    child,
+  );
+  const proxy = new gcp.compute.TargetHttpProxy(`${name}-http-proxy`, { urlMap: urlMap.id }, { parent });
+  const forwardingRule = new gcp.compute.GlobalForwardingRule(
+    `${name}-http`,
+    { loadBalancingScheme: "EXTERNAL_MANAGED", ipAddress: address.address, ipProtocol: "TCP", portRange: "80", target: proxy.id },
+    { parent },
+  );
+  return { urlMap, proxy, forwardingRule };
 }

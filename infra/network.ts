@@ -45,59 +45,12 @@ export class Network extends pulumi.ComponentResource {
       },
       child,
     );
-
-    this.subnetwork = new gcp.compute.Subnetwork(
-      `${name}-run-egress`,
-      {
-        network: this.network.id,
-        region: args.region,
-        ipCidrRange: args.subnetCidr,
-        // Egress is PRIVATE_RANGES_ONLY: calls to Google APIs (Secret Manager) leave
-        // through Cloud Run's own path, but keep them private if that ever changes.
-        privateIpGoogleAccess: true,
-        description: "Addresses of Cloud Run instances (Direct VPC egress)",
-      },
-      child,
-    );
-
-    this.privateServiceRange = new gcp.compute.GlobalAddress(
-      `${name}-psa-range`,
-      {
-        network: this.network.id,
-        purpose: "VPC_PEERING",
-        addressType: "INTERNAL",
-        prefixLength: args.privateServiceRangePrefix ?? 24,
-        description: "Private services access range for Memorystore",
-      },
-      child,
-    );
-
-    this.privateServiceAccess = new gcp.servicenetworking.Connection(
-      `${name}-psa`,
-      {
-        network: this.network.id,
-        service: "servicenetworking.googleapis.com",
-        reservedPeeringRanges: [this.privateServiceRange.name],
-        // Deleting the peering fails while Google still holds the Redis tenant
-        // resources; abandoning it lets `pulumi destroy` finish (the VPC goes anyway).
-        deletionPolicy: "ABANDON",
-      },
-      child,
-    );
-
+    this.subnetwork = createEgressSubnet(name, args, this.network, child);
+    const access = createPrivateServiceAccess(name, args, this.network, child);
+    this.privateServiceRange = access.range;
+    this.privateServiceAccess = access.connection;
     this.redisPscSubnetwork =
-      args.redisPscSubnetCidr === undefined
-        ? undefined
-        : new gcp.compute.Subnetwork(
-            `${name}-redis-psc`,
-            {
-              network: this.network.id,
-              region: args.region,
-              ipCidrRange: args.redisPscSubnetCidr,
-              description: "Private Service Connect endpoints of Memorystore for Redis Cluster",
-            },
-            child,
-          );
+      args.redisPscSubnetCidr === undefined ? undefined : createRedisPscSubnet(name, args.region, args.redisPscSubnetCidr, this.network, child);
 
     this.registerOutputs({
       network: this.network.id,
@@ -105,4 +58,63 @@ export class Network extends pulumi.ComponentResource {
       privateServiceRange: this.privateServiceRange.name,
     });
   }
+}
+
+/** The subnet Cloud Run's instances take their addresses from (Direct VPC egress). */
+function createEgressSubnet(name: string, args: NetworkArgs, network: gcp.compute.Network, opts: pulumi.CustomResourceOptions) {
+  return new gcp.compute.Subnetwork(
+    `${name}-run-egress`,
+    {
+      network: network.id,
+      region: args.region,
+      ipCidrRange: args.subnetCidr,
+      // Egress is PRIVATE_RANGES_ONLY: calls to Google APIs (Secret Manager) leave
+      // through Cloud Run's own path, but keep them private if that ever changes.
+      privateIpGoogleAccess: true,
+      description: "Addresses of Cloud Run instances (Direct VPC egress)",
+    },
+    opts,
+  );
+}
+
+/** The range reserved for Google-managed services and its peering with servicenetworking (Memorystore instances). */
+function createPrivateServiceAccess(name: string, args: NetworkArgs, network: gcp.compute.Network, opts: pulumi.CustomResourceOptions) {
+  const range = new gcp.compute.GlobalAddress(
+    `${name}-psa-range`,
+    {
+      network: network.id,
+      purpose: "VPC_PEERING",
+      addressType: "INTERNAL",
+      prefixLength: args.privateServiceRangePrefix ?? 24,
+      description: "Private services access range for Memorystore",
+    },
+    opts,
+  );
+  const connection = new gcp.servicenetworking.Connection(
+    `${name}-psa`,
+    {
+      network: network.id,
+      service: "servicenetworking.googleapis.com",
+      reservedPeeringRanges: [range.name],
+      // Deleting the peering fails while Google still holds the Redis tenant
+      // resources; abandoning it lets `pulumi destroy` finish (the VPC goes anyway).
+      deletionPolicy: "ABANDON",
+    },
+    opts,
+  );
+  return { range, connection };
+}
+
+/** The subnet of a Redis Cluster's Private Service Connect endpoints. */
+function createRedisPscSubnet(name: string, region: string, cidr: string, network: gcp.compute.Network, opts: pulumi.CustomResourceOptions) {
+  return new gcp.compute.Subnetwork(
+    `${name}-redis-psc`,
+    {
+      network: network.id,
+      region,
+      ipCidrRange: cidr,
+      description: "Private Service Connect endpoints of Memorystore for Redis Cluster",
+    },
+    opts,
+  );
 }

@@ -82,13 +82,7 @@ export class RedisCluster extends pulumi.ComponentResource {
       child,
     );
 
-    // One password per generation; the resource name carries it, so an older
-    // generation's password survives while previousPasswordGeneration names it.
-    const generations = [args.passwordGeneration, ...(args.previousPasswordGeneration === undefined ? [] : [args.previousPasswordGeneration])];
-    const passwords = generations.map(
-      (generation) =>
-        new random.RandomPassword(`${name}-redis-password-g${generation}`, { length: 48, special: false }, { parent: this }).result,
-    );
+    const passwords = createPasswords(name, args, this);
     this.username = args.username;
     this.password = pulumi.secret(passwords[0]!);
     this.aclPolicy = new gcp.redis.ClusterAclPolicy(
@@ -101,48 +95,79 @@ export class RedisCluster extends pulumi.ComponentResource {
       child,
     );
 
-    this.cluster = new gcp.redis.Cluster(
-      `${name}-redis`,
-      {
-        region: args.region,
-        shardCount: args.shardCount,
-        replicaCount: args.replicaCount,
-        nodeType: args.nodeType,
-        pscConfigs: [{ network: args.network }],
-        // No IAM authentication: the ACL policy's user and password authenticate (see above).
-        authorizationMode: "AUTH_MODE_DISABLED",
-        aclPolicy: this.aclPolicy.name,
-        // Chosen at creation only. Clients connect with TLS and trust managedServerCas.
-        transitEncryptionMode: "TRANSIT_ENCRYPTION_MODE_SERVER_AUTHENTICATION",
-        zoneDistributionConfig: { mode: "MULTI_ZONE" },
-        deletionProtectionEnabled: args.deletionProtection,
-        // Tickets and history carry TTLs; under memory pressure evict those nearest expiry.
-        redisConfigs: { "maxmemory-policy": "volatile-ttl" },
-        // A failover or an update moves slots: the gateway's clients see MOVED and one resync.
-        maintenancePolicy: {
-          weeklyMaintenanceWindows: [{ day: "TUESDAY", startTime: { hours: 3, minutes: 0, seconds: 0, nanos: 0 } }],
-        },
-      },
-      { parent: this, dependsOn: [this.connectionPolicy, this.aclPolicy] },
-    );
+    this.cluster = createCluster(name, args, this.aclPolicy, { parent: this, dependsOn: [this.connectionPolicy, this.aclPolicy] });
 
-    const endpoint = this.cluster.discoveryEndpoints.apply((endpoints) => {
-      const first = endpoints.find((e) => e.address !== undefined && e.address !== "");
-      if (!first) throw new Error("RedisCluster: Memorystore reported no discovery endpoint");
-      return { address: first.address!, port: first.port ?? 6379 };
-    });
+    const endpoint = discoveryEndpoint(this.cluster);
     this.host = endpoint.address;
     this.port = endpoint.port;
     this.nodes = pulumi.interpolate`${endpoint.address}:${endpoint.port}`;
-    this.caCertificates = this.cluster.managedServerCas.apply((cas) => {
-      const pems = (cas ?? [])
-        .flatMap((ca) => ca.caCerts ?? [])
-        .flatMap((c) => c.certificates ?? [])
-        .map((c) => c.trim())
-        .filter((c) => c !== "");
-      return pems.length === 0 ? "" : `${pems.join("\n")}\n`;
-    });
+    this.caCertificates = caCertificatesPem(this.cluster);
 
     this.registerOutputs({ host: this.host, port: this.port, nodes: this.nodes });
   }
+}
+
+/**
+ * One password per generation, the current one first; the resource name carries the
+ * generation, so an older generation's password survives while previousPasswordGeneration names it.
+ */
+function createPasswords(name: string, args: RedisClusterArgs, parent: pulumi.Resource): pulumi.Output<string>[] {
+  const generations = [args.passwordGeneration, ...(args.previousPasswordGeneration === undefined ? [] : [args.previousPasswordGeneration])];
+  return generations.map(
+    (generation) => new random.RandomPassword(`${name}-redis-password-g${generation}`, { length: 48, special: false }, { parent }).result,
+  );
+}
+
+/** The cluster: its shape, PSC networking, ACL authentication, TLS, eviction and maintenance window. */
+function createCluster(
+  name: string,
+  args: RedisClusterArgs,
+  aclPolicy: gcp.redis.ClusterAclPolicy,
+  opts: pulumi.CustomResourceOptions,
+): gcp.redis.Cluster {
+  return new gcp.redis.Cluster(
+    `${name}-redis`,
+    {
+      region: args.region,
+      shardCount: args.shardCount,
+      replicaCount: args.replicaCount,
+      nodeType: args.nodeType,
+      pscConfigs: [{ network: args.network }],
+      // No IAM authentication: the ACL policy's user and password authenticate (see RedisCluster).
+      authorizationMode: "AUTH_MODE_DISABLED",
+      aclPolicy: aclPolicy.name,
+      // Chosen at creation only. Clients connect with TLS and trust managedServerCas.
+      transitEncryptionMode: "TRANSIT_ENCRYPTION_MODE_SERVER_AUTHENTICATION",
+      zoneDistributionConfig: { mode: "MULTI_ZONE" },
+      deletionProtectionEnabled: args.deletionProtection,
+      // Tickets and history carry TTLs; under memory pressure evict those nearest expiry.
+      redisConfigs: { "maxmemory-policy": "volatile-ttl" },
+      // A failover or an update moves slots: the gateway's clients see MOVED and one resync.
+      maintenancePolicy: {
+        weeklyMaintenanceWindows: [{ day: "TUESDAY", startTime: { hours: 3, minutes: 0, seconds: 0, nanos: 0 } }],
+      },
+    },
+    opts,
+  );
+}
+
+/** The first discovery endpoint Memorystore reports (address and port). */
+function discoveryEndpoint(cluster: gcp.redis.Cluster) {
+  return cluster.discoveryEndpoints.apply((endpoints) => {
+    const first = endpoints.find((e) => e.address !== undefined && e.address !== "");
+    if (!first) throw new Error("RedisCluster: Memorystore reported no discovery endpoint");
+    return { address: first.address!, port: first.port ?? 6379 };
+  });
+}
+
+/** PEM of every CA certificate the managed server CA lists, one after another ("" if none). */
+function caCertificatesPem(cluster: gcp.redis.Cluster): pulumi.Output<string> {
+  return cluster.managedServerCas.apply((cas) => {
+    const pems = (cas ?? [])
+      .flatMap((ca) => ca.caCerts ?? [])
+      .flatMap((c) => c.certificates ?? [])
+      .map((c) => c.trim())
+      .filter((c) => c !== "");
+    return pems.length === 0 ? "" : `${pems.join("\n")}\n`;
+  });
 }

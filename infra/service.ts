@@ -115,110 +115,16 @@ export class Service extends pulumi.ComponentResource {
       },
       child,
     );
-    const member = pulumi.interpolate`serviceAccount:${this.serviceAccount.email}`;
-
-    // One grant per secret: no project-wide secretAccessor, nothing for other principals.
-    this.secretAccess = args.secrets.map(
-      (entry) =>
-        new gcp.secretmanager.SecretIamMember(
-          `${name}-reads-${entry.spec.id}`,
-          { secretId: entry.secret.id, role: "roles/secretmanager.secretAccessor", member },
-          { parent: this },
-        ),
-    );
-
-    // Secrets are not in here: the gateway reads them from Secret Manager itself
-    // (SECRETS_SOURCE=gcp), so they appear neither in the revision nor in `gcloud run describe`.
-    this.env = {
-      NODE_ENV: "production",
-      SECRETS_SOURCE: "gcp",
-      GCP_PROJECT: args.project,
-      SERVICE_ID: args.serviceId,
-      // REDIS_URL and REDIS_CLUSTER_NODES are mutually exclusive (service/src/config.ts).
-      // A cluster authenticates its ACL user (infra/redisCluster.ts); an instance's AUTH string is the default user's.
-      ...("url" in args.redis
-        ? { REDIS_URL: args.redis.url }
-        : { REDIS_CLUSTER_NODES: args.redis.clusterNodes, REDIS_TLS: "true", REDIS_USERNAME: args.redis.username }),
-      SECRETS_PERMISSION_WAIT_SECONDS: String(SECRETS_PERMISSION_WAIT_SECONDS),
-      ALLOWED_ORIGINS: args.allowedOrigins.join(","),
-      MAX_CONNECTION_AGE_SECONDS: String(MAX_CONNECTION_AGE_SECONDS),
-      SHUTDOWN_GRACE_MS: String(SHUTDOWN_GRACE_MS),
-      METRICS_PORT: String(METRICS_PORT),
-      TRUST_PROXY_HOPS: String(TRUST_PROXY_HOPS),
-      LOG_LEVEL: args.logLevel,
-      ...(args.jwtIssuer !== undefined ? { JWT_ISSUER: args.jwtIssuer } : {}),
-      ...(args.jwtAudience !== undefined ? { JWT_AUDIENCE: args.jwtAudience } : {}),
-      // Egress is PRIVATE_RANGES_ONLY: a public https URL is reached directly, a private address through the VPC.
-      ...(args.agentWebhookUrl !== undefined ? { AGENT_WEBHOOK_URL: args.agentWebhookUrl } : {}),
-    };
-
-    // A new secret version (a rotation, a Redis CA change) changes this label and so
-    // rolls a new revision: the gateway reads its secrets at startup only.
+    this.secretAccess = grantSecretAccess(name, args.secrets, this.serviceAccount, this);
+    this.env = containerEnv(args);
+    // The revision starts only after its secret versions and their grants exist (and whatever else it must wait for).
     const versions = args.secrets.flatMap((e) => (e.version ? [e.version] : []));
-    const secretsRevision = pulumi
-      .all(versions.map((v) => v.name))
-      .apply((names) => createHash("sha256").update(names.join("\n")).digest("hex").slice(0, 16));
-
-    this.service = new gcp.cloudrunv2.Service(
-      `${name}-run`,
-      {
-        name: args.serviceId,
-        location: args.region,
-        description: "Chat gateway: ticket-authenticated WebSockets for AI-agent chat",
-        // Only the external load balancer (and the VPC) may call it.
-        ingress: "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
-        // The load balancer forwards browsers' unauthenticated requests, so the invoker
-        // check is switched off. Cloud Run recommends this over an allUsers run.invoker
-        // grant, which organisations with domain-restricted sharing refuse
-        // (https://cloud.google.com/run/docs/authenticating/public#invoker_check);
-        // the ingress setting keeps the run.app URL closed to the internet.
-        invokerIamDisabled: true,
-        deletionProtection: args.deletionProtection,
-        template: {
-          serviceAccount: this.serviceAccount.email,
-          // WebSockets live at most this long on Cloud Run; the gateway closes them
-          // at MAX_CONNECTION_AGE_SECONDS (3300 s) with 4012 so clients reconnect cleanly.
-          timeout: `${REQUEST_TIMEOUT_SECONDS}s`,
-          // Best effort: a reconnecting browser usually lands on the instance that
-          // still holds its state. Nothing relies on it (Redis is the source of truth).
-          sessionAffinity: true,
-          maxInstanceRequestConcurrency: args.concurrency,
-          scaling: { minInstanceCount: args.minInstances, maxInstanceCount: args.maxInstances },
-          executionEnvironment: "EXECUTION_ENVIRONMENT_GEN2",
-          labels: { "secrets-revision": secretsRevision },
-          vpcAccess: {
-            // Direct VPC egress: only private ranges (Memorystore) go through the VPC.
-            networkInterfaces: [{ network: args.network, subnetwork: args.subnetwork }],
-            egress: "PRIVATE_RANGES_ONLY",
-          },
-          containers: [
-            {
-              image: args.image,
-              ports: { containerPort: CONTAINER_PORT, name: "http1" },
-              resources: {
-                limits: { cpu: args.cpu, memory: args.memory },
-                // Sockets need CPU between requests: heartbeats, fan-out, session expiry.
-                cpuIdle: false,
-                startupCpuBoost: true,
-              },
-              envs: Object.entries(this.env).map(([envName, value]) => ({ name: envName, value })),
-              // Ready means: secrets loaded, Redis and the bus reachable (docs/protocol.md §6).
-              // Probes come from Cloud Run inside the instance, not through its front end,
-              // so /readyz and /healthz reach the container here (the public checks use /ready, /health).
-              // 120 × 2 s = 240 s: see STARTUP_PROBE.
-              startupProbe: { httpGet: { path: "/readyz", port: CONTAINER_PORT }, ...STARTUP_PROBE },
-              livenessProbe: {
-                httpGet: { path: "/healthz", port: CONTAINER_PORT },
-                periodSeconds: 15,
-                timeoutSeconds: 3,
-                failureThreshold: 3,
-              },
-            },
-          ],
-        },
-      },
-      { parent: this, dependsOn: [...versions, ...this.secretAccess, ...(args.startAfter ?? [])] },
-    );
+    this.service = createCloudRunService(name, args, {
+      serviceAccount: this.serviceAccount,
+      env: this.env,
+      secretsRevision: secretsRevisionLabel(versions),
+      opts: { parent: this, dependsOn: [...versions, ...this.secretAccess, ...(args.startAfter ?? [])] },
+    });
 
     this.serviceName = this.service.name;
     this.uri = this.service.uri;
@@ -228,4 +134,137 @@ export class Service extends pulumi.ComponentResource {
       serviceAccountEmail: this.serviceAccount.email,
     });
   }
+}
+
+/** One grant per secret: no project-wide secretAccessor, nothing for other principals. */
+function grantSecretAccess(
+  name: string,
+  secrets: readonly SecretEntry[],
+  serviceAccount: gcp.serviceaccount.Account,
+  parent: pulumi.Resource,
+): gcp.secretmanager.SecretIamMember[] {
+  const member = pulumi.interpolate`serviceAccount:${serviceAccount.email}`;
+  return secrets.map(
+    (entry) =>
+      new gcp.secretmanager.SecretIamMember(
+        `${name}-reads-${entry.spec.id}`,
+        { secretId: entry.secret.id, role: "roles/secretmanager.secretAccessor", member },
+        { parent },
+      ),
+  );
+}
+
+/**
+ * The container's plain environment. Secrets are not in here: the gateway reads them from
+ * Secret Manager itself (SECRETS_SOURCE=gcp), so they appear neither in the revision nor in
+ * `gcloud run describe`.
+ */
+function containerEnv(args: ServiceArgs): Record<string, pulumi.Input<string>> {
+  return {
+    NODE_ENV: "production",
+    SECRETS_SOURCE: "gcp",
+    GCP_PROJECT: args.project,
+    SERVICE_ID: args.serviceId,
+    // REDIS_URL and REDIS_CLUSTER_NODES are mutually exclusive (service/src/config.ts).
+    // A cluster authenticates its ACL user (infra/redisCluster.ts); an instance's AUTH string is the default user's.
+    ...("url" in args.redis
+      ? { REDIS_URL: args.redis.url }
+      : { REDIS_CLUSTER_NODES: args.redis.clusterNodes, REDIS_TLS: "true", REDIS_USERNAME: args.redis.username }),
+    SECRETS_PERMISSION_WAIT_SECONDS: String(SECRETS_PERMISSION_WAIT_SECONDS),
+    ALLOWED_ORIGINS: args.allowedOrigins.join(","),
+    MAX_CONNECTION_AGE_SECONDS: String(MAX_CONNECTION_AGE_SECONDS),
+    SHUTDOWN_GRACE_MS: String(SHUTDOWN_GRACE_MS),
+    METRICS_PORT: String(METRICS_PORT),
+    TRUST_PROXY_HOPS: String(TRUST_PROXY_HOPS),
+    LOG_LEVEL: args.logLevel,
+    ...(args.jwtIssuer !== undefined ? { JWT_ISSUER: args.jwtIssuer } : {}),
+    ...(args.jwtAudience !== undefined ? { JWT_AUDIENCE: args.jwtAudience } : {}),
+    // Egress is PRIVATE_RANGES_ONLY: a public https URL is reached directly, a private address through the VPC.
+    ...(args.agentWebhookUrl !== undefined ? { AGENT_WEBHOOK_URL: args.agentWebhookUrl } : {}),
+  };
+}
+
+/**
+ * A hash of the secret versions' names, as a revision label: a new secret version (a rotation,
+ * a Redis CA change) changes it and so rolls a new revision, because the gateway reads its
+ * secrets at startup only.
+ */
+function secretsRevisionLabel(versions: readonly gcp.secretmanager.SecretVersion[]): pulumi.Output<string> {
+  return pulumi
+    .all(versions.map((v) => v.name))
+    .apply((names) => createHash("sha256").update(names.join("\n")).digest("hex").slice(0, 16));
+}
+
+interface CloudRunParts {
+  readonly serviceAccount: gcp.serviceaccount.Account;
+  readonly env: Readonly<Record<string, pulumi.Input<string>>>;
+  readonly secretsRevision: pulumi.Output<string>;
+  readonly opts: pulumi.CustomResourceOptions;
+}
+
+/** The Cloud Run service itself: ingress, WebSocket-shaped timeouts and scaling, Direct VPC egress. */
+function createCloudRunService(name: string, args: ServiceArgs, parts: CloudRunParts): gcp.cloudrunv2.Service {
+  return new gcp.cloudrunv2.Service(
+    `${name}-run`,
+    {
+      name: args.serviceId,
+      location: args.region,
+      description: "Chat gateway: ticket-authenticated WebSockets for AI-agent chat",
+      // Only the external load balancer (and the VPC) may call it.
+      ingress: "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
+      // The load balancer forwards browsers' unauthenticated requests, so the invoker
+      // check is switched off. Cloud Run recommends this over an allUsers run.invoker
+      // grant, which organisations with domain-restricted sharing refuse
+      // (https://cloud.google.com/run/docs/authenticating/public#invoker_check);
+      // the ingress setting keeps the run.app URL closed to the internet.
+      invokerIamDisabled: true,
+      deletionProtection: args.deletionProtection,
+      template: {
+        serviceAccount: parts.serviceAccount.email,
+        // WebSockets live at most this long on Cloud Run; the gateway closes them
+        // at MAX_CONNECTION_AGE_SECONDS (3300 s) with 4012 so clients reconnect cleanly.
+        timeout: `${REQUEST_TIMEOUT_SECONDS}s`,
+        // Best effort: a reconnecting browser usually lands on the instance that
+        // still holds its state. Nothing relies on it (Redis is the source of truth).
+        sessionAffinity: true,
+        maxInstanceRequestConcurrency: args.concurrency,
+        scaling: { minInstanceCount: args.minInstances, maxInstanceCount: args.maxInstances },
+        executionEnvironment: "EXECUTION_ENVIRONMENT_GEN2",
+        labels: { "secrets-revision": parts.secretsRevision },
+        vpcAccess: {
+          // Direct VPC egress: only private ranges (Memorystore) go through the VPC.
+          networkInterfaces: [{ network: args.network, subnetwork: args.subnetwork }],
+          egress: "PRIVATE_RANGES_ONLY",
+        },
+        containers: [gatewayContainer(args, parts.env)],
+      },
+    },
+    parts.opts,
+  );
+}
+
+/** The gateway's container: its image, resources, plain env and probes. */
+function gatewayContainer(args: ServiceArgs, env: Readonly<Record<string, pulumi.Input<string>>>) {
+  return {
+    image: args.image,
+    ports: { containerPort: CONTAINER_PORT, name: "http1" },
+    resources: {
+      limits: { cpu: args.cpu, memory: args.memory },
+      // Sockets need CPU between requests: heartbeats, fan-out, session expiry.
+      cpuIdle: false,
+      startupCpuBoost: true,
+    },
+    envs: Object.entries(env).map(([envName, value]) => ({ name: envName, value })),
+    // Ready means: secrets loaded, Redis and the bus reachable (docs/protocol.md §6).
+    // Probes come from Cloud Run inside the instance, not through its front end,
+    // so /readyz and /healthz reach the container here (the public checks use /ready, /health).
+    // 120 × 2 s = 240 s: see STARTUP_PROBE.
+    startupProbe: { httpGet: { path: "/readyz", port: CONTAINER_PORT }, ...STARTUP_PROBE },
+    livenessProbe: {
+      httpGet: { path: "/healthz", port: CONTAINER_PORT },
+      periodSeconds: 15,
+      timeoutSeconds: 3,
+      failureThreshold: 3,
+    },
+  };
 }

@@ -57,70 +57,21 @@ export function createKeySet(url: URL, options: KeySetOptions = {}) {
   const now = options.now ?? Date.now;
   // Infinity: jose never refetches on its own (see above); reload() is called only from here.
   const remote = createRemoteJWKSet(url, { timeoutDuration: policy.timeoutMs, cooldownDuration: Infinity, cacheMaxAge: Infinity });
-  let fetchedAt: number | undefined;
-  let attemptedAt: number | undefined;
-  let failing = false;
-  let failure: string | undefined;
-  let inflight: Promise<boolean> | undefined;
-  let reported: KeySetState | undefined;
-
-  const usable = (t: number) => fetchedAt !== undefined && t - fetchedAt <= policy.staleIfErrorMs;
-  const nextAttemptAt = () => (attemptedAt === undefined ? -Infinity : attemptedAt + (failing ? policy.retryMs : policy.cooldownMs));
-
-  function state(): KeySetState {
-    if (!usable(now())) return "unavailable";
-    return failing ? "stale" : "ok";
-  }
-
-  function report(): void {
-    const current = state();
-    if (current !== reported && (reported !== undefined || current !== "ok")) options.onStateChange?.(current, current === "ok" ? undefined : failure);
-    reported = current;
-  }
-
-  /**
-   * Joins the fetch in flight, or starts one if the cooldown (or, after a
-   * failure, the retry period) has passed; resolves true when it brought a fresh set.
-   */
-  function refreshIfDue(): Promise<boolean> {
-    if (inflight) return inflight;
-    if (now() < nextAttemptAt()) return Promise.resolve(false);
-    attemptedAt = now();
-    inflight = remote
-      .reload()
-      .then(
-        () => {
-          fetchedAt = now();
-          failing = false;
-          failure = undefined;
-          return true;
-        },
-        (err: unknown) => {
-          failing = true;
-          failure = describeFailure(err);
-          return false;
-        },
-      )
-      .finally(() => {
-        inflight = undefined;
-        report();
-      });
-    return inflight;
-  }
+  const fetches = new KeySetFetches(() => remote.reload(), policy, now, options.onStateChange);
 
   function unavailable(): GatewayError {
-    const waitMs = Math.max(0, nextAttemptAt() - now());
+    const waitMs = Math.max(0, fetches.nextAttemptAt() - now());
     return new GatewayError("AUTH_UNAVAILABLE", { retryAfter: Math.max(1, Math.ceil(waitMs / 1000)) });
   }
 
   /** A set that can verify now: fetched (or refreshed in the background), or AUTH_UNAVAILABLE. */
   async function ensureUsable(): Promise<void> {
     const t = now();
-    if (!usable(t)) {
-      await refreshIfDue();
-      if (!usable(now())) throw unavailable();
-    } else if (t - fetchedAt! >= policy.refreshAfterMs) {
-      void refreshIfDue();
+    if (!fetches.usable(t)) {
+      await fetches.refreshIfDue();
+      if (!fetches.usable(now())) throw unavailable();
+    } else if (t - fetches.fetchedAt! >= policy.refreshAfterMs) {
+      void fetches.refreshIfDue();
     }
   }
 
@@ -131,21 +82,97 @@ export function createKeySet(url: URL, options: KeySetOptions = {}) {
       return await remote(header, token);
     } catch (err) {
       if (!(err instanceof errors.JWKSNoMatchingKey)) throw err;
-      if (await refreshIfDue()) return remote(header, token);
+      if (await fetches.refreshIfDue()) return remote(header, token);
       // Unknown to a set we could not refresh: perhaps the auth service's new key.
-      if (failing) throw unavailable();
+      if (fetches.failing) throw unavailable();
       throw err;
     }
   }
 
   return {
     getKey,
-    state,
+    state: (): KeySetState => fetches.state(),
     /** Fetches the set ahead of the first token (at startup); failures are only recorded. */
     warm: async (): Promise<void> => {
-      if (fetchedAt === undefined) await refreshIfDue();
+      if (fetches.fetchedAt === undefined) await fetches.refreshIfDue();
     },
   };
+}
+
+/**
+ * The fetch side of the key set: when it was last fetched and attempted, whether
+ * fetches fail (and why), the one fetch in flight, and the state last reported.
+ * Which key verifies a token is jose's business, not this class's.
+ */
+class KeySetFetches {
+  /** When the last good set arrived; undefined before the first one. */
+  fetchedAt: number | undefined;
+  /** True from a failed fetch until the next good one. */
+  failing = false;
+  private attemptedAt: number | undefined;
+  private failure: string | undefined;
+  private inflight: Promise<boolean> | undefined;
+  private reported: KeySetState | undefined;
+
+  constructor(
+    private readonly reload: () => Promise<unknown>,
+    private readonly policy: KeySetPolicy,
+    private readonly now: () => number,
+    private readonly onStateChange: KeySetOptions["onStateChange"],
+  ) {}
+
+  /** True while the last good set may still verify tokens at time `t` (stale-if-error included). */
+  usable(t: number): boolean {
+    return this.fetchedAt !== undefined && t - this.fetchedAt <= this.policy.staleIfErrorMs;
+  }
+
+  /** The earliest time a new fetch may start: a cooldown after a good one, the retry period after a failure. */
+  nextAttemptAt(): number {
+    return this.attemptedAt === undefined ? -Infinity : this.attemptedAt + (this.failing ? this.policy.retryMs : this.policy.cooldownMs);
+  }
+
+  state(): KeySetState {
+    if (!this.usable(this.now())) return "unavailable";
+    return this.failing ? "stale" : "ok";
+  }
+
+  /**
+   * Joins the fetch in flight, or starts one if the cooldown (or, after a
+   * failure, the retry period) has passed; resolves true when it brought a fresh set.
+   */
+  refreshIfDue(): Promise<boolean> {
+    if (this.inflight) return this.inflight;
+    if (this.now() < this.nextAttemptAt()) return Promise.resolve(false);
+    this.attemptedAt = this.now();
+    this.inflight = this.reload()
+      .then(
+        () => {
+          this.fetchedAt = this.now();
+          this.failing = false;
+          this.failure = undefined;
+          return true;
+        },
+        (err: unknown) => {
+          this.failing = true;
+          this.failure = describeFailure(err);
+          return false;
+        },
+      )
+      .finally(() => {
+        this.inflight = undefined;
+        this.report();
+      });
+    return this.inflight;
+  }
+
+  /** Tells onStateChange of a change; a first state of "ok" is not news. */
+  private report(): void {
+    const current = this.state();
+    if (current !== this.reported && (this.reported !== undefined || current !== "ok")) {
+      this.onStateChange?.(current, current === "ok" ? undefined : this.failure);
+    }
+    this.reported = current;
+  }
 }
 
 /** Why a fetch failed, for the log: jose's message or the network error's code, never more. */

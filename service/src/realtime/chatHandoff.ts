@@ -1,10 +1,12 @@
 import type { FastifyBaseLogger } from "fastify";
-import { Webhook } from "standardwebhooks";
 import type { Config } from "../config.js";
 import type { ErrorCode } from "../errors.js";
 import type { Metrics } from "../plugins/metrics.js";
 import { StoreUnavailableError, type Store } from "../plugins/store/types.js";
+import { AgentWebhook, type PostResult } from "./agentWebhook.js";
 import { errorFrame, type ClientFrame } from "./frames.js";
+
+export type { AgentWebhookBody } from "./agentWebhook.js";
 
 /**
  * Hands each `chat_message` to the agent backend (docs/protocol.md §5a): a
@@ -33,16 +35,6 @@ export interface ChatSender {
   send(frame: string | object): boolean;
 }
 
-/** The JSON body POSTed to the agent backend. */
-export interface AgentWebhookBody {
-  readonly message_id: string;
-  readonly user_id: string;
-  readonly thread_id: string;
-  readonly text: string;
-  readonly received_at: string;
-  readonly connection_id: string;
-}
-
 export interface ChatHandoffDeps {
   readonly webhook: Config["agentWebhook"];
   readonly store: Store;
@@ -56,155 +48,180 @@ export type ChatHandoff = ReturnType<typeof createChatHandoff>;
 /** How long an accepted message id is remembered (among the user's newest MESSAGE_IDS_PER_USER). */
 const ACCEPTED_TTL_MS = 24 * 3600 * 1000;
 
-type PostResult =
-  | { readonly outcome: "accepted"; readonly status: number }
-  | { readonly outcome: "rejected"; readonly status: number }
-  | { readonly outcome: "unavailable"; readonly reason: "timeout" | "network" | "redirect" | "server_error" | "shutdown"; readonly status?: number };
-
 export function createChatHandoff(deps: ChatHandoffDeps) {
   const { url, secret, timeoutMs, maxInFlight, maxInFlightPerUser, rememberedPerUser } = deps.webhook;
   const now = deps.now ?? Date.now;
-  const signer = url !== undefined && secret !== undefined ? new Webhook(secret) : undefined;
-  // A claim outlives any hand-off that could still be running (it ends at timeoutMs), so it is only
-  // taken over from an instance that died mid-hand-off.
-  const claimStaleMs = timeoutMs + 2000;
-  const perUser = new Map<string, number>();
-  const running = new Set<AbortController>();
-  let inFlight = 0;
-
   const count = (outcome: string) => deps.metrics.agentHandoffs.inc({ outcome });
-
-  async function post(body: AgentWebhookBody): Promise<PostResult> {
-    const payload = JSON.stringify(body);
-    const sentAt = new Date(now());
-    const abort = new AbortController();
-    running.add(abort);
-    const timer = setTimeout(() => abort.abort(new Error("timeout")), timeoutMs);
-    try {
-      const response = await fetch(url!, {
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          "webhook-id": body.message_id,
-          "webhook-timestamp": String(Math.floor(sentAt.getTime() / 1000)),
-          "webhook-signature": signer!.sign(body.message_id, sentAt, payload),
-        },
-        body: payload,
-        // A redirect is not an acceptance, and following it would send the signed body somewhere unconfigured.
-        redirect: "manual",
-        signal: abort.signal,
-      });
-      // The body means nothing to the gateway; dropping it frees the connection for the next hand-off.
-      await response.body?.cancel().catch(() => undefined);
-      const status = response.status;
-      if (status >= 200 && status < 300) return { outcome: "accepted", status };
-      if (status >= 400 && status < 500) return { outcome: "rejected", status };
-      return { outcome: "unavailable", reason: status >= 300 && status < 400 ? "redirect" : "server_error", status };
-    } catch {
-      // The error may name the URL (which can hold a token): only its kind is kept.
-      const reason = abort.signal.aborted ? (abort.signal.reason === SHUTDOWN ? "shutdown" : "timeout") : "network";
-      return { outcome: "unavailable", reason };
-    } finally {
-      clearTimeout(timer);
-      running.delete(abort);
-    }
-  }
-
-  /** Hands the message off and answers the client; never rejects for the backend's or the store's faults. */
-  async function handOff(conn: ChatSender, frame: ChatMessageFrame, receivedAt: number): Promise<void> {
-    const refuse = (code: ErrorCode, message?: string) => conn.send(errorFrame(code, { fatal: false, message, extra: { message_id: frame.message_id } }));
-    // The id travels as the webhook-id header: one that no HTTP header can carry would fail every
-    // attempt, and the client would resend it forever. Final, so the SDK drops it.
-    if (!HEADER_SAFE_ID.test(frame.message_id)) {
-      count("rejected");
-      return void refuse("MESSAGE_REJECTED", "message_id must be printable ASCII (it is the webhook-id of the hand-off); this message will not be run.");
-    }
-    let claim;
-    try {
-      claim = await deps.store.claimMessage(conn.userId, frame.message_id, { ttlMs: ACCEPTED_TTL_MS, staleMs: claimStaleMs });
-    } catch (err) {
-      if (!(err instanceof StoreUnavailableError)) throw err;
-      count("store_unavailable");
-      return void refuse("TICKET_STORE_UNAVAILABLE", "The message was not accepted; send it again shortly.");
-    }
-    if (claim === "started") {
-      count("duplicate");
-      return void conn.send({ type: "ack", message_id: frame.message_id });
-    }
-    if (claim === "pending") {
-      count("pending");
-      return void refuse("AGENT_UNAVAILABLE", "An earlier copy of this message is still being handed to the agent. It was not acked; send it again shortly.");
-    }
-    const started = now();
-    const result = await post({
-      message_id: frame.message_id,
-      user_id: conn.userId,
-      thread_id: frame.thread_id,
-      text: frame.text,
-      received_at: new Date(receivedAt).toISOString(),
-      connection_id: conn.id,
-    });
-    const line = { event: "agent_handoff", connection_id: conn.id, ms: now() - started, ...result };
-    count(result.outcome);
-    if (result.outcome === "accepted") {
-      deps.log.debug(line, "chat message handed to the agent backend");
-      // Best effort: should it fail, a resend is handed off again and the backend deduplicates it by webhook-id.
-      await deps.store.markMessageStarted(conn.userId, frame.message_id, { ttlMs: ACCEPTED_TTL_MS, maxPerUser: rememberedPerUser }).catch(() => undefined);
-      conn.send({ type: "ack", message_id: frame.message_id });
-      return;
-    }
-    deps.log.warn(line, result.outcome === "rejected" ? "the agent backend refused a chat message" : "the agent backend did not accept a chat message");
-    await deps.store.releaseMessage(conn.userId, frame.message_id).catch(() => undefined);
-    if (result.outcome === "rejected") {
-      refuse("MESSAGE_REJECTED", `The agent backend refused this message (HTTP ${result.status}). It will not be run; do not send it again.`);
-    } else {
-      refuse("AGENT_UNAVAILABLE", `The agent backend did not accept the message (${result.reason.replace("_", " ")}). It was not acked; send it again shortly.`);
-    }
-  }
+  const webhook = url !== undefined && secret !== undefined ? new AgentWebhook(url, secret, timeoutMs, now) : undefined;
+  const context: HandOffContext | undefined = webhook && {
+    webhook,
+    store: deps.store,
+    log: deps.log,
+    now,
+    count,
+    // A claim outlives any hand-off that could still be running (it ends at timeoutMs), so it is only
+    // taken over from an instance that died mid-hand-off.
+    claimStaleMs: timeoutMs + 2000,
+    rememberedPerUser,
+  };
+  const limit = new InFlightLimit(maxInFlight, maxInFlightPerUser);
 
   return {
     /** True when AGENT_WEBHOOK_URL is set. */
-    enabled: signer !== undefined,
+    enabled: webhook !== undefined,
 
     /** Answers one chat_message: ack, or a non-fatal error frame naming its message_id. */
     async handle(conn: ChatSender, frame: ChatMessageFrame): Promise<void> {
       const receivedAt = now();
-      if (signer === undefined) {
+      if (context === undefined) {
         count("chat_unavailable");
         conn.send(errorFrame("CHAT_UNAVAILABLE", { fatal: false, extra: { message_id: frame.message_id } }));
         return;
       }
-      const mine = perUser.get(conn.userId) ?? 0;
-      if (inFlight >= maxInFlight || mine >= maxInFlightPerUser) {
+      if (!limit.tryAcquire(conn.userId)) {
         count("rate_limited");
         const message = "Too many messages are being handed to the agent at once. It was not acked; send it again shortly.";
         conn.send(errorFrame("RATE_LIMITED", { fatal: false, message, extra: { message_id: frame.message_id } }));
         return;
       }
-      inFlight++;
-      perUser.set(conn.userId, mine + 1);
       try {
-        await handOff(conn, frame, receivedAt);
+        await handOff(context, conn, frame, receivedAt);
       } finally {
-        inFlight--;
-        const left = (perUser.get(conn.userId) ?? 1) - 1;
-        if (left > 0) perUser.set(conn.userId, left);
-        else perUser.delete(conn.userId);
+        limit.release(conn.userId);
       }
     },
 
     /** Hand-offs in flight on this instance. */
     get inFlight(): number {
-      return inFlight;
+      return limit.total;
     },
 
     /** Ends the hand-offs in flight (their clients are told "not accepted" and resend elsewhere). */
     close(): void {
-      for (const abort of running) abort.abort(SHUTDOWN);
+      webhook?.abortAll();
     },
   };
 }
 
-const SHUTDOWN = new Error("shutdown");
+/** What one hand-off needs, fixed for the life of the gateway. */
+interface HandOffContext {
+  readonly webhook: AgentWebhook;
+  readonly store: Store;
+  readonly log: FastifyBaseLogger;
+  readonly now: () => number;
+  readonly count: (outcome: string) => void;
+  readonly claimStaleMs: number;
+  readonly rememberedPerUser: number;
+}
+
+/** Sends the client a non-fatal error frame naming the message. */
+type Refuse = (code: ErrorCode, message?: string) => void;
+
+/** Hands the message off and answers the client; never rejects for the backend's or the store's faults. */
+async function handOff(ctx: HandOffContext, conn: ChatSender, frame: ChatMessageFrame, receivedAt: number): Promise<void> {
+  const refuse: Refuse = (code, message) => void conn.send(errorFrame(code, { fatal: false, message, extra: { message_id: frame.message_id } }));
+  // The id travels as the webhook-id header: one that no HTTP header can carry would fail every
+  // attempt, and the client would resend it forever. Final, so the SDK drops it.
+  if (!HEADER_SAFE_ID.test(frame.message_id)) {
+    ctx.count("rejected");
+    return refuse("MESSAGE_REJECTED", "message_id must be printable ASCII (it is the webhook-id of the hand-off); this message will not be run.");
+  }
+  if (!(await claimForHandOff(ctx, conn, frame, refuse))) return;
+  const started = ctx.now();
+  const result = await ctx.webhook.post({
+    message_id: frame.message_id,
+    user_id: conn.userId,
+    thread_id: frame.thread_id,
+    text: frame.text,
+    received_at: new Date(receivedAt).toISOString(),
+    connection_id: conn.id,
+  });
+  await settleHandOff(ctx, conn, frame, result, ctx.now() - started, refuse);
+}
+
+/**
+ * Claims the message id for this hand-off. False when the client was already answered: the
+ * backend took the id before (a resend after a lost ack: acked again), another hand-off of it is
+ * in flight, or the store is unreachable.
+ */
+async function claimForHandOff(ctx: HandOffContext, conn: ChatSender, frame: ChatMessageFrame, refuse: Refuse): Promise<boolean> {
+  let claim;
+  try {
+    claim = await ctx.store.claimMessage(conn.userId, frame.message_id, { ttlMs: ACCEPTED_TTL_MS, staleMs: ctx.claimStaleMs });
+  } catch (err) {
+    if (!(err instanceof StoreUnavailableError)) throw err;
+    ctx.count("store_unavailable");
+    refuse("TICKET_STORE_UNAVAILABLE", "The message was not accepted; send it again shortly.");
+    return false;
+  }
+  if (claim === "started") {
+    ctx.count("duplicate");
+    conn.send({ type: "ack", message_id: frame.message_id });
+    return false;
+  }
+  if (claim === "pending") {
+    ctx.count("pending");
+    refuse("AGENT_UNAVAILABLE", "An earlier copy of this message is still being handed to the agent. It was not acked; send it again shortly.");
+    return false;
+  }
+  return true;
+}
+
+/** After the POST: remembers an accepted id (or releases the claim), logs, and answers the client. */
+async function settleHandOff(ctx: HandOffContext, conn: ChatSender, frame: ChatMessageFrame, result: PostResult, ms: number, refuse: Refuse): Promise<void> {
+  const line = { event: "agent_handoff", connection_id: conn.id, ms, ...result };
+  ctx.count(result.outcome);
+  if (result.outcome === "accepted") {
+    ctx.log.debug(line, "chat message handed to the agent backend");
+    // Best effort: should it fail, a resend is handed off again and the backend deduplicates it by webhook-id.
+    await ctx.store
+      .markMessageStarted(conn.userId, frame.message_id, { ttlMs: ACCEPTED_TTL_MS, maxPerUser: ctx.rememberedPerUser })
+      .catch(() => undefined);
+    conn.send({ type: "ack", message_id: frame.message_id });
+    return;
+  }
+  ctx.log.warn(line, result.outcome === "rejected" ? "the agent backend refused a chat message" : "the agent backend did not accept a chat message");
+  await ctx.store.releaseMessage(conn.userId, frame.message_id).catch(() => undefined);
+  if (result.outcome === "rejected") {
+    refuse("MESSAGE_REJECTED", `The agent backend refused this message (HTTP ${result.status}). It will not be run; do not send it again.`);
+  } else {
+    refuse("AGENT_UNAVAILABLE", `The agent backend did not accept the message (${result.reason.replace("_", " ")}). It was not acked; send it again shortly.`);
+  }
+}
+
+/**
+ * The bounds on hand-offs in flight: on this instance (each holds a socket to the backend),
+ * and per user, so that one user cannot take every slot.
+ */
+class InFlightLimit {
+  private readonly perUser = new Map<string, number>();
+  private running = 0;
+
+  constructor(
+    private readonly max: number,
+    private readonly maxPerUser: number,
+  ) {}
+
+  get total(): number {
+    return this.running;
+  }
+
+  /** Takes a slot for the user; false (and nothing taken) when either bound is reached. */
+  tryAcquire(userId: string): boolean {
+    const mine = this.perUser.get(userId) ?? 0;
+    if (this.running >= this.max || mine >= this.maxPerUser) return false;
+    this.running++;
+    this.perUser.set(userId, mine + 1);
+    return true;
+  }
+
+  release(userId: string): void {
+    this.running--;
+    const left = (this.perUser.get(userId) ?? 1) - 1;
+    if (left > 0) this.perUser.set(userId, left);
+    else this.perUser.delete(userId);
+  }
+}
+
 /** Printable ASCII, no spaces: safe in an HTTP header and in the signed `id.timestamp.body` content. */
 const HEADER_SAFE_ID = /^[\x21-\x7e]+$/;
