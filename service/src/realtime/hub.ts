@@ -3,7 +3,8 @@ import type { FastifyBaseLogger } from "fastify";
 import type { Config } from "../config.js";
 import type { Metrics } from "../plugins/metrics.js";
 import { eventTimestamp } from "../plugins/store/codec.js";
-import type { Store } from "../plugins/store/types.js";
+import { StoreUnavailableError, type Store, type StreamHead } from "../plugins/store/types.js";
+import type { ConnectionSlot } from "../auth/tickets.js";
 import type { Connection } from "./connection.js";
 
 /**
@@ -11,6 +12,11 @@ import type { Connection } from "./connection.js";
  * instance. Fan-out is per user: an instance subscribes to a user's channel
  * while it holds at least one of the user's sockets (docs/fanout.md says why,
  * and what it costs at 50,000 users over 20 instances).
+ *
+ * The hub owns registration: a connection is counted among its user's
+ * connections by the admission step (store.admit, with the hub's
+ * `connectionSlot`), registered here, and uncounted here when it ends
+ * (`unregister`, or `release` when it ended before it was registered).
  *
  * The hub owns the periodic work (heartbeats, refreshing the per-user
  * connection count) on one timer each, not one per socket.
@@ -28,7 +34,8 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
   const { store, metrics, log } = deps;
   const instanceId = deps.instanceId ?? randomUUID();
   const connections = new Set<Connection>();
-  const byUser = new Map<string, Set<Connection>>();
+  /** The user's connections here, and the one bus subscription they share (resolved once it is in place). */
+  const byUser = new Map<string, { conns: Set<Connection>; subscribed: Promise<void> }>();
   const revokeReplies = new Map<string, (closed: number) => void>();
   let draining = false;
   let busUp = true;
@@ -48,8 +55,8 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     if (message.kind === "event") {
       const ts = Date.parse(eventTimestamp(message.event.body));
       if (!Number.isNaN(ts)) metrics.busLagSeconds.observe(Math.max(0, Date.now() - ts) / 1000);
-      const conns = byUser.get(message.userId);
-      if (conns) for (const conn of conns) conn.deliverLive(message.epoch, message.event);
+      const user = byUser.get(message.userId);
+      if (user) for (const conn of user.conns) conn.deliverLive(message.epoch, message.event);
       return;
     }
     let control: Control;
@@ -59,7 +66,7 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
       return;
     }
     if (message.kind === "user_control" && control.op === "revoke") {
-      const conns = [...(byUser.get(message.userId) ?? [])];
+      const conns = [...(byUser.get(message.userId)?.conns ?? [])];
       for (const conn of conns) conn.close("SESSION_REVOKED");
       store
         .publishInstance(control.reply_to, JSON.stringify({ op: "revoke_reply", req: control.req, closed: conns.length }))
@@ -88,6 +95,46 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     }));
   subscribeInstance().catch(() => undefined);
 
+  function release(userId: string, connectionId: string): void {
+    store.removeConnection(userId, connectionId).catch(() => metrics.storeUnavailable.inc({ operation: "remove_connection" }));
+  }
+
+  /**
+   * Why nothing published after the head read is missed, and why a revoke
+   * that raced the connect still ends it. The admission step read the head H
+   * (and the revocation) atomically with taking the ticket, maybe before this
+   * instance had the user's channel. Once the subscription is in place (the
+   * node acknowledged it) and the connection is registered here, read the
+   * head and the revocation again. An event with seq > H, or a revoke's
+   * control message, either reaches this instance after that point (the
+   * channel is subscribed, the connection registered: delivered to it) or
+   * was published before the second read was executed, on the same node (a
+   * user's keys and channel share a slot), so the read sees it: a higher
+   * head means catch up from history (the connection sends only seqs it has
+   * not sent, so nothing twice), a revocation at or after the ticket's issue
+   * closes with SESSION_REVOKED (a revoke writes its marker before it
+   * publishes). The second read waits for the subscription even when another
+   * connection of the user made it: a bus message can overtake the admission
+   * reply, which travels on another connection.
+   */
+  async function confirm(conn: Connection, subscribed: Promise<void>, admitted: { issuedAt: number; head: StreamHead }): Promise<void> {
+    try {
+      await subscribed;
+      const { head, revokedAt } = await store.userState(conn.userId);
+      if (!conn.open) return;
+      if (revokedAt >= admitted.issuedAt) return conn.close("SESSION_REVOKED");
+      if (head.epoch !== admitted.head.epoch || head.latestSeq > admitted.head.latestSeq) conn.catchUp();
+    } catch (err) {
+      if (!conn.open) return;
+      if (err instanceof StoreUnavailableError) {
+        metrics.storeUnavailable.inc({ operation: "confirm_connection" });
+        return conn.close("TICKET_STORE_UNAVAILABLE");
+      }
+      log.error({ err, event: "ws_internal_error", connection_id: conn.id }, "unexpected error while confirming a connection");
+      conn.close("INTERNAL_ERROR");
+    }
+  }
+
   return {
     get draining() {
       return draining;
@@ -95,25 +142,45 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     get size() {
       return connections.size;
     },
-    /** Adds the connection and resolves once its user's channel is subscribed. */
-    async register(conn: Connection): Promise<void> {
+    /** What admission registers a new connection as, among its user's (store.admit). */
+    connectionSlot(connectionId: string): ConnectionSlot {
+      return { id: connectionId, max: deps.config.maxConnectionsPerUser, ttlMs: CONNECTION_TTL_MS };
+    },
+
+    /**
+     * Adds a connection that admission counted and started from `head` (read
+     * by the admission step, before this instance necessarily had the user's
+     * channel). The user's channel is subscribed once per instance, by the
+     * user's first connection here; then `confirm` closes what that ordering
+     * could have missed.
+     */
+    register(conn: Connection, admitted: { issuedAt: number; head: StreamHead }): void {
       connections.add(conn);
-      let set = byUser.get(conn.userId);
-      if (!set) byUser.set(conn.userId, (set = new Set()));
-      set.add(conn);
       metrics.wsConnections.inc();
-      await store.subscribeUser(conn.userId);
+      let user = byUser.get(conn.userId);
+      if (user === undefined) {
+        const subscribed = store.subscribeUser(conn.userId);
+        subscribed.catch(() => undefined); // each connection's confirm handles it
+        byUser.set(conn.userId, (user = { conns: new Set(), subscribed }));
+      }
+      user.conns.add(conn);
+      void confirm(conn, user.subscribed, admitted);
     },
 
     unregister(conn: Connection): void {
       if (!connections.delete(conn)) return;
       metrics.wsConnections.dec();
-      const set = byUser.get(conn.userId);
-      set?.delete(conn);
-      if (set?.size === 0) byUser.delete(conn.userId);
-      store.unsubscribeUser(conn.userId).catch(() => undefined);
-      store.removeConnection(conn.userId, conn.id).catch(() => metrics.storeUnavailable.inc({ operation: "remove_connection" }));
+      const user = byUser.get(conn.userId);
+      user?.conns.delete(conn);
+      if (user?.conns.size === 0) {
+        byUser.delete(conn.userId);
+        store.unsubscribeUser(conn.userId).catch(() => undefined);
+      }
+      release(conn.userId, conn.id);
     },
+
+    /** Uncounts a connection that admission counted and that ended before it was registered. */
+    release,
 
     connectionTtlMs: CONNECTION_TTL_MS,
 

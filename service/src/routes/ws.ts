@@ -1,13 +1,10 @@
-import { randomUUID } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import type { WebSocket } from "ws";
 import { GatewayError, isGatewayError, socketCloseCode, socketErrorCode, type ErrorCode } from "../errors.js";
-import { storeCall } from "../plugins/store/storeCall.js";
 import { WS_ROUTE } from "../httpGuards.js";
+import { createAdmission } from "../realtime/admission.js";
 import { closeCodeLabel, type ClosedBy } from "../realtime/closeCodes.js";
-import { Connection } from "../realtime/connection.js";
 import { EarlyFrames } from "../realtime/earlyFrames.js";
-import { createReplayBudgets } from "../realtime/replayBudget.js";
 import { errorFrame } from "../realtime/frames.js";
 
 /**
@@ -24,9 +21,16 @@ import { errorFrame } from "../realtime/frames.js";
  */
 export async function wsRoutes(app: FastifyInstance): Promise<void> {
   const { config, hub, store, metrics } = app;
-  const allowed = new Set(config.allowedOrigins);
-  const now = () => Date.now();
-  const replayBudgets = createReplayBudgets({ historyMaxEvents: config.historyMaxEvents });
+  const admission = createAdmission({
+    config,
+    hub,
+    store,
+    tickets: app.tickets,
+    metrics,
+    verifier: app.verifier,
+    onChat: (c, frame) => app.chat(c, frame),
+  });
+  app.addHook("onClose", async () => admission.close());
 
   app.route<{ Querystring: Record<string, string | string[] | undefined> }>({
     method: "GET",
@@ -50,15 +54,13 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
         const text = outcome === "accepted" ? "websocket authenticated" : "websocket authentication refused";
         log.info({ event: "ws_auth", outcome, reason, connection_id: connectionId }, text);
       };
-      let conn: Connection | undefined;
       let refused = false;
-      /** Refuses the socket once: through its Connection when there is one (which logs the close), else directly. */
+      /** Refuses the socket once, before a Connection exists. */
       const refuse = (code: ErrorCode, message?: string) => {
         if (refused) return;
         refused = true;
         early.discard();
         logAuth(code);
-        if (conn) return conn.close(code, message);
         closeUnauthenticated(socket, code, message);
         logClose(socketCloseCode(code), code, "server");
       };
@@ -66,65 +68,18 @@ export async function wsRoutes(app: FastifyInstance): Promise<void> {
       const early = new EarlyFrames(socket, () =>
         refuse("RATE_LIMITED", "Too many frames before connection_established. Wait for it, then send."),
       );
-
-      if (hub.draining) return refuse("SERVICE_RESTART");
-      const origin = request.headers.origin ?? null;
       try {
-        // Browsers always send Origin; only a browser page can be tricked into
-        // connecting, so a missing Origin (a server-side client) is allowed.
-        if (origin !== null && !allowed.has(origin)) throw new GatewayError("ORIGIN_FORBIDDEN");
-        const ticket = request.query.ticket;
-        if (Array.isArray(ticket)) throw new GatewayError("TICKET_MALFORMED");
-        // Redemptions per client IP share the issuance limit: a legitimate
-        // client cannot redeem more tickets than it can get, and guessing
-        // tickets is throttled. Counted beside the redeem, not before it, so a
-        // connect costs no extra round trip; a correct guess over the limit is
-        // still burned and refused.
-        const [attempts, redeemed] = await Promise.allSettled([
-          storeCall(() => store.hit(`redeem:${request.ip}`, 60_000)),
-          app.tickets.redeem(ticket, origin),
-        ]);
-        if (attempts.status === "fulfilled" && attempts.value.count > config.ticketRatePerIp) {
-          throw new GatewayError("RATE_LIMITED", { message: "Too many connection attempts from this address. Retry after a pause." });
-        }
-        if (redeemed.status === "rejected") throw redeemed.reason;
-        const record = redeemed.value;
-        const id = randomUUID();
-        if (!(await storeCall(() => store.addConnection(record.sub, id, config.maxConnectionsPerUser, hub.connectionTtlMs)))) {
-          throw new GatewayError("TOO_MANY_CONNECTIONS");
-        }
-        if (socket.readyState !== socket.OPEN || refused) {
-          store.removeConnection(record.sub, id).catch(() => undefined);
-          return;
-        }
-        conn = new Connection({
+        const conn = await admission.admit({
           socket,
-          id,
-          userId: record.sub,
-          sessionExpiresAt: record.sessionExpiresAt,
-          config,
-          store,
-          metrics,
+          ticket: request.query.ticket,
+          origin: request.headers.origin ?? null,
+          ip: request.ip,
           log,
-          verifier: app.verifier,
-          replayBudget: replayBudgets.forConnection(record.sub),
-          onChat: (c, frame) => app.chat(c, frame),
-          onClosed: (c, code, reason, closedBy) => {
-            hub.unregister(c);
-            logClose(code, reason, closedBy, c.id);
-          },
-          now,
+          abandoned: () => refused,
+          takeEarlyFrames: () => early.take(),
+          onClosed: (c, code, reason, closedBy) => logClose(code, reason, closedBy, c.id),
         });
-        // Subscribe first, then read the stream head: an event published after
-        // the read is certain to arrive on the subscription.
-        await hub.register(conn);
-        const [head, revokedAt] = await storeCall(() => Promise.all([store.head(record.sub), store.revokedAt(record.sub)]));
-        // A revoke that raced this connect (after the redeem, before the subscription) still ends it.
-        if (revokedAt >= record.issuedAt) throw new GatewayError("SESSION_REVOKED");
-        // Refused meanwhile (too many early frames): the close is under way, and the connection's close handler cleans up.
-        if (refused) return;
-        logAuth("OK", id);
-        conn.start(head, early.take());
+        if (conn) logAuth("OK", conn.id);
       } catch (err) {
         const code = socketErrorCode(err);
         if (code === "INTERNAL_ERROR") log.error({ err, event: "ws_internal_error" }, "unexpected error while authenticating a websocket");
