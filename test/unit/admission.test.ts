@@ -160,3 +160,22 @@ describe("redemptions per address (addressBudget)", () => {
     expect(b.allow("10.0.0.1")).toBe(false);
   });
 });
+
+describe("the client address at the upgrade (TRUST_PROXY_HOPS, as Fastify computes request.ip)", () => {
+  it("counts redemptions per forwarded address behind one trusted proxy, and per peer without one", async () => {
+    const memory = createMemoryStore();
+    const behind = await startGateway({ store: memory, env: { TICKET_RATE_PER_IP: "2", TRUST_PROXY_HOPS: "1" } });
+    const direct = await startGateway({ store: createMemoryStore(), env: { TICKET_RATE_PER_IP: "2" } });
+    cleanups.push(() => memory.close(), () => behind.close(), () => direct.close());
+    const guess = `${"C".repeat(43)}.${(Date.now() + 30_000).toString(36)}.1`;
+    const attempt = async (gw: TestGateway, forwardedFor: string) =>
+      (await new TestClient(`${gw.wsUrl}/ws?ticket=${guess}`, { headers: { "x-forwarded-for": forwardedFor } }).closed).reason;
+    // Each forwarded address has its own count behind the proxy...
+    expect(await Promise.all(["10.0.0.1", "10.0.0.2", "10.0.0.3"].map((a) => attempt(behind, `1.2.3.4, ${a}`)))).toEqual(Array(3).fill("TICKET_INVALID"));
+    expect(await attempt(behind, "10.0.0.1")).toBe("TICKET_INVALID");
+    expect(await attempt(behind, "9.9.9.9, 10.0.0.1")).toBe("RATE_LIMITED");
+    // ...and a forwarded address is not believed without a trusted proxy: all three are the same peer.
+    expect(await Promise.all(["10.0.0.1", "10.0.0.2"].map((a) => attempt(direct, a)))).toEqual(Array(2).fill("TICKET_INVALID"));
+    expect(await attempt(direct, "10.0.0.3")).toBe("RATE_LIMITED");
+  });
+});
