@@ -111,6 +111,29 @@ describe("a revoke racing the connect", () => {
     expect(client.frames.at(-1)).toMatchObject({ type: "error", code: "SESSION_REVOKED", fatal: true });
   });
 
+  it("ends a second connection of a subscribed user whose revoke's bus message overtook the admission's reply, with 4501", async () => {
+    const memory = createMemoryStore();
+    let gw: TestGateway | undefined;
+    let overtake = false;
+    const store: Store = {
+      ...memory,
+      async admit(request) {
+        const outcome = await memory.admit(request);
+        if (overtake && outcome.status === "admitted") {
+          await gw!.app.hub.revoke(outcome.record.sub, Date.now(), 60_000); // heard by this instance before the reply is
+          await busTurn();
+        }
+        return outcome;
+      },
+    };
+    gw = await gatewayOn(store, memory);
+    const first = await connectLive(gw, "overtaken");
+    overtake = true;
+    const second = await TestClient.connect(gw, await ticketFor(gw, "overtaken"));
+    expect(await first.closed).toEqual({ code: 4501, reason: "SESSION_REVOKED" });
+    expect(await second.closed).toEqual({ code: 4501, reason: "SESSION_REVOKED" });
+  });
+
   it("lets a connection live whose ticket was issued after a revoke that reaches its subscription late", async () => {
     const memory = createMemoryStore();
     await memory.revokeUser("back", Date.now() - 10_000, 60_000);

@@ -77,6 +77,7 @@ export function createAdmission(deps: {
         throw new GatewayError("RATE_LIMITED", { message: "Too many connection attempts from this address. Retry after a pause." });
       }
       const id = randomUUID();
+      const admittedAfter = hub.generation;
       const admitted = await tickets.redeem(attempt.ticket, attempt.origin, hub.connectionSlot(id));
       const { socket } = attempt;
       if (socket.readyState !== socket.OPEN || attempt.abandoned()) {
@@ -101,8 +102,8 @@ export function createAdmission(deps: {
         },
         now,
       });
-      hub.register(conn, admitted);
       conn.start(admitted.head, attempt.takeEarlyFrames());
+      hub.register(conn, { issuedAt: admitted.issuedAt, head: admitted.head, admittedAfter });
       return conn;
     },
 

@@ -6,6 +6,7 @@ import { eventTimestamp } from "../plugins/store/codec.js";
 import { StoreUnavailableError, type Store, type StreamHead } from "../plugins/store/types.js";
 import type { ConnectionSlot } from "../auth/tickets.js";
 import type { Connection } from "./connection.js";
+import { createUserChannels } from "./userChannels.js";
 
 /**
  * This instance's sockets, and the bus that joins them to every other
@@ -23,19 +24,27 @@ import type { Connection } from "./connection.js";
  */
 export type Hub = ReturnType<typeof createHub>;
 
-type Control = { op: "revoke"; req: string; reply_to: string } | { op: "revoke_reply"; req: string; closed: number };
+/** `at`: the revocation time (absent from instances before it was sent: read as "any ticket"). */
+type Control = { op: "revoke"; req: string; reply_to: string; at?: number } | { op: "revoke_reply"; req: string; closed: number };
 
 /** Entries of the cross-instance connection count live this long unless refreshed. */
 const CONNECTION_TTL_MS = 90_000;
 const CONNECTION_REFRESH_MS = 30_000;
 const REVOKE_WAIT_MS = 1000;
 
+/** What admission hands the hub with a new connection. */
+export interface Admitted {
+  readonly issuedAt: number;
+  readonly head: StreamHead;
+  /** hub.generation, noted before the admission step was sent. */
+  readonly admittedAfter: number;
+}
+
 export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBaseLogger; config: Config; instanceId?: string }) {
   const { store, metrics, log } = deps;
   const instanceId = deps.instanceId ?? randomUUID();
   const connections = new Set<Connection>();
-  /** The user's connections here, and the one bus subscription they share (resolved once it is in place). */
-  const byUser = new Map<string, { conns: Set<Connection>; subscribed: Promise<void> }>();
+  const channels = createUserChannels({ store });
   const revokeReplies = new Map<string, (closed: number) => void>();
   let draining = false;
   let busUp = true;
@@ -55,8 +64,9 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     if (message.kind === "event") {
       const ts = Date.parse(eventTimestamp(message.event.body));
       if (!Number.isNaN(ts)) metrics.busLagSeconds.observe(Math.max(0, Date.now() - ts) / 1000);
-      const user = byUser.get(message.userId);
-      if (user) for (const conn of user.conns) conn.deliverLive(message.epoch, message.event);
+      channels.heardEvent(message.userId, message.epoch, message.event.seq);
+      const conns = channels.connsOf(message.userId);
+      if (conns) for (const conn of conns) conn.deliverLive(message.epoch, message.event);
       return;
     }
     let control: Control;
@@ -66,7 +76,8 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
       return;
     }
     if (message.kind === "user_control" && control.op === "revoke") {
-      const conns = [...(byUser.get(message.userId)?.conns ?? [])];
+      channels.heardRevoke(message.userId, typeof control.at === "number" ? control.at : undefined);
+      const conns = [...(channels.connsOf(message.userId) ?? [])];
       for (const conn of conns) conn.close("SESSION_REVOKED");
       store
         .publishInstance(control.reply_to, JSON.stringify({ op: "revoke_reply", req: control.req, closed: conns.length }))
@@ -103,21 +114,27 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
    * Why nothing published after the head read is missed, and why a revoke
    * that raced the connect still ends it. The admission step read the head H
    * (and the revocation) atomically with taking the ticket, maybe before this
-   * instance had the user's channel. Once the subscription is in place (the
-   * node acknowledged it) and the connection is registered here, read the
-   * head and the revocation again. An event with seq > H, or a revoke's
-   * control message, either reaches this instance after that point (the
-   * channel is subscribed, the connection registered: delivered to it) or
+   * instance heard the user's channel. When the subscription was in place
+   * before that step, what the bus said since answers (userChannels.ts).
+   * Otherwise, once the subscription is in place (the node acknowledged it)
+   * and the connection is registered here, read the head and the revocation
+   * again. An event with seq > H, or a revoke's control message, either
+   * reaches this instance after that point (delivered to the connection) or
    * was published before the second read was executed, on the same node (a
-   * user's keys and channel share a slot), so the read sees it: a higher
-   * head means catch up from history (the connection sends only seqs it has
-   * not sent, so nothing twice), a revocation at or after the ticket's issue
+   * user's keys and channel share a slot), so the read sees it: a higher head
+   * means catch up from history (the connection sends only seqs it has not
+   * sent, so nothing twice), a revocation at or after the ticket's issue
    * closes with SESSION_REVOKED (a revoke writes its marker before it
-   * publishes). The second read waits for the subscription even when another
-   * connection of the user made it: a bus message can overtake the admission
-   * reply, which travels on another connection.
+   * publishes). While the bus is down nothing it said is trusted: the store
+   * is asked.
    */
-  async function confirm(conn: Connection, subscribed: Promise<void>, admitted: { issuedAt: number; head: StreamHead }): Promise<void> {
+  async function confirm(conn: Connection, subscribed: Promise<void>, admitted: Admitted): Promise<void> {
+    const heard = busUp ? channels.missed(conn.userId, admitted.admittedAfter, admitted.head, admitted.issuedAt) : { known: false as const };
+    if (heard.known) {
+      if (heard.revoked) conn.close("SESSION_REVOKED");
+      else if (heard.behind) conn.catchUp();
+      return;
+    }
     try {
       await subscribed;
       const { head, revokedAt } = await store.userState(conn.userId);
@@ -147,35 +164,27 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
       return { id: connectionId, max: deps.config.maxConnectionsPerUser, ttlMs: CONNECTION_TTL_MS };
     },
 
+    /** Note before the admission step: what `register` takes as `admittedAfter`. */
+    get generation(): number {
+      return channels.generation;
+    },
+
     /**
-     * Adds a connection that admission counted and started from `head` (read
-     * by the admission step, before this instance necessarily had the user's
-     * channel). The user's channel is subscribed once per instance, by the
-     * user's first connection here; then `confirm` closes what that ordering
-     * could have missed.
+     * Adds a started connection that admission counted, from `head` (read by
+     * the admission step, before this instance necessarily heard the user's
+     * channel). The channel is subscribed once per user per instance; then
+     * `confirm` closes what that ordering could have missed.
      */
-    register(conn: Connection, admitted: { issuedAt: number; head: StreamHead }): void {
+    register(conn: Connection, admitted: Admitted): void {
       connections.add(conn);
       metrics.wsConnections.inc();
-      let user = byUser.get(conn.userId);
-      if (user === undefined) {
-        const subscribed = store.subscribeUser(conn.userId);
-        subscribed.catch(() => undefined); // each connection's confirm handles it
-        byUser.set(conn.userId, (user = { conns: new Set(), subscribed }));
-      }
-      user.conns.add(conn);
-      void confirm(conn, user.subscribed, admitted);
+      void confirm(conn, channels.join(conn), admitted);
     },
 
     unregister(conn: Connection): void {
       if (!connections.delete(conn)) return;
       metrics.wsConnections.dec();
-      const user = byUser.get(conn.userId);
-      user?.conns.delete(conn);
-      if (user?.conns.size === 0) {
-        byUser.delete(conn.userId);
-        store.unsubscribeUser(conn.userId).catch(() => undefined);
-      }
+      channels.leave(conn);
       release(conn.userId, conn.id);
     },
 
@@ -206,7 +215,7 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
       });
       const timer = setTimeout(finish, REVOKE_WAIT_MS);
       try {
-        expected = await store.publishUserControl(userId, JSON.stringify({ op: "revoke", req, reply_to: instanceId }));
+        expected = await store.publishUserControl(userId, JSON.stringify({ op: "revoke", req, reply_to: instanceId, at: revokedAt }));
         if (answered >= expected) finish();
         await done;
       } finally {
@@ -233,6 +242,7 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     close(): void {
       clearInterval(heartbeat);
       clearInterval(refresh);
+      channels.close();
     },
   };
 }
