@@ -55,7 +55,7 @@ export function createTicketService(deps: {
   const now = deps.now ?? Date.now;
   const ttlMs = deps.ttlSeconds * 1000;
 
-  const service = {
+  return {
     ttlSeconds: deps.ttlSeconds,
 
     async issue(token: VerifiedToken, origin: string | null): Promise<IssuedTicket> {
@@ -70,41 +70,6 @@ export function createTicketService(deps: {
       return { ticket, expiresAt };
     },
 
-    /** Where the ticket is kept; rejects with TICKET_MISSING or TICKET_MALFORMED before any store call. */
-    keyOf(ticket: string | undefined): TicketKey {
-      if (ticket === undefined || ticket === "") throw new GatewayError("TICKET_MISSING");
-      if (!TICKET_SHAPE.test(ticket)) throw new GatewayError("TICKET_MALFORMED");
-      const parts = ticket.split(".");
-      const tag = parts[2] === undefined ? 0 : parseInt(parts[2], 36);
-      if (tag >= SLOT_COUNT) throw new GatewayError("TICKET_MALFORMED");
-      const mask = parts[2] === undefined ? 0 : slotMask(Buffer.from(ticket.slice(0, 4), "base64url"));
-      return { hash: hashTicket(ticket), slot: (tag - mask + SLOT_COUNT) % SLOT_COUNT };
-    },
-
-    /**
-     * What a redeem that did not admit tells the client: the GatewayError whose
-     * close code the socket must end with (the contract's codes and messages).
-     */
-    refusal(outcome: Exclude<AdmitOutcome, { status: "admitted" }>, ticket: string): GatewayError {
-      switch (outcome.status) {
-        case "used":
-          return new GatewayError("TICKET_USED");
-        case "unknown": {
-          const carried = parseInt(ticket.split(".")[1] ?? "0", 36);
-          return new GatewayError(carried <= now() ? "TICKET_EXPIRED" : "TICKET_INVALID");
-        }
-        case "refused":
-          if (outcome.reason === "ORIGIN_FORBIDDEN") return new GatewayError("ORIGIN_FORBIDDEN", { message: "This ticket was issued to another origin." });
-          if (outcome.reason === "SESSION_REVOKED") return new GatewayError("SESSION_REVOKED", { message: "This ticket was voided when the session was revoked." });
-          return new GatewayError(outcome.reason);
-      }
-    },
-
-  };
-
-  return {
-    ...service,
-
     /**
      * Takes the ticket (once, ever), checks what it is bound to and counts the
      * connection under the per-user limit, in one store round trip
@@ -112,7 +77,7 @@ export function createTicketService(deps: {
      * must end with.
      */
     async redeem(ticket: string | undefined, origin: string | null, connection: ConnectionSlot): Promise<AdmittedTicket> {
-      const key = service.keyOf(ticket);
+      const key = ticketKeyOf(ticket);
       const started = performance.now();
       const outcome = await storeCall(() =>
         deps.store.admit({
@@ -125,10 +90,38 @@ export function createTicketService(deps: {
         }),
       );
       deps.observeRedeem?.((performance.now() - started) / 1000);
-      if (outcome.status !== "admitted") throw service.refusal(outcome, ticket!);
+      if (outcome.status !== "admitted") throw refusalOf(outcome, ticket!, now());
       return { ...outcome.record, head: outcome.head };
     },
   };
+}
+
+/** Where the ticket is kept; throws TICKET_MISSING or TICKET_MALFORMED before any store call. */
+function ticketKeyOf(ticket: string | undefined): TicketKey {
+  if (ticket === undefined || ticket === "") throw new GatewayError("TICKET_MISSING");
+  if (!TICKET_SHAPE.test(ticket)) throw new GatewayError("TICKET_MALFORMED");
+  const tagPart = ticket.split(".")[2];
+  if (tagPart === undefined) return { hash: hashTicket(ticket), slot: 0 };
+  const tag = parseInt(tagPart, 36);
+  if (tag >= SLOT_COUNT) throw new GatewayError("TICKET_MALFORMED");
+  const mask = slotMask(Buffer.from(ticket.slice(0, 4), "base64url"));
+  return { hash: hashTicket(ticket), slot: (tag - mask + SLOT_COUNT) % SLOT_COUNT };
+}
+
+/** What a redeem that did not admit tells the client, with the contract's codes and messages. */
+function refusalOf(outcome: Exclude<AdmitOutcome, { status: "admitted" }>, ticket: string, at: number): GatewayError {
+  switch (outcome.status) {
+    case "used":
+      return new GatewayError("TICKET_USED");
+    case "unknown": {
+      const carried = parseInt(ticket.split(".")[1] ?? "0", 36);
+      return new GatewayError(carried <= at ? "TICKET_EXPIRED" : "TICKET_INVALID");
+    }
+    case "refused":
+      if (outcome.reason === "ORIGIN_FORBIDDEN") return new GatewayError("ORIGIN_FORBIDDEN", { message: "This ticket was issued to another origin." });
+      if (outcome.reason === "SESSION_REVOKED") return new GatewayError("SESSION_REVOKED", { message: "This ticket was voided when the session was revoked." });
+      return new GatewayError(outcome.reason);
+  }
 }
 
 /** The first 14 bits of the ticket's random part: what hides the slot in its tag. */
