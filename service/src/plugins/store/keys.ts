@@ -12,12 +12,16 @@ import { createRequire } from "node:module";
 // CommonJS without type declarations: required, with its one signature written here.
 const clusterKeySlot = createRequire(import.meta.url)("cluster-key-slot") as (key: string) => number;
 
+const SAFE_ID = /^[A-Za-z0-9._~-]*$/;
+
 /**
  * Makes an id safe inside a key: total (lone surrogates too, where
  * encodeURIComponent throws) and injective, and it escapes `{`, `}` and `:`,
  * so no id can move a key's hash tag or collide with another id's keys.
  */
 export function encodeId(id: string): string {
+  // Most ids need no escape: skip the replace (a connect encodes several).
+  if (SAFE_ID.test(id)) return id;
   return id.replace(/[^A-Za-z0-9._~-]/g, (c) => {
     const code = c.charCodeAt(0);
     return code < 0x100 ? `%${code.toString(16).padStart(2, "0")}` : `%u${code.toString(16).padStart(4, "0")}`;
