@@ -93,7 +93,10 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     log[up ? "info" : "error"]({ event: up ? "bus_up" : "bus_down" }, up ? "bus reconnected" : "bus connection lost");
     // Whatever was published while the bus was down never reached this
     // instance: every connection reads it from history now.
-    if (up && wasDown) for (const conn of connections) conn.catchUp();
+    if (up && wasDown) {
+      channels.resubscribed();
+      for (const conn of connections) conn.catchUp();
+    }
   });
 
   // The reply channel of revokes. Retried on the next revoke if the store was

@@ -125,6 +125,15 @@ export function createUserChannels(deps: { store: Store; now?: () => number }) {
       return { known: true, revoked: user.revokedUpTo >= issuedAt, behind };
     },
 
+    /**
+     * The bus is back after a drop, every channel subscribed again: what was
+     * published meanwhile was not heard, so a connection admitted before this
+     * point asks the store (its subscription counts as acknowledged now).
+     */
+    resubscribed(): void {
+      for (const user of users.values()) if (user.readyAt !== undefined) user.readyAt = ++generation;
+    },
+
     /** Every subscription is dropped by the store's close; this stops the sweep. */
     close(): void {
       clearInterval(sweep);
