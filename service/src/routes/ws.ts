@@ -43,7 +43,8 @@ export function attachWebSocketEndpoint(app: FastifyInstance, wsOptions: ServerO
     onChat: (c, frame) => app.chat(c, frame),
   });
   const wss = new WebSocketServer({ ...wsOptions, noServer: true });
-  const trust = (address: string, hop: number) => hop < config.trustProxyHops;
+  // The same function Fastify is given as trustProxy (app.ts).
+  const trust = (_address: string, hop: number) => hop < config.trustProxyHops;
   let requests = 0;
 
   // A plain GET without an upgrade.
@@ -59,7 +60,7 @@ export function attachWebSocketEndpoint(app: FastifyInstance, wsOptions: ServerO
       socket.removeListener("error", destroyOnError);
       // Only these outlive the handshake, not the request (docs/benchmarks.md "Memory").
       const log = app.log.child({ reqId: `ws-${(++requests).toString(36)}` });
-      void onSocket(ws, log, { query: new URL(raw.url ?? "/", "http://x").searchParams, origin: raw.headers.origin ?? null, ip: clientIp(raw, trust) });
+      void onSocket(ws, log, { query: queryOf(raw.url), origin: raw.headers.origin ?? null, ip: clientIp(raw, trust) });
     });
   });
   app.addHook("onClose", async () => admission.close());
@@ -113,9 +114,15 @@ export function attachWebSocketEndpoint(app: FastifyInstance, wsOptions: ServerO
 }
 
 /** The path of a request target, without its query. */
-function pathOf(url: string | undefined): string {
-  const q = (url ?? "").indexOf("?");
-  return q === -1 ? (url ?? "") : (url ?? "").slice(0, q);
+function pathOf(url = ""): string {
+  const q = url.indexOf("?");
+  return q === -1 ? url : url.slice(0, q);
+}
+
+/** The query of a request target (URLSearchParams never throws, whatever the bytes). */
+function queryOf(url = ""): URLSearchParams {
+  const q = url.indexOf("?");
+  return new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
 }
 
 /** The client address exactly as Fastify computes request.ip with the same trustProxy function. */
