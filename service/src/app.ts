@@ -1,7 +1,7 @@
 import fastifyCors, { type FastifyCorsOptions } from "@fastify/cors";
-import fastifyWebsocket from "@fastify/websocket";
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
+import type { WebSocketServer } from "ws";
 import type { Config } from "./config.js";
 import { GatewayError, isGatewayError, type ErrorCode } from "./errors.js";
 import { httpServerOptions, type HttpTimeouts, refuseStrayUpgrades } from "./httpGuards.js";
@@ -20,7 +20,7 @@ import { createHub, type Hub } from "./realtime/hub.js";
 import { healthRoutes } from "./routes/health.js";
 import { internalRoutes } from "./routes/internal.js";
 import { ticketRoutes } from "./routes/ticket.js";
-import { wsRoutes } from "./routes/ws.js";
+import { attachWebSocketEndpoint } from "./routes/ws.js";
 
 /**
  * Builds the gateway as a Fastify instance, without listening: main.ts owns
@@ -53,6 +53,8 @@ declare module "fastify" {
     hub: Hub;
     publisher: EventPublisher;
     chat: (conn: Connection, frame: Extract<ClientFrame, { type: "chat_message" }>) => Promise<void>;
+    /** The sockets of GET /ws (routes/ws.ts upgrades them itself). */
+    websocketServer: WebSocketServer;
   }
 }
 
@@ -133,21 +135,17 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     // plain name is echoed only so that such a client reads our 4400.
     handleProtocols: (protocols: Set<string>) => [...protocols].find((p) => p.length <= 32 && !p.includes(".")) ?? false,
   };
-  await app.register(fastifyWebsocket, {
-    options: wsOptions,
-    // @fastify/websocket's default preClose closes sockets without a code
-    // (clients see 1005). Drain with 4012 SERVICE_RESTART instead.
-    preClose: async function () {
-      await hub.drain(Math.max(500, config.shutdownGraceMs - 2000));
-      handoff.close();
-      hub.close();
-      await new Promise<void>((resolve) => app.websocketServer.close(() => resolve()));
-      // server.close() waits for every HTTP connection to end, including ones
-      // that never sent a request (browsers open those ahead of time), which
-      // Node keeps until its 60 s header timeout. Give in-flight requests a
-      // second, then cut the rest, so a drain ends well inside Cloud Run's 10 s.
-      setTimeout(() => app.server.closeAllConnections(), 1000).unref();
-    },
+  // Drain with 4012 SERVICE_RESTART before the server closes, so clients see it and never 1006.
+  app.addHook("preClose", async () => {
+    await hub.drain(Math.max(500, config.shutdownGraceMs - 2000));
+    handoff.close();
+    hub.close();
+    await new Promise<void>((resolve) => app.websocketServer.close(() => resolve()));
+    // server.close() waits for every HTTP connection to end, including ones
+    // that never sent a request (browsers open those ahead of time), which
+    // Node keeps until its 60 s header timeout. Give in-flight requests a
+    // second, then cut the rest, so a drain ends well inside Cloud Run's 10 s.
+    setTimeout(() => app.server.closeAllConnections(), 1000).unref();
   });
 
   await registerHttpConventions(app);
@@ -155,7 +153,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(healthRoutes);
   await app.register(ticketRoutes);
   await app.register(internalRoutes);
-  await app.register(wsRoutes);
+  app.decorate("websocketServer", attachWebSocketEndpoint(app, wsOptions));
   return app;
 }
 

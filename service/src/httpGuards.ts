@@ -1,5 +1,6 @@
-import type { ServerOptions } from "node:http";
+import { ServerResponse, type IncomingMessage, type ServerOptions } from "node:http";
 import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import type { FastifyInstance } from "fastify";
 import { ERRORS, GatewayError, MESSAGES, type ErrorCode } from "./errors.js";
 
@@ -70,15 +71,27 @@ function answerClientError(err: Error & { code?: string }, socket: Socket): void
 /** The one route that upgrades. */
 export const WS_ROUTE = "/ws";
 
+/** Marks an upgrade request that /ws does not take, for the hook below. */
+const STRAY_UPGRADE = Symbol("strayUpgrade");
+
 /**
- * @fastify/websocket upgrades on every GET route: a route without a
- * WebSocket handler gets 101, then a close that a peer can ignore for 30 s,
- * and a log line with the raw URL. Refuse such upgrades in the HTTP answer
- * instead, before any upgrade, in the error shape.
+ * An upgrade request anywhere but GET /ws: routed through the app like a
+ * plain request, so it is answered in HTTP, in the error shape (the hook of
+ * refuseStrayUpgrades, or 404), never with 101; the connection is closed
+ * once the answer is written.
  */
+export function refuseUpgrade(app: FastifyInstance, raw: IncomingMessage, socket: Duplex): void {
+  (raw as IncomingMessage & { [STRAY_UPGRADE]?: true })[STRAY_UPGRADE] = true;
+  const response = new ServerResponse(raw);
+  response.assignSocket(socket as Socket);
+  response.on("finish", () => socket.destroy());
+  app.routing(raw, response);
+}
+
+/** Refuses, before any handler runs, an upgrade request that refuseUpgrade handed to the app. */
 export function refuseStrayUpgrades(app: FastifyInstance): void {
   app.addHook("onRequest", async (request) => {
-    if (request.ws && request.routeOptions.url !== WS_ROUTE) {
+    if ((request.raw as IncomingMessage & { [STRAY_UPGRADE]?: true })[STRAY_UPGRADE] && request.routeOptions.url !== WS_ROUTE) {
       throw new GatewayError("BAD_REQUEST", { message: `WebSocket upgrades are accepted at ${WS_ROUTE} only.` });
     }
   });

@@ -200,8 +200,8 @@ async function realCloseLines(): Promise<{ server: Record<string, unknown>; clie
   const { createMemoryStore } = await import("../../service/src/plugins/store/memory.js");
   const memory = createMemoryStore();
   let broken = false;
-  // A store whose head() throws a bug (not an outage) once asked to: the connect ends 1011 INTERNAL_ERROR.
-  const store = { ...memory, head: (userId: string) => (broken ? Promise.reject(new TypeError("boom")) : memory.head(userId)) } as typeof memory;
+  // A store whose admit() (the connect's store step) throws a bug (not an outage) once asked to: the connect ends 1011 INTERNAL_ERROR.
+  const store = { ...memory, admit: (request: Parameters<typeof memory.admit>[0]) => (broken ? Promise.reject(new TypeError("boom")) : memory.admit(request)) } as typeof memory;
   const gw = await startGateway({ store });
   try {
     const polite = await TestClient.connect(gw, await ticketFor(gw, "client-1011"));

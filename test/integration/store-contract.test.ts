@@ -24,8 +24,10 @@ import {
   type BusMessage,
   type HistoryLimits,
   type Store,
+  type AdmitRequest,
   type TicketRecord,
 } from "../../service/src/plugins/store/index.js";
+import { admissionTicketKeys, userSlot } from "../../service/src/plugins/store/keys.js";
 import { gatewayAclRule } from "../../service/src/plugins/store/acl.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { makeCertificates, startRedisCluster, type RedisClusterHandle } from "../support/redis-cluster.js";
@@ -238,6 +240,94 @@ describe.each([
     });
   });
 
+  describe("admission (one step: take the ticket, check it, count the connection, read the head)", () => {
+    const ORIGIN = "https://chat.example.com";
+    /** An admission ticket of `rec` put in its user's slot, and the request that redeems it. */
+    async function putAdmission(rec: TicketRecord, ttlMs = 30_000) {
+      const ticket = { hash: uid("ticket"), slot: userSlot(rec.sub) };
+      await h.store.putAdmissionTicket(ticket, rec, ttlMs);
+      return (over: Partial<AdmitRequest> = {}): AdmitRequest => ({
+        ticket,
+        origin: ORIGIN,
+        nowMs: h.now(),
+        connectionId: uid("conn"),
+        maxConnections: 10,
+        connectionTtlMs: 60_000,
+        ...over,
+      });
+    }
+
+    it("admits a ticket once among 200 concurrent redeemers on two instances, with the record as put and the head after it", async () => {
+      const rec = record(h.now(), 30_000);
+      await h.store.publishEvents(rec.sub, [event(1), event(2)], LIMITS);
+      const request = await putAdmission(rec);
+      const outcomes = await Promise.all(Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? h.store : h.peer).admit(request())));
+      const admitted = outcomes.filter((o) => o.status === "admitted");
+      expect(admitted).toEqual([{ status: "admitted", record: rec, head: await h.store.head(rec.sub) }]);
+      expect(admitted[0]?.status === "admitted" && admitted[0].head.latestSeq).toBe(2);
+      expect(outcomes.filter((o) => o.status === "used")).toHaveLength(199);
+    });
+
+    it("finds nothing under another slot or hash: unknown, and the ticket stays redeemable", async () => {
+      const rec = record(h.now(), 30_000);
+      const request = await putAdmission(rec);
+      const right = request();
+      expect(await h.store.admit({ ...right, ticket: { ...right.ticket, slot: (right.ticket.slot + 1) % 16384 } })).toEqual({ status: "unknown" });
+      expect(await h.store.admit({ ...right, ticket: { ...right.ticket, hash: uid("ticket") } })).toEqual({ status: "unknown" });
+      expect((await h.peer.admit(right)).status).toBe("admitted");
+    });
+
+    it("refuses, in the rule's order, an expired ticket, another origin, a revoked session and an ended one, spending the ticket each time", async () => {
+      const at = h.now();
+      const cases: Array<[string, TicketRecord, Partial<AdmitRequest>]> = [
+        ["TICKET_EXPIRED", { ...record(at, 30_000), expiresAt: at, sessionExpiresAt: at }, { origin: "https://other.example" }],
+        ["ORIGIN_FORBIDDEN", { ...record(at, 30_000), sessionExpiresAt: at }, { origin: "https://other.example" }],
+        ["ORIGIN_FORBIDDEN", record(at, 30_000), { origin: null }],
+        ["SESSION_EXPIRED", { ...record(at, 30_000), sessionExpiresAt: at }, {}],
+      ];
+      for (const [reason, rec, over] of cases) {
+        const request = await putAdmission(rec);
+        const first = request({ nowMs: at, ...over });
+        expect(await h.store.admit(first)).toEqual({ status: "refused", reason });
+        expect(await h.peer.admit({ ...first, origin: ORIGIN })).toEqual({ status: "used" });
+      }
+      const unbound = { ...record(at, 30_000), origin: null };
+      expect((await h.store.admit((await putAdmission(unbound))({ origin: null }))).status).toBe("admitted");
+      expect((await h.store.admit((await putAdmission(unbound))({ origin: ORIGIN }))).status).toBe("admitted");
+    });
+
+    it("refuses a ticket issued at or before its user's revocation, on every instance, and admits one issued after", async () => {
+      const rec = record(h.now(), 30_000);
+      const before = await putAdmission(rec);
+      const also = await putAdmission(rec);
+      await h.store.revokeUser(rec.sub, rec.issuedAt, 300_000);
+      expect(await h.store.admit(before())).toEqual({ status: "refused", reason: "SESSION_REVOKED" });
+      expect(await h.peer.admit(also())).toEqual({ status: "refused", reason: "SESSION_REVOKED" });
+      const after = await putAdmission({ ...rec, issuedAt: rec.issuedAt + 1 });
+      expect((await h.peer.admit(after())).status).toBe("admitted");
+    });
+
+    it("counts admitted connections with addConnection's: at most max across instances, a removed one frees its place", async () => {
+      const rec = record(h.now(), 30_000);
+      expect(await h.store.addConnection(rec.sub, "elsewhere", 3, 60_000)).toBe(true);
+      const admit = async (store: Store, connectionId: string) => (await store.admit((await putAdmission(rec))({ connectionId, maxConnections: 3 }))).status;
+      expect(await admit(h.store, "c1")).toBe("admitted");
+      expect(await admit(h.peer, "c2")).toBe("admitted");
+      expect(await h.store.admit((await putAdmission(rec))({ maxConnections: 3 }))).toEqual({ status: "refused", reason: "TOO_MANY_CONNECTIONS" });
+      expect(await h.peer.addConnection(rec.sub, "another", 3, 60_000)).toBe(false);
+      await h.peer.removeConnection(rec.sub, "c1");
+      expect(await admit(h.store, "c3")).toBe("admitted");
+    });
+
+    it("reads a user's head and revocation together (userState)", async () => {
+      const user = uid("state");
+      expect(await h.store.userState(user)).toEqual({ head: await h.store.head(user), revokedAt: 0 });
+      await h.store.publishEvent(user, event(1), LIMITS);
+      await h.store.revokeUser(user, 1234, 300_000);
+      expect(await h.peer.userState(user)).toEqual({ head: { latestSeq: 1, epoch: (await h.store.head(user)).epoch }, revokedAt: 1234 });
+    });
+  });
+
   describe("rate limits", () => {
     it("counts hits in a fixed window shared by instances, and starts over when it ends", async () => {
       const key = uid("rl");
@@ -254,6 +344,17 @@ describe.each([
       const fresh = await h.store.hit(key, 400);
       expect(fresh.count).toBe(1);
       expect(fresh.resetInMs).toBeGreaterThan(300);
+    });
+
+    it("counts several hits at once (addHits) in the same window as hit", async () => {
+      const key = uid("rl");
+      expect((await h.store.addHits(key, 3, 400)).count).toBe(3);
+      expect((await h.peer.hit(key, 400)).count).toBe(4);
+      const more = await h.peer.addHits(key, 5, 400);
+      expect(more.count).toBe(9);
+      expect(more.resetInMs).toBeLessThanOrEqual(400);
+      await h.advance(450);
+      expect((await h.store.addHits(key, 2, 400)).count).toBe(2);
     });
   });
 
@@ -632,6 +733,13 @@ describe("redis store specifics", () => {
       expect(tagOf(redisKeys.ticket(id))).toBe(tagOf(redisKeys.ticketUsed(id)));
       for (const key of [...userKeys, redisKeys.ticket(id)]) expect(key.startsWith("gw:{")).toBe(true);
     }
+    // An admission ticket's keys land in its user's slot without naming the user.
+    for (const id of ["plain", "a}b", "\uD800"]) {
+      const [ticketKey, usedKey] = admissionTicketKeys(userSlot(id), "hash");
+      expect([hashSlot(ticketKey), hashSlot(usedKey)]).toEqual([hashSlot(redisKeys.seq(id)), hashSlot(redisKeys.seq(id))]);
+      expect(ticketKey).not.toContain(id);
+    }
+    for (let slot = 0; slot < 16384; slot++) expect(hashSlot(admissionTicketKeys(slot, "h")[0])).toBe(slot);
     // An id that looks like another's escaped form still gets its own keys.
     expect(new Set(["a:b", "a%3Ab", "a%3ab", "a%u003a"].map(redisKeys.seq)).size).toBe(4);
     expect(keyPatterns()).toEqual({

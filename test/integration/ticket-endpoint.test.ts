@@ -405,7 +405,10 @@ describe("what the store holds", () => {
     const recordOf = async (ticket: string) => {
       const [key] = (await raw.keys("*")).filter((k) => k.includes(hashTicket(ticket)));
       expect(key).toBeDefined();
-      return JSON.parse((await raw.get(key as string)) ?? "null") as Record<string, unknown>;
+      // `<user key prefix> <record json>` (scripts.ts gwAdmit): the prefix lets the admission script name the user's keys.
+      const value = (await raw.get(key as string)) ?? "";
+      expect(value.slice(0, value.indexOf(" "))).toBe("gw:{u:bound-user}");
+      return JSON.parse(value.slice(value.indexOf(" ") + 1)) as Record<string, unknown>;
     };
     expect(await recordOf(withOrigin.body.ticket as string)).toMatchObject({ sub: "bound-user", sessionExpiresAt: exp * 1000, origin: ORIGIN });
     expect(await recordOf(withoutOrigin.body.ticket as string)).toMatchObject({ sub: "bound-user", sessionExpiresAt: exp * 1000, origin: null });

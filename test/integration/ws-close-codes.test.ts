@@ -216,7 +216,8 @@ describe("1009 and 1003: client bugs", () => {
 describe("1011: unexpected faults", () => {
   it("turns an unexpected store fault into 1011 INTERNAL_ERROR and logs it", async () => {
     const memory = createMemoryStore();
-    const faulty: Store = { ...memory, head: async () => Promise.reject(new TypeError("boom")) } as Store;
+    // admit: the one store call of a connect (it reads the head among the rest).
+    const faulty: Store = { ...memory, admit: async () => Promise.reject(new TypeError("boom")) } as Store;
     const broken = await startGateway({ store: faulty });
     try {
       await expectClose(await TestClient.connect(broken, await ticketFor(broken, "unlucky")), 1011, "INTERNAL_ERROR", true);

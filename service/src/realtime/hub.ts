@@ -3,9 +3,11 @@ import type { FastifyBaseLogger } from "fastify";
 import type { Config } from "../config.js";
 import type { Metrics } from "../plugins/metrics.js";
 import { eventTimestamp } from "../plugins/store/codec.js";
-import type { Store } from "../plugins/store/types.js";
+import { StoreUnavailableError, type Store, type StreamHead } from "../plugins/store/types.js";
+import type { ConnectionSlot } from "../auth/tickets.js";
 import type { Connection } from "./connection.js";
 import { TimerWheel } from "./timerWheel.js";
+import { createUserChannels } from "./userChannels.js";
 
 /**
  * This instance's sockets, and the bus that joins them to every other
@@ -13,13 +15,19 @@ import { TimerWheel } from "./timerWheel.js";
  * while it holds at least one of the user's sockets (docs/fanout.md says why,
  * and what it costs at 50,000 users over 20 instances).
  *
+ * The hub owns registration: a connection is counted among its user's
+ * connections by the admission step (store.admit, with the hub's
+ * `connectionSlot`), registered here, and uncounted here when it ends
+ * (`unregister`, or `release` when it ended before it was registered).
+ *
  * The hub owns the process's one timer wheel (timerWheel.ts): the periodic
  * work (heartbeats, refreshing the per-user connection count) and every
  * connection's deadlines run on it, not on a timer per socket.
  */
 export type Hub = ReturnType<typeof createHub>;
 
-type Control = { op: "revoke"; req: string; reply_to: string } | { op: "revoke_reply"; req: string; closed: number };
+/** `at`: the revocation time (absent from instances before it was sent: read as "any ticket"). */
+type Control = { op: "revoke"; req: string; reply_to: string; at?: number } | { op: "revoke_reply"; req: string; closed: number };
 
 /** Entries of the cross-instance connection count live this long unless refreshed. */
 const CONNECTION_TTL_MS = 90_000;
@@ -28,11 +36,19 @@ const REVOKE_WAIT_MS = 1000;
 /** The timer wheel's tick: session and hold deadlines fire within this much of their time. */
 const WHEEL_TICK_MS = 250;
 
+/** What admission hands the hub with a new connection. */
+export interface Admitted {
+  readonly issuedAt: number;
+  readonly head: StreamHead;
+  /** hub.generation, noted before the admission step was sent. */
+  readonly admittedAfter: number;
+}
+
 export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBaseLogger; config: Config; instanceId?: string }) {
   const { store, metrics, log } = deps;
   const instanceId = deps.instanceId ?? randomUUID();
   const connections = new Set<Connection>();
-  const byUser = new Map<string, Set<Connection>>();
+  const channels = createUserChannels({ store });
   const revokeReplies = new Map<string, (closed: number) => void>();
   let draining = false;
   let busUp = true;
@@ -52,7 +68,8 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     if (message.kind === "event") {
       const ts = Date.parse(eventTimestamp(message.event.body));
       if (!Number.isNaN(ts)) metrics.busLagSeconds.observe(Math.max(0, Date.now() - ts) / 1000);
-      const conns = byUser.get(message.userId);
+      channels.heardEvent(message.userId, message.epoch, message.event.seq);
+      const conns = channels.connsOf(message.userId);
       if (conns) for (const conn of conns) conn.deliverLive(message.epoch, message.event);
       return;
     }
@@ -63,7 +80,8 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
       return;
     }
     if (message.kind === "user_control" && control.op === "revoke") {
-      const conns = [...(byUser.get(message.userId) ?? [])];
+      channels.heardRevoke(message.userId, typeof control.at === "number" ? control.at : undefined);
+      const conns = [...(channels.connsOf(message.userId) ?? [])];
       for (const conn of conns) conn.close("SESSION_REVOKED");
       store
         .publishInstance(control.reply_to, JSON.stringify({ op: "revoke_reply", req: control.req, closed: conns.length }))
@@ -79,7 +97,10 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     log[up ? "info" : "error"]({ event: up ? "bus_up" : "bus_down" }, up ? "bus reconnected" : "bus connection lost");
     // Whatever was published while the bus was down never reached this
     // instance: every connection reads it from history now.
-    if (up && wasDown) for (const conn of connections) conn.catchUp();
+    if (up && wasDown) {
+      channels.resubscribed();
+      for (const conn of connections) conn.catchUp();
+    }
   });
 
   // The reply channel of revokes. Retried on the next revoke if the store was
@@ -92,6 +113,52 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     }));
   subscribeInstance().catch(() => undefined);
 
+  function release(userId: string, connectionId: string): void {
+    store.removeConnection(userId, connectionId).catch(() => metrics.storeUnavailable.inc({ operation: "remove_connection" }));
+  }
+
+  /**
+   * Why nothing published after the head read is missed, and why a revoke
+   * that raced the connect still ends it. The admission step read the head H
+   * (and the revocation) atomically with taking the ticket, maybe before this
+   * instance heard the user's channel. When the subscription was in place
+   * before that step, what the bus said since answers (userChannels.ts).
+   * Otherwise, once the subscription is in place (the node acknowledged it)
+   * and the connection is registered here, read the head and the revocation
+   * again. An event with seq > H, or a revoke's control message, either
+   * reaches this instance after that point (delivered to the connection) or
+   * was published before the second read was executed, on the same node (a
+   * user's keys and channel share a slot), so the read sees it: a higher head
+   * means catch up from history (the connection sends only seqs it has not
+   * sent, so nothing twice), a revocation at or after the ticket's issue
+   * closes with SESSION_REVOKED (a revoke writes its marker before it
+   * publishes). While the bus is down nothing it said is trusted: the store
+   * is asked.
+   */
+  async function confirm(conn: Connection, subscribed: Promise<void>, admitted: Admitted): Promise<void> {
+    const heard = busUp ? channels.missed(conn.userId, admitted.admittedAfter, admitted.head, admitted.issuedAt) : { known: false as const };
+    if (heard.known) {
+      if (heard.revoked) conn.close("SESSION_REVOKED");
+      else if (heard.behind) conn.catchUp();
+      return;
+    }
+    try {
+      await subscribed;
+      const { head, revokedAt } = await store.userState(conn.userId);
+      if (!conn.open) return;
+      if (revokedAt >= admitted.issuedAt) return conn.close("SESSION_REVOKED");
+      if (head.epoch !== admitted.head.epoch || head.latestSeq > admitted.head.latestSeq) conn.catchUp();
+    } catch (err) {
+      if (!conn.open) return;
+      if (err instanceof StoreUnavailableError) {
+        metrics.storeUnavailable.inc({ operation: "confirm_connection" });
+        return conn.close("TICKET_STORE_UNAVAILABLE");
+      }
+      log.error({ err, event: "ws_internal_error", connection_id: conn.id }, "unexpected error while confirming a connection");
+      conn.close("INTERNAL_ERROR");
+    }
+  }
+
   return {
     get draining() {
       return draining;
@@ -99,25 +166,37 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
     get size() {
       return connections.size;
     },
-    /** Adds the connection and resolves once its user's channel is subscribed. */
-    async register(conn: Connection): Promise<void> {
+    /** What admission registers a new connection as, among its user's (store.admit). */
+    connectionSlot(connectionId: string): ConnectionSlot {
+      return { id: connectionId, max: deps.config.maxConnectionsPerUser, ttlMs: CONNECTION_TTL_MS };
+    },
+
+    /** Note before the admission step: what `register` takes as `admittedAfter`. */
+    get generation(): number {
+      return channels.generation;
+    },
+
+    /**
+     * Adds a started connection that admission counted, from `head` (read by
+     * the admission step, before this instance necessarily heard the user's
+     * channel). The channel is subscribed once per user per instance; then
+     * `confirm` closes what that ordering could have missed.
+     */
+    register(conn: Connection, admitted: Admitted): void {
       connections.add(conn);
-      let set = byUser.get(conn.userId);
-      if (!set) byUser.set(conn.userId, (set = new Set()));
-      set.add(conn);
       metrics.wsConnections.inc();
-      await store.subscribeUser(conn.userId);
+      void confirm(conn, channels.join(conn), admitted);
     },
 
     unregister(conn: Connection): void {
       if (!connections.delete(conn)) return;
       metrics.wsConnections.dec();
-      const set = byUser.get(conn.userId);
-      set?.delete(conn);
-      if (set?.size === 0) byUser.delete(conn.userId);
-      store.unsubscribeUser(conn.userId).catch(() => undefined);
-      store.removeConnection(conn.userId, conn.id).catch(() => metrics.storeUnavailable.inc({ operation: "remove_connection" }));
+      channels.leave(conn);
+      release(conn.userId, conn.id);
     },
+
+    /** Uncounts a connection that admission counted and that ended before it was registered. */
+    release,
 
     connectionTtlMs: CONNECTION_TTL_MS,
 
@@ -146,7 +225,7 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
       });
       const timer = setTimeout(finish, REVOKE_WAIT_MS);
       try {
-        expected = await store.publishUserControl(userId, JSON.stringify({ op: "revoke", req, reply_to: instanceId }));
+        expected = await store.publishUserControl(userId, JSON.stringify({ op: "revoke", req, reply_to: instanceId, at: revokedAt }));
         if (answered >= expected) finish();
         await done;
       } finally {
@@ -172,6 +251,7 @@ export function createHub(deps: { store: Store; metrics: Metrics; log: FastifyBa
 
     close(): void {
       timers.close();
+      channels.close();
     },
   };
 }

@@ -1,17 +1,26 @@
-import { randomUUID } from "node:crypto";
-import type { FastifyInstance } from "fastify";
-import type { WebSocket } from "ws";
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import proxyAddr from "@fastify/proxy-addr";
+import type { FastifyBaseLogger, FastifyInstance } from "fastify";
+import { WebSocketServer, type ServerOptions, type WebSocket } from "ws";
 import { GatewayError, isGatewayError, socketCloseCode, socketErrorCode, type ErrorCode } from "../errors.js";
-import { storeCall } from "../plugins/store/storeCall.js";
-import { WS_ROUTE } from "../httpGuards.js";
+import { refuseUpgrade, WS_ROUTE } from "../httpGuards.js";
+import { createAdmission } from "../realtime/admission.js";
 import { closeCodeLabel, type ClosedBy } from "../realtime/closeCodes.js";
-import { Connection } from "../realtime/connection.js";
 import { EarlyFrames } from "../realtime/earlyFrames.js";
-import { createReplayBudgets } from "../realtime/replayBudget.js";
-import { errorFrame } from "../realtime/frames.js";
+import { closeWithError } from "../realtime/closeProtocol.js";
 
 /**
  * GET /ws?ticket=… (docs/protocol.md §3).
+ *
+ * Upgraded by `ws` itself on the server's 'upgrade' event, not through
+ * Fastify's request machinery (@fastify/websocket kept the request, its
+ * response and the route's closures alive for the socket's lifetime: ~3 KiB
+ * per idle socket, docs/benchmarks.md "Memory"). What the socket needs of the
+ * request (the ticket, Origin, the client address as Fastify's trustProxy
+ * computes it) is read at the upgrade; the log lines carry a request id and
+ * never the URL. Upgrades on any other path, or not a GET, go through
+ * Fastify to be refused in HTTP (httpGuards.ts refuseUpgrade).
  *
  * The upgrade is accepted *before* the ticket is checked, on purpose: a
  * browser never learns the HTTP status of a refused upgrade, it only sees
@@ -22,124 +31,108 @@ import { errorFrame } from "../realtime/frames.js";
  * headers), subprotocols (`jwt-auth`) and other query parameters (`token`)
  * are never read here, so a request that tries them has no ticket: 4400.
  */
-export async function wsRoutes(app: FastifyInstance): Promise<void> {
+export function attachWebSocketEndpoint(app: FastifyInstance, wsOptions: ServerOptions): WebSocketServer {
   const { config, hub, store, metrics } = app;
-  const allowed = new Set(config.allowedOrigins);
-  const now = () => Date.now();
-  const replayBudgets = createReplayBudgets({ historyMaxEvents: config.historyMaxEvents });
-
-  app.route<{ Querystring: Record<string, string | string[] | undefined> }>({
-    method: "GET",
-    url: WS_ROUTE,
-    // A plain GET without an upgrade.
-    handler: async () => {
-      throw new GatewayError("UPGRADE_REQUIRED");
-    },
-    wsHandler: async (socket: WebSocket, request) => {
-      const log = request.log;
-      const logClose = (code: number, reason: string, closedBy: ClosedBy, connectionId?: string) => {
-        const label = closeCodeLabel(code, closedBy);
-        metrics.wsCloses.inc({ code: label, closed_by: closedBy });
-        // `code` is the label (a string), so the log-based metric and the 1011 alert read what the metric says.
-        log.info({ event: "ws_close", code: label, closed_by: closedBy, reason, connection_id: connectionId }, "websocket closed");
-      };
-      /** The one ws_auth line (and its metric) per socket: accepted, or refused with the code. */
-      const logAuth = (reason: ErrorCode | "OK", connectionId?: string) => {
-        const outcome = reason === "OK" ? "accepted" : "rejected";
-        metrics.wsAuth.inc({ outcome, reason });
-        const text = outcome === "accepted" ? "websocket authenticated" : "websocket authentication refused";
-        log.info({ event: "ws_auth", outcome, reason, connection_id: connectionId }, text);
-      };
-      let conn: Connection | undefined;
-      let refused = false;
-      /** Refuses the socket once: through its Connection when there is one (which logs the close), else directly. */
-      const refuse = (code: ErrorCode, message?: string) => {
-        if (refused) return;
-        refused = true;
-        early.discard();
-        logAuth(code);
-        if (conn) return conn.close(code, message);
-        closeUnauthenticated(socket, code, message);
-        logClose(socketCloseCode(code), code, "server");
-      };
-      // Frames that arrive while the ticket is redeemed are kept for the connection, within a bound.
-      const early = new EarlyFrames(socket, () =>
-        refuse("RATE_LIMITED", "Too many frames before connection_established. Wait for it, then send."),
-      );
-
-      if (hub.draining) return refuse("SERVICE_RESTART");
-      const origin = request.headers.origin ?? null;
-      try {
-        // Browsers always send Origin; only a browser page can be tricked into
-        // connecting, so a missing Origin (a server-side client) is allowed.
-        if (origin !== null && !allowed.has(origin)) throw new GatewayError("ORIGIN_FORBIDDEN");
-        const ticket = request.query.ticket;
-        if (Array.isArray(ticket)) throw new GatewayError("TICKET_MALFORMED");
-        // Redemptions per client IP share the issuance limit: a legitimate
-        // client cannot redeem more tickets than it can get, and guessing
-        // tickets is throttled. Counted beside the redeem, not before it, so a
-        // connect costs no extra round trip; a correct guess over the limit is
-        // still burned and refused.
-        const [attempts, redeemed] = await Promise.allSettled([
-          storeCall(() => store.hit(`redeem:${request.ip}`, 60_000)),
-          app.tickets.redeem(ticket, origin),
-        ]);
-        if (attempts.status === "fulfilled" && attempts.value.count > config.ticketRatePerIp) {
-          throw new GatewayError("RATE_LIMITED", { message: "Too many connection attempts from this address. Retry after a pause." });
-        }
-        if (redeemed.status === "rejected") throw redeemed.reason;
-        const record = redeemed.value;
-        const id = randomUUID();
-        if (!(await storeCall(() => store.addConnection(record.sub, id, config.maxConnectionsPerUser, hub.connectionTtlMs)))) {
-          throw new GatewayError("TOO_MANY_CONNECTIONS");
-        }
-        if (socket.readyState !== socket.OPEN || refused) {
-          store.removeConnection(record.sub, id).catch(() => undefined);
-          return;
-        }
-        conn = new Connection({
-          socket,
-          id,
-          userId: record.sub,
-          sessionExpiresAt: record.sessionExpiresAt,
-          config,
-          store,
-          metrics,
-          log,
-          verifier: app.verifier,
-          replayBudget: replayBudgets.forConnection(record.sub),
-          timers: hub.timers,
-          onChat: (c, frame) => app.chat(c, frame),
-          onClosed: (c, code, reason, closedBy) => {
-            hub.unregister(c);
-            logClose(code, reason, closedBy, c.id);
-          },
-          now,
-        });
-        // Subscribe first, then read the stream head: an event published after
-        // the read is certain to arrive on the subscription.
-        await hub.register(conn);
-        const [head, revokedAt] = await storeCall(() => Promise.all([store.head(record.sub), store.revokedAt(record.sub)]));
-        // A revoke that raced this connect (after the redeem, before the subscription) still ends it.
-        if (revokedAt >= record.issuedAt) throw new GatewayError("SESSION_REVOKED");
-        // Refused meanwhile (too many early frames): the close is under way, and the connection's close handler cleans up.
-        if (refused) return;
-        logAuth("OK", id);
-        conn.start(head, early.take());
-      } catch (err) {
-        const code = socketErrorCode(err);
-        if (code === "INTERNAL_ERROR") log.error({ err, event: "ws_internal_error" }, "unexpected error while authenticating a websocket");
-        refuse(code, isGatewayError(err) ? err.message : undefined);
-      }
-    },
+  const admission = createAdmission({
+    config,
+    hub,
+    store,
+    tickets: app.tickets,
+    metrics,
+    verifier: app.verifier,
+    onChat: (c, frame) => app.chat(c, frame),
   });
+  const wss = new WebSocketServer({ ...wsOptions, noServer: true });
+  // The same function Fastify is given as trustProxy (app.ts).
+  const trust = (_address: string, hop: number) => hop < config.trustProxyHops;
+  let requests = 0;
+
+  // A plain GET without an upgrade.
+  app.get(WS_ROUTE, async () => {
+    throw new GatewayError("UPGRADE_REQUIRED");
+  });
+
+  app.server.on("upgrade", (raw: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // Node takes its error listener off the socket before 'upgrade'; a reset mid-handshake must not throw.
+    socket.on("error", destroyOnError);
+    if (raw.method !== "GET" || pathOf(raw.url) !== WS_ROUTE) return refuseUpgrade(app, raw, socket);
+    wss.handleUpgrade(raw, socket, head, (ws) => {
+      socket.removeListener("error", destroyOnError);
+      // Only these outlive the handshake, not the request (docs/benchmarks.md "Memory").
+      const log = app.log.child({ reqId: `ws-${(++requests).toString(36)}` });
+      void onSocket(ws, log, { query: queryOf(raw.url), origin: raw.headers.origin ?? null, ip: clientIp(raw, trust) });
+    });
+  });
+  app.addHook("onClose", async () => admission.close());
+
+  async function onSocket(socket: WebSocket, log: FastifyBaseLogger, request: { query: URLSearchParams; origin: string | null; ip: string }) {
+    const logClose = (code: number, reason: string, closedBy: ClosedBy, connectionId?: string) => {
+      const label = closeCodeLabel(code, closedBy);
+      metrics.wsCloses.inc({ code: label, closed_by: closedBy });
+      // `code` is the label (a string), so the log-based metric and the 1011 alert read what the metric says.
+      log.info({ event: "ws_close", code: label, closed_by: closedBy, reason, connection_id: connectionId }, "websocket closed");
+    };
+    /** The one ws_auth line (and its metric) per socket: accepted, or refused with the code. */
+    const logAuth = (reason: ErrorCode | "OK", connectionId?: string) => {
+      const outcome = reason === "OK" ? "accepted" : "rejected";
+      metrics.wsAuth.inc({ outcome, reason });
+      const text = outcome === "accepted" ? "websocket authenticated" : "websocket authentication refused";
+      log.info({ event: "ws_auth", outcome, reason, connection_id: connectionId }, text);
+    };
+    let refused = false;
+    /** Refuses the socket once, before a Connection exists. */
+    const refuse = (code: ErrorCode, message?: string) => {
+      if (refused) return;
+      refused = true;
+      early.discard();
+      logAuth(code);
+      // Before a Connection exists: the same close protocol, straight on the socket.
+      if (socket.readyState === socket.OPEN) closeWithError(socket, code, message);
+      logClose(socketCloseCode(code), code, "server");
+    };
+    // Frames that arrive while the ticket is redeemed are kept for the connection, within a bound.
+    const early = new EarlyFrames(socket, () => refuse("RATE_LIMITED", "Too many frames before connection_established. Wait for it, then send."));
+    const tickets = request.query.getAll("ticket");
+    try {
+      const conn = await admission.admit({
+        socket,
+        ticket: tickets.length > 1 ? tickets : tickets[0],
+        origin: request.origin,
+        ip: request.ip,
+        log,
+        abandoned: () => refused,
+        takeEarlyFrames: () => early.take(),
+        onClosed: (c, code, reason, closedBy) => logClose(code, reason, closedBy, c.id),
+      });
+      if (conn) logAuth("OK", conn.id);
+    } catch (err) {
+      const code = socketErrorCode(err);
+      if (code === "INTERNAL_ERROR") log.error({ err, event: "ws_internal_error" }, "unexpected error while authenticating a websocket");
+      refuse(code, isGatewayError(err) ? err.message : undefined);
+    }
+  }
+  return wss;
 }
 
-/** Before a Connection exists: the error frame, then the close, then a bounded wait for the peer. */
-function closeUnauthenticated(socket: WebSocket, code: ErrorCode, message?: string): void {
-  const close = socketCloseCode(code);
-  if (socket.readyState !== socket.OPEN) return;
-  socket.send(errorFrame(code, { fatal: true, message }));
-  socket.close(close, code);
-  setTimeout(() => socket.terminate(), 3000).unref();
+/** The path of a request target, without its query. */
+function pathOf(url = ""): string {
+  const q = url.indexOf("?");
+  return q === -1 ? url : url.slice(0, q);
 }
+
+/** The query of a request target (URLSearchParams never throws, whatever the bytes). */
+function queryOf(url = ""): URLSearchParams {
+  const q = url.indexOf("?");
+  return new URLSearchParams(q === -1 ? "" : url.slice(q + 1));
+}
+
+/** The client address exactly as Fastify computes request.ip with the same trustProxy function. */
+function clientIp(raw: IncomingMessage, trust: (address: string, hop: number) => boolean): string {
+  const addresses = proxyAddr.all(raw, trust);
+  return addresses[addresses.length - 1] ?? "";
+}
+
+function destroyOnError(this: Duplex): void {
+  this.destroy();
+}
+

@@ -12,12 +12,16 @@ import { createRequire } from "node:module";
 // CommonJS without type declarations: required, with its one signature written here.
 const clusterKeySlot = createRequire(import.meta.url)("cluster-key-slot") as (key: string) => number;
 
+const SAFE_ID = /^[A-Za-z0-9._~-]*$/;
+
 /**
  * Makes an id safe inside a key: total (lone surrogates too, where
  * encodeURIComponent throws) and injective, and it escapes `{`, `}` and `:`,
  * so no id can move a key's hash tag or collide with another id's keys.
  */
 export function encodeId(id: string): string {
+  // Most ids need no escape: skip the replace (a connect encodes several).
+  if (SAFE_ID.test(id)) return id;
   return id.replace(/[^A-Za-z0-9._~-]/g, (c) => {
     const code = c.charCodeAt(0);
     return code < 0x100 ? `%${code.toString(16).padStart(2, "0")}` : `%u${code.toString(16).padStart(4, "0")}`;
@@ -58,4 +62,54 @@ export function keyPatterns(): Record<keyof typeof redisKeys, string> {
 /** The Redis Cluster hash slot of a key or shard channel, as CLUSTER KEYSLOT computes it (the same library ioredis routes with). */
 export function hashSlot(key: string): number {
   return clusterKeySlot(key);
+}
+
+/** Redis Cluster's slot count. */
+export const SLOT_COUNT = 16384;
+
+/** The hash slot of a user's keys (every `{u:<id>}` key). */
+export function userSlot(userId: string): number {
+  return clusterKeySlot(redisKeys.seq(userId));
+}
+
+let slotTags: string[] | undefined;
+
+/**
+ * A short hash tag for each slot (`s:<base36 n>`, at most 6 characters),
+ * found once by counting n up until every slot has one (~25 ms, on first use).
+ * A ticket key carrying slot s's tag lands in slot s, the slot of its user's
+ * keys, without the key naming the user.
+ */
+function slotTag(slot: number): string {
+  if (slotTags === undefined) {
+    const tags = new Array<string>(SLOT_COUNT);
+    for (let n = 0, left = SLOT_COUNT; left > 0; n++) {
+      const tag = `s:${n.toString(36)}`;
+      const at = clusterKeySlot(tag);
+      if (tags[at] === undefined) {
+        tags[at] = tag;
+        left--;
+      }
+    }
+    slotTags = tags;
+  }
+  const tag = slotTags[slot];
+  if (tag === undefined) throw new RangeError(`no hash slot ${slot}`);
+  return tag;
+}
+
+/**
+ * The keys of a ticket redeemed by admission (gwAdmit): the ticket and its
+ * "used" marker, in the slot given (its user's, see userSlot), so one script
+ * takes the ticket and admits the user's connection on one cluster node.
+ * Not in `redisKeys`: they take a slot number, not an id.
+ */
+export function admissionTicketKeys(slot: number, hash: string): [ticket: string, used: string] {
+  const ticketKey = `gw:{${slotTag(slot)}}:t:${encodeId(hash)}`;
+  return [ticketKey, `${ticketKey}:used`];
+}
+
+/** What an admission ticket's value starts with: the prefix of its user's keys (no spaces: encodeId escapes them). */
+export function userKeyPrefix(userId: string): string {
+  return user(userId);
 }

@@ -5,9 +5,11 @@
  * sleeping, and an unref'd sweep keeps memory bounded. The bus delivers on a
  * later turn of the event loop, in publish order, as Redis would.
  */
-import { asPlainStore, historyRead, newEpoch, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
+import { admissionRefusal, asPlainStore, historyRead, newEpoch, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
 import {
   StoreUnavailableError,
+  type AdmitOutcome,
+  type AdmitRequest,
   type AgentEventInput,
   type BusMessage,
   type ClaimOutcome,
@@ -17,6 +19,7 @@ import {
   type Store,
   type StoredEvent,
   type StreamHead,
+  type TicketKey,
   type TicketRecord,
 } from "./types.js";
 
@@ -93,6 +96,31 @@ class MemoryStore implements Store {
       return { status: "ok", record: JSON.parse(entry.json) as TicketRecord };
     }
     return { status: this.live(this.usedTickets.get(hash)) ? "used" : "unknown" };
+  }
+
+  async putAdmissionTicket(key: TicketKey, record: TicketRecord, ttlMs: number): Promise<void> {
+    return this.putTicket(admissionKey(key), record, ttlMs);
+  }
+
+  async admit(request: AdmitRequest): Promise<AdmitOutcome> {
+    const taken = await this.redeemTicket(admissionKey(request.ticket));
+    if (taken.status !== "ok") return taken;
+    const { record } = taken;
+    const revokedAt = this.markerAt(this.revocations, record.sub);
+    const refusal = admissionRefusal(record, { nowMs: request.nowMs, origin: request.origin, revokedAt });
+    if (refusal !== undefined) return { status: "refused", reason: refusal };
+    const conns = this.liveConnections(record.sub);
+    if (conns.size >= request.maxConnections) return { status: "refused", reason: "TOO_MANY_CONNECTIONS" };
+    conns.set(request.connectionId, this.now() + request.connectionTtlMs);
+    return { status: "admitted", record, head: { latestSeq: this.streams.get(record.sub)?.n ?? 0, epoch: this.epoch } };
+  }
+
+  async addHits(key: string, hits: number, windowMs: number) {
+    this.open();
+    let window = this.windows.get(key);
+    if (window === undefined || !this.live(window.resetAt)) this.windows.set(key, (window = { count: 0, resetAt: this.now() + windowMs }));
+    window.count += hits;
+    return { count: window.count, resetInMs: window.resetAt - this.now() };
   }
 
   async hit(key: string, windowMs: number) {
@@ -187,6 +215,11 @@ class MemoryStore implements Store {
   async head(userId: string): Promise<StreamHead> {
     this.open();
     return { latestSeq: this.streams.get(userId)?.n ?? 0, epoch: this.epoch };
+  }
+
+  async userState(userId: string): Promise<{ head: StreamHead; revokedAt: number }> {
+    this.open();
+    return { head: { latestSeq: this.streams.get(userId)?.n ?? 0, epoch: this.epoch }, revokedAt: this.markerAt(this.revocations, userId) };
   }
 
   async readHistory(userId: string, afterSeq: number, limits: HistoryLimits): Promise<HistoryRead> {
@@ -332,5 +365,8 @@ class MemoryStore implements Store {
     expired(this.claims, (at) => at + this.claimStaleMs);
   }
 }
+
+/** Admission tickets share the ticket maps, under a key no plain ticket hash (base64url) can take. */
+const admissionKey = (key: TicketKey) => `${key.slot}:${key.hash}`;
 
 const claimKey = (userId: string, messageId: string) => JSON.stringify([userId, messageId]);

@@ -28,13 +28,16 @@ import {
   type StoreLogger,
 } from "./client.js";
 import { encodeUserControl } from "./codec.js";
-import { redisKeys } from "./keys.js";
+import { admissionTicketKeys, redisKeys, userKeyPrefix } from "./keys.js";
 import { asPlainStore, historyRead, newEpoch, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
 import { SCRIPTS, type ScriptName } from "./scripts.js";
 import { ShardedBus } from "./shardedBus.js";
 import { clusterTopology, singleTopology, type Topology } from "./topology.js";
 import {
   StoreUnavailableError,
+  type AdmitOutcome,
+  type AdmitRefusal,
+  type AdmitRequest,
   type AgentEventInput,
   type BusMessage,
   type ClaimOutcome,
@@ -44,6 +47,7 @@ import {
   type StoredEvent,
   type Store,
   type StreamHead,
+  type TicketKey,
   type TicketRecord,
 } from "./types.js";
 
@@ -108,6 +112,38 @@ class RedisStore implements Store {
     const reply = (await this.script("gwRedeem", redisKeys.ticket(hash), redisKeys.ticketUsed(hash), TICKET_USED_MARKER_MS)) as [string, string?];
     if (reply[0] === "ok") return { status: "ok", record: JSON.parse(reply[1] ?? "null") as TicketRecord };
     return { status: reply[0] === "used" ? "used" : "unknown" };
+  }
+
+  async putAdmissionTicket(key: TicketKey, record: TicketRecord, ttlMs: number): Promise<void> {
+    const [ticketKey] = admissionTicketKeys(key.slot, key.hash);
+    const value = `${userKeyPrefix(record.sub)} ${JSON.stringify(record)}`;
+    await this.guard(() => this.cmd.set(ticketKey, value, "PX", ttlMs + TICKET_GRACE_MS));
+  }
+
+  async admit(request: AdmitRequest): Promise<AdmitOutcome> {
+    const reply = (await this.script(
+      "gwAdmit",
+      ...admissionTicketKeys(request.ticket.slot, request.ticket.hash),
+      TICKET_USED_MARKER_MS,
+      Math.floor(request.nowMs),
+      request.origin === null ? "0" : "1",
+      request.origin ?? "",
+      request.connectionId,
+      request.maxConnections,
+      request.connectionTtlMs,
+      newEpoch(),
+    )) as [string, string?, number?, string?];
+    const [status, json, latestSeq, epoch] = reply;
+    if (status === "ok") {
+      return { status: "admitted", record: JSON.parse(json ?? "null") as TicketRecord, head: { latestSeq: latestSeq ?? 0, epoch: epoch ?? "" } };
+    }
+    if (status === "used" || status === "unknown") return { status };
+    return { status: "refused", reason: status as AdmitRefusal };
+  }
+
+  async addHits(key: string, hits: number, windowMs: number) {
+    const [count, resetInMs] = (await this.script("gwAddHits", redisKeys.rateLimit(key), hits, windowMs)) as [number, number];
+    return { count, resetInMs };
   }
 
   async hit(key: string, windowMs: number) {
@@ -193,6 +229,15 @@ class RedisStore implements Store {
   async head(userId: string): Promise<StreamHead> {
     const [latestSeq, epoch] = (await this.script("gwHead", redisKeys.seq(userId), newEpoch())) as [number, string];
     return { latestSeq, epoch };
+  }
+
+  async userState(userId: string): Promise<{ head: StreamHead; revokedAt: number }> {
+    const [latestSeq, epoch, revoked] = (await this.script("gwUserState", redisKeys.seq(userId), redisKeys.revoked(userId), newEpoch())) as [
+      number,
+      string,
+      string | null,
+    ];
+    return { head: { latestSeq, epoch }, revokedAt: failClosed(revoked) };
   }
 
   async readHistory(userId: string, afterSeq: number, limits: HistoryLimits): Promise<HistoryRead> {

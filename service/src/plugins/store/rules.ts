@@ -3,7 +3,7 @@
  * contract suite (test/integration/store-contract.test.ts) runs against both.
  */
 import { randomBytes } from "node:crypto";
-import type { HistoryRead, Store, StoredEvent } from "./types.js";
+import type { AdmitRefusal, HistoryRead, Store, StoredEvent, TicketRecord } from "./types.js";
 
 /** How long after its ttl a ticket still says "expired" rather than "unknown". */
 export const TICKET_GRACE_MS = 60_000;
@@ -28,11 +28,29 @@ export function historyRead(latestSeq: number, epoch: string, afterSeq: number, 
   return { latestSeq, epoch, events, complete };
 }
 
+/**
+ * What admission checks on a ticket it took, in this order (gwAdmit in
+ * scripts.ts is the same rule in Lua): its own expiry, the Origin it is bound
+ * to, a revocation at or after its issue (a marker that is not a number counts
+ * as one: `revokedAt` reads it as forever), the session's end. Undefined: admissible.
+ */
+export function admissionRefusal(record: TicketRecord, at: { nowMs: number; origin: string | null; revokedAt: number }): AdmitRefusal | undefined {
+  if (record.expiresAt <= at.nowMs) return "TICKET_EXPIRED";
+  if (record.origin !== null && record.origin !== at.origin) return "ORIGIN_FORBIDDEN";
+  if (at.revokedAt >= record.issuedAt) return "SESSION_REVOKED";
+  if (record.sessionExpiresAt <= at.nowMs) return "SESSION_EXPIRED";
+  return undefined;
+}
+
 /** Every member of Store; the compiler holds it to the interface, both ways. */
 const STORE_MEMBERS = {
   kind: true,
   putTicket: true,
   redeemTicket: true,
+  putAdmissionTicket: true,
+  admit: true,
+  addHits: true,
+  userState: true,
   hit: true,
   revokeUser: true,
   revokedAt: true,

@@ -219,6 +219,79 @@ export const SCRIPTS = {
       end
       return {n, epoch, out}`,
   },
+  // KEYS: admission ticket, its used marker (both in the ticket's user's slot,
+  // keys.ts admissionTicketKeys). ARGV: used marker ms, now ms (the gateway's
+  // clock, as the checks have always used), '1'/'0' an Origin was sent, the
+  // Origin, connection id, max connections, connection ttl ms, epoch candidate.
+  // The ticket's value is `<user key prefix> <record json>`. The user's keys
+  // are named from that prefix, so they are not in KEYS (the caller cannot know
+  // them before the ticket is read); they hash to the same slot as KEYS by
+  // construction, which is all Redis Cluster checks. One atomic step: takes the
+  // ticket (once, ever; spent whatever follows), then the checks of
+  // rules.ts admissionRefusal in its order, then the per-user connection limit
+  // (gwAddConnection's rule), then the stream head (gwHead's).
+  // Returns: {'ok', record json, latest seq, epoch}, {'used'}, {'unknown'} or
+  // {<refusal: TICKET_EXPIRED | ORIGIN_FORBIDDEN | SESSION_REVOKED | SESSION_EXPIRED | TOO_MANY_CONNECTIONS>}.
+  gwAdmit: {
+    keys: 2,
+    lua: `
+      ${EPOCH}
+      local v = redis.call('GETDEL', KEYS[1])
+      if not v then
+        if redis.call('EXISTS', KEYS[2]) == 1 then return {'used'} end
+        return {'unknown'}
+      end
+      redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+      local sp = string.find(v, ' ', 1, true)
+      local user = string.sub(v, 1, sp - 1)
+      local json = string.sub(v, sp + 1)
+      local rec = cjson.decode(json)
+      local at = tonumber(ARGV[2])
+      if rec.expiresAt <= at then return {'TICKET_EXPIRED'} end
+      if rec.origin ~= cjson.null and (ARGV[3] ~= '1' or rec.origin ~= ARGV[4]) then return {'ORIGIN_FORBIDDEN'} end
+      local r = redis.call('GET', user .. ':revoked')
+      if r then
+        local revoked = tonumber(r)
+        -- not a number (nil, or NaN): revoked forever, as failClosed reads it
+        if not revoked or revoked ~= revoked or revoked >= rec.issuedAt then return {'SESSION_REVOKED'} end
+      end
+      if rec.sessionExpiresAt <= at then return {'SESSION_EXPIRED'} end
+      ${NOW}
+      local conns = user .. ':conns'
+      local ttl = tonumber(ARGV[7])
+      redis.call('ZREMRANGEBYSCORE', conns, '-inf', now)
+      if redis.call('ZCARD', conns) >= tonumber(ARGV[6]) then return {'TOO_MANY_CONNECTIONS'} end
+      redis.call('ZADD', conns, now + ttl, ARGV[5])
+      if redis.call('PTTL', conns) < ttl then redis.call('PEXPIRE', conns, ttl) end
+      local seq = user .. ':seq'
+      local epoch = epoch_of(seq, ARGV[8])
+      redis.call('PEXPIRE', seq, ${SEQ_TTL_MS})
+      return {'ok', json, tonumber(redis.call('HGET', seq, 'n')) or 0, epoch}`,
+  },
+  // KEYS: seq, revoked. ARGV: epoch candidate. What a connection admitted
+  // before its user's channel was subscribed may have missed (hub.ts).
+  // Returns: {latest seq, epoch, revoked marker or false}.
+  gwUserState: {
+    keys: 2,
+    lua: `
+      ${EPOCH}
+      local epoch = epoch_of(KEYS[1], ARGV[1])
+      redis.call('PEXPIRE', KEYS[1], ${SEQ_TTL_MS})
+      return {tonumber(redis.call('HGET', KEYS[1], 'n')) or 0, epoch, redis.call('GET', KEYS[2])}`,
+  },
+  // KEYS: rate key. ARGV: hits, window ms. gwHit for several hits counted at once.
+  // Returns: {count in the window, ms until it resets}.
+  gwAddHits: {
+    keys: 1,
+    lua: `
+      local c = redis.call('INCRBY', KEYS[1], ARGV[1])
+      local ttl = redis.call('PTTL', KEYS[1])
+      if ttl < 0 then
+        redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        ttl = tonumber(ARGV[2])
+      end
+      return {c, ttl}`,
+  },
 } as const satisfies Record<string, { keys: number; lua: string }>;
 
 export type ScriptName = keyof typeof SCRIPTS;

@@ -67,6 +67,39 @@ export type RedeemOutcome =
   /** No such ticket (never issued, or gone past its grace period). */
   | { readonly status: "unknown" };
 
+/**
+ * Where an admission ticket is kept: the SHA-256 of the ticket, and a slot in
+ * [0, 16384), the hash slot of its user's keys (keys.ts userSlot), so that one
+ * atomic step can take the ticket and admit the user's connection on Redis
+ * Cluster. The memory store keys on both, so a wrong slot finds nothing there too.
+ */
+export interface TicketKey {
+  readonly hash: string;
+  readonly slot: number;
+}
+
+/** Why admission refused a ticket it took (the ticket is spent all the same). */
+export type AdmitRefusal = "TICKET_EXPIRED" | "ORIGIN_FORBIDDEN" | "SESSION_REVOKED" | "SESSION_EXPIRED" | "TOO_MANY_CONNECTIONS";
+
+export interface AdmitRequest {
+  readonly ticket: TicketKey;
+  /** The upgrade request's `Origin`, or null. */
+  readonly origin: string | null;
+  /** Epoch ms the ticket's and the session's expiries are judged against. */
+  readonly nowMs: number;
+  /** Registered among the user's connections (as addConnection does) when admitted. */
+  readonly connectionId: string;
+  readonly maxConnections: number;
+  readonly connectionTtlMs: number;
+}
+
+export type AdmitOutcome =
+  /** Taken, every check passed, the connection counted; `head` was read after all that, in the same step. */
+  | { readonly status: "admitted"; readonly record: TicketRecord; readonly head: StreamHead }
+  | { readonly status: "refused"; readonly reason: AdmitRefusal }
+  | { readonly status: "used" }
+  | { readonly status: "unknown" };
+
 /** A user's stream state: the latest seq and the epoch of the counter. */
 export interface StreamHead {
   /** 0 when the user has no events yet. */
@@ -115,9 +148,22 @@ export interface Store {
   /** Atomically takes the ticket: exactly one caller ever gets "ok", across all instances. */
   redeemTicket(hash: string): Promise<RedeemOutcome>;
 
+  /** putTicket for a ticket redeemed by `admit`: kept under its TicketKey. */
+  putAdmissionTicket(key: TicketKey, record: TicketRecord, ttlMs: number): Promise<void>;
+  /**
+   * The happy path of a connect in one atomic step (one round trip): takes the
+   * ticket (exactly one caller ever gets past this, across all instances),
+   * checks it (rules.ts admissionRefusal), registers the connection under the
+   * per-user limit (addConnection's rule), and reads the stream head.
+   */
+  admit(request: AdmitRequest): Promise<AdmitOutcome>;
+
   // ── rate limits ──
   /** Counts one hit in the fixed window of `windowMs` for `key`; returns the count and ms until the window resets. */
   hit(key: string, windowMs: number): Promise<{ count: number; resetInMs: number }>;
+
+  /** hit for `hits` hits at once (a count batched by the caller). */
+  addHits(key: string, hits: number, windowMs: number): Promise<{ count: number; resetInMs: number }>;
 
   // ── users ──
   /** Records that every session and ticket of the user issued at or before `atMs` is revoked. Kept for `keepMs`. */
@@ -172,6 +218,9 @@ export interface Store {
    */
   publishEvents(userId: string, events: readonly AgentEventInput[], limits: HistoryLimits): Promise<{ firstSeq: number; epoch: string }>;
   head(userId: string): Promise<StreamHead>;
+  /** The stream head and the revocation time (0 if none; not a number: revoked forever) in one read. */
+  userState(userId: string): Promise<{ head: StreamHead; revokedAt: number }>;
+
   /** The user's events with seq > afterSeq that the history still holds (see HistoryRead.complete). */
   readHistory(userId: string, afterSeq: number, limits: HistoryLimits): Promise<HistoryRead>;
 
