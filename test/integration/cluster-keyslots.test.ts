@@ -52,6 +52,7 @@ beforeAll(async () => {
     await store.putTicket(id, { sub: id, sessionExpiresAt: 1, origin: null, issuedAt: 1, expiresAt: 2 }, 1000);
     await store.redeemTicket(id);
     await store.redeemTicket(id);
+    await store.issueTicket(`issued-${id}`, { sub: id, sessionExpiresAt: 1, origin: null, issuedAt: 1, expiresAt: 2 }, 1000, { perUser: 5, windowMs: 1000, tokenIssuedAt: 1 });
     await store.hit(id, 1000);
     await store.revokeUser(id, 1, 1000);
     await store.revokedAt(id);

@@ -137,7 +137,7 @@ describe("item 9: the smaller holes", () => {
   });
 
   it("reports a Redis command error (WRONGTYPE) as a 500 with its cause in the log, not as 'store unavailable'", async () => {
-    await admin.hset(redisKeys.rateLimit("user:wrongtype"), "x", "1");
+    await admin.hset(redisKeys.ticketRate("wrongtype"), "x", "1");
     const res = await requestTicket(gw, await mintToken({ sub: "wrongtype" }));
     expect(res.status).toBe(500);
     expect(res.body).toEqual({ error: { code: "INTERNAL_ERROR", message: expect.any(String) } });

@@ -46,6 +46,8 @@ interface Harness {
   loseData(): Promise<Store>;
   /** Redis only: the key's remaining ttl as Redis reports it. */
   pttl?(key: string): Promise<number>;
+  /** Redis only: writes a key behind the store's back. */
+  rawSet?(key: string, value: string): Promise<unknown>;
   teardown(): Promise<void>;
 }
 
@@ -108,6 +110,7 @@ async function redisHarness(acl = false): Promise<Harness> {
       return store;
     },
     pttl: (key) => raw.pttl(key),
+    rawSet: (key, value) => raw.set(key, value),
     async teardown() {
       await Promise.all(stores.map((s) => s.close()));
       raw.disconnect();
@@ -149,6 +152,7 @@ async function clusterHarness(acl = false): Promise<Harness> {
       return store;
     },
     pttl: (key) => raw.pttl(key),
+    rawSet: (key, value) => raw.set(key, value),
     async teardown() {
       await Promise.all(stores.map((s) => s.close()));
       raw.disconnect();
@@ -234,6 +238,87 @@ describe.each([
         expect((await h.store.redeemTicket(hash)).status).toBe("used");
         await h.advance(1_001);
         expect((await h.store.redeemTicket(hash)).status).toBe("unknown");
+      }
+    });
+  });
+
+  describe("issuing tickets", () => {
+    const rules = (perUser: number, windowMs = 400, tokenIssuedAt?: number) => ({ perUser, windowMs, ...(tokenIssuedAt === undefined ? {} : { tokenIssuedAt }) });
+
+    it("stores the ticket as putTicket does, counting the user's tickets in a window shared by instances", async () => {
+      const rec = record(h.now(), 30_000);
+      const other = { ...record(h.now(), 30_000) };
+      const hashes = [uid("issue"), uid("issue"), uid("issue"), uid("issue")];
+      expect(await h.store.issueTicket(hashes[0]!, rec, 30_000, rules(3))).toEqual({ status: "issued" });
+      expect(await h.peer.issueTicket(hashes[1]!, rec, 30_000, rules(3))).toEqual({ status: "issued" });
+      expect(await h.store.issueTicket(hashes[2]!, rec, 30_000, rules(3))).toEqual({ status: "issued" });
+      const refused = await h.peer.issueTicket(hashes[3]!, rec, 30_000, rules(3));
+      expect(refused.status).toBe("rate_limited");
+      expect(refused.status === "rate_limited" && refused.resetInMs).toBeGreaterThan(0);
+      expect(refused.status === "rate_limited" && refused.resetInMs).toBeLessThanOrEqual(400);
+      // Another user has a counter of their own.
+      expect(await h.store.issueTicket(uid("issue"), other, 30_000, rules(3))).toEqual({ status: "issued" });
+      // Issued tickets redeem once, with their record; the refused one was never written.
+      for (const hash of hashes.slice(0, 3)) expect(await h.peer.redeemTicket(hash)).toEqual({ status: "ok", record: rec });
+      expect(await h.store.redeemTicket(hashes[3]!)).toEqual({ status: "unknown" });
+      await h.advance(450);
+      expect(await h.store.issueTicket(uid("issue"), rec, 30_000, rules(3))).toEqual({ status: "issued" });
+    });
+
+    it("keeps an issued ticket 60 s past its ttl, like putTicket", async () => {
+      const hash = uid("issue");
+      await h.store.issueTicket(hash, record(h.now(), 100), 100, rules(10));
+      if (h.pttl) {
+        const left = await h.pttl(redisKeys.ticket(hash));
+        expect(left).toBeGreaterThan(60_100 - 1_000);
+        expect(left).toBeLessThanOrEqual(60_100);
+      } else {
+        await h.advance(60_099);
+        expect((await h.store.redeemTicket(hash)).status).toBe("ok");
+      }
+    });
+
+    it("refuses a token issued before the user's not_before, or without iat while one is in force, writing nothing", async () => {
+      const rec = record(h.now(), 30_000);
+      const free = uid("issue");
+      expect(await h.store.issueTicket(free, rec, 30_000, rules(10, 60_000))).toEqual({ status: "issued" }); // no marker, no iat
+      await h.peer.revokeTokensBefore(rec.sub, 5_000_000, 60_000);
+      const [before, missing, at, after] = [uid("issue"), uid("issue"), uid("issue"), uid("issue")];
+      expect(await h.store.issueTicket(before, rec, 30_000, rules(10, 60_000, 4_999_999))).toEqual({ status: "token_revoked" });
+      expect(await h.store.issueTicket(missing, rec, 30_000, rules(10, 60_000))).toEqual({ status: "token_revoked" });
+      expect(await h.store.issueTicket(at, rec, 30_000, rules(10, 60_000, 5_000_000))).toEqual({ status: "issued" });
+      expect(await h.store.issueTicket(after, rec, 30_000, rules(10, 60_000, 6_000_000))).toEqual({ status: "issued" });
+      for (const hash of [before, missing]) expect(await h.store.redeemTicket(hash)).toEqual({ status: "unknown" });
+      for (const hash of [free, at, after]) expect((await h.store.redeemTicket(hash)).status).toBe("ok");
+      // The refused requests counted: 5 of 10 are gone, and the limit comes before the marker.
+      for (let i = 0; i < 5; i++) expect((await h.store.issueTicket(uid("issue"), rec, 30_000, rules(10, 60_000, 6_000_000))).status).toBe("issued");
+      expect((await h.store.issueTicket(uid("issue"), rec, 30_000, rules(10, 60_000, 4_000_000))).status).toBe("rate_limited");
+    });
+
+    it("holds the per-user limit when 40 requests race on two instances", async () => {
+      const rec = record(h.now(), 30_000);
+      const hashes = Array.from({ length: 40 }, () => uid("race"));
+      const outcomes = await Promise.all(hashes.map((hash, i) => (i % 2 ? h.store : h.peer).issueTicket(hash, rec, 30_000, rules(7, 60_000))));
+      expect(outcomes.filter((o) => o.status === "issued")).toHaveLength(7);
+      expect(outcomes.filter((o) => o.status === "rate_limited")).toHaveLength(33);
+      const redeemed = await Promise.all(hashes.map((hash) => h.store.redeemTicket(hash)));
+      expect(redeemed.filter((r) => r.status === "ok")).toHaveLength(7);
+    });
+
+    it("issues a ticket whose key shares its user's slot (written inside the script on a cluster)", async () => {
+      const rec = record(h.now(), 30_000);
+      const hash = sameSlot("slot", redisKeys.ticketRate(rec.sub), redisKeys.ticket);
+      expect(await h.peer.issueTicket(hash, rec, 30_000, rules(10, 60_000))).toEqual({ status: "issued" });
+      expect(await h.store.redeemTicket(hash)).toEqual({ status: "ok", record: rec });
+    });
+
+    it("a not_before marker that is not a number refuses every token (fail closed)", async (context) => {
+      if (!h.rawSet) return context.skip(); // only Redis can hold a marker the store did not write
+      for (const garbage of ["garbage", "nan", "inf", "-inf"]) {
+        const rec = record(h.now(), 30_000);
+        await h.rawSet(redisKeys.tokensNotBefore(rec.sub), garbage);
+        expect(await h.store.tokensNotBefore(rec.sub)).toBe(Number.MAX_SAFE_INTEGER);
+        expect(await h.store.issueTicket(uid("issue"), rec, 30_000, rules(10, 60_000, Date.now()))).toEqual({ status: "token_revoked" });
       }
     });
   });
@@ -626,6 +711,7 @@ describe("redis store specifics", () => {
         redisKeys.messages(id),
         redisKeys.messageClaims(id),
         redisKeys.tokensNotBefore(id),
+        redisKeys.ticketRate(id),
         redisKeys.userChannel(id),
       ];
       expect(new Set(userKeys.map(tagOf)).size).toBe(1);
@@ -644,6 +730,7 @@ describe("redis store specifics", () => {
       messages: "gw:{u:<id>}:msgs",
       messageClaims: "gw:{u:<id>}:claims",
       tokensNotBefore: "gw:{u:<id>}:nbf",
+      ticketRate: "gw:{u:<id>}:tickets",
       rateLimit: "gw:{rl:<id>}",
       userChannel: "gw:{u:<id>}:ch",
       instanceChannel: "gw:{i:<id>}:ch",

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { GatewayError } from "../errors.js";
 import { storeCall } from "../plugins/store/storeCall.js";
-import type { Store, TicketRecord } from "../plugins/store/types.js";
+import type { Store, TicketIssueRules, TicketRecord } from "../plugins/store/types.js";
 import type { VerifiedToken } from "./verifier.js";
 
 /**
@@ -14,6 +14,8 @@ import type { VerifiedToken } from "./verifier.js";
  * nothing but a different error message.
  */
 const TICKET_SHAPE = /^[A-Za-z0-9_-]{43}\.[0-9a-z]{1,11}$/;
+/** The per-user issuance limit's fixed window. */
+const RATE_WINDOW_MS = 60_000;
 
 export type TicketService = ReturnType<typeof createTicketService>;
 
@@ -25,22 +27,33 @@ export interface IssuedTicket {
 export function createTicketService(deps: {
   store: Store;
   ttlSeconds: number;
+  /** Tickets per user per minute (TICKET_RATE_PER_USER), counted on every instance. */
+  perUserPerMinute: number;
   now?: () => number;
   /** Observes the store round trip of every redeem, in seconds. */
   observeRedeem?: (seconds: number) => void;
 }) {
   const now = deps.now ?? Date.now;
   const ttlMs = deps.ttlSeconds * 1000;
+  const limit = { perUser: deps.perUserPerMinute, windowMs: RATE_WINDOW_MS };
 
   return {
     ttlSeconds: deps.ttlSeconds,
 
+    /**
+     * Counts the request against the user's limit, refuses a token revoked
+     * with a not_before, and stores the ticket: one store call. Rejects with
+     * RATE_LIMITED (Retry-After: the window's rest) or TOKEN_REVOKED.
+     */
     async issue(token: VerifiedToken, origin: string | null): Promise<IssuedTicket> {
       const issuedAt = now();
       const expiresAt = issuedAt + ttlMs;
       const ticket = `${randomBytes(32).toString("base64url")}.${expiresAt.toString(36)}`;
       const record: TicketRecord = { sub: token.sub, sessionExpiresAt: token.expiresAt, origin, issuedAt, expiresAt };
-      await storeCall(() => deps.store.putTicket(hashTicket(ticket), record, ttlMs));
+      const rules: TicketIssueRules = { ...limit, ...(token.issuedAt === undefined ? {} : { tokenIssuedAt: token.issuedAt }) };
+      const outcome = await storeCall(() => deps.store.issueTicket(hashTicket(ticket), record, ttlMs, rules));
+      if (outcome.status === "rate_limited") throw new GatewayError("RATE_LIMITED", { retryAfter: retryAfterSeconds(outcome.resetInMs) });
+      if (outcome.status === "token_revoked") throw new GatewayError("TOKEN_REVOKED");
       return { ticket, expiresAt };
     },
 
@@ -73,6 +86,11 @@ export function createTicketService(deps: {
       return record;
     },
   };
+}
+
+/** Whole seconds until a rate window resets, at least 1 (the Retry-After header). */
+export function retryAfterSeconds(resetInMs: number): number {
+  return Math.max(1, Math.ceil(resetInMs / 1000));
 }
 
 export function hashTicket(ticket: string): string {

@@ -36,6 +36,8 @@ export const redisKeys = {
   connections: (userId: string) => `${user(userId)}:conns`,
   revoked: (userId: string) => `${user(userId)}:revoked`,
   tokensNotBefore: (userId: string) => `${user(userId)}:nbf`,
+  /** The user's ticket issuance counter (a fixed window), in the user's slot so that one script counts, checks and writes. */
+  ticketRate: (userId: string) => `${user(userId)}:tickets`,
   /** Chat message ids the agent backend accepted: a sorted set (score: when), bounded per user. */
   messages: (userId: string) => `${user(userId)}:msgs`,
   /** Chat message ids being handed off: a hash (value: when claimed), entries gone once accepted or released. */

@@ -5,7 +5,7 @@
  * sleeping, and an unref'd sweep keeps memory bounded. The bus delivers on a
  * later turn of the event loop, in publish order, as Redis would.
  */
-import { asPlainStore, historyRead, newEpoch, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
+import { asPlainStore, historyRead, newEpoch, refusedByNotBefore, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
 import {
   StoreUnavailableError,
   type AgentEventInput,
@@ -13,10 +13,12 @@ import {
   type ClaimOutcome,
   type HistoryLimits,
   type HistoryRead,
+  type IssueOutcome,
   type RedeemOutcome,
   type Store,
   type StoredEvent,
   type StreamHead,
+  type TicketIssueRules,
   type TicketRecord,
 } from "./types.js";
 
@@ -54,6 +56,8 @@ class MemoryStore implements Store {
   private readonly tickets = new Map<string, { json: string; expiresAt: number }>();
   private readonly usedTickets = new Map<string, number>();
   private readonly windows = new Map<string, { count: number; resetAt: number }>();
+  /** Per-user ticket counters: apart from `windows`, as Redis keeps them in the user's keys. */
+  private readonly ticketWindows = new Map<string, { count: number; resetAt: number }>();
   private readonly revocations = new Map<string, Marker>();
   private readonly tokenRevocations = new Map<string, Marker>();
   private readonly connections = new Map<string, Map<string, number>>();
@@ -84,6 +88,15 @@ class MemoryStore implements Store {
     this.tickets.set(hash, { json: JSON.stringify(record), expiresAt: this.now() + ttlMs + TICKET_GRACE_MS });
   }
 
+  async issueTicket(hash: string, record: TicketRecord, ttlMs: number, rules: TicketIssueRules): Promise<IssueOutcome> {
+    this.open();
+    const { count, resetInMs } = this.count(this.ticketWindows, record.sub, rules.windowMs);
+    if (count > rules.perUser) return { status: "rate_limited", resetInMs };
+    if (refusedByNotBefore(this.markerAt(this.tokenRevocations, record.sub), rules.tokenIssuedAt)) return { status: "token_revoked" };
+    this.tickets.set(hash, { json: JSON.stringify(record), expiresAt: this.now() + ttlMs + TICKET_GRACE_MS });
+    return { status: "issued" };
+  }
+
   async redeemTicket(hash: string): Promise<RedeemOutcome> {
     this.open();
     const entry = this.tickets.get(hash);
@@ -97,10 +110,7 @@ class MemoryStore implements Store {
 
   async hit(key: string, windowMs: number) {
     this.open();
-    let window = this.windows.get(key);
-    if (window === undefined || !this.live(window.resetAt)) this.windows.set(key, (window = { count: 0, resetAt: this.now() + windowMs }));
-    window.count++;
-    return { count: window.count, resetInMs: window.resetAt - this.now() };
+    return this.count(this.windows, key, windowMs);
   }
 
   async revokeUser(userId: string, atMs: number, keepMs: number): Promise<void> {
@@ -262,6 +272,14 @@ class MemoryStore implements Store {
     markers.set(userId, { at: Math.floor(at), expiresAt: this.now() + keepMs });
   }
 
+  /** One hit in the fixed window of `key`, opened now if there is none. */
+  private count(windows: Map<string, { count: number; resetAt: number }>, key: string, windowMs: number) {
+    let window = windows.get(key);
+    if (window === undefined || !this.live(window.resetAt)) windows.set(key, (window = { count: 0, resetAt: this.now() + windowMs }));
+    window.count++;
+    return { count: window.count, resetInMs: window.resetAt - this.now() };
+  }
+
   private markerAt(markers: Map<string, Marker>, userId: string): number {
     const entry = markers.get(userId);
     return entry !== undefined && this.live(entry.expiresAt) ? entry.at : 0;
@@ -318,6 +336,7 @@ class MemoryStore implements Store {
     expired(this.tickets, (t) => t.expiresAt);
     expired(this.usedTickets, (t) => t);
     expired(this.windows, (w) => w.resetAt);
+    expired(this.ticketWindows, (w) => w.resetAt);
     expired(this.revocations, (r) => r.expiresAt);
     for (const [userId, ids] of this.accepted) {
       for (const [id, at] of ids) if (!this.live(at + this.acceptedTtlMs)) ids.delete(id);

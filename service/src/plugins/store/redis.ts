@@ -28,7 +28,7 @@ import {
   type StoreLogger,
 } from "./client.js";
 import { encodeUserControl } from "./codec.js";
-import { redisKeys } from "./keys.js";
+import { hashSlot, redisKeys } from "./keys.js";
 import { asPlainStore, historyRead, newEpoch, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
 import { SCRIPTS, type ScriptName } from "./scripts.js";
 import { ShardedBus } from "./shardedBus.js";
@@ -40,10 +40,12 @@ import {
   type ClaimOutcome,
   type HistoryLimits,
   type HistoryRead,
+  type IssueOutcome,
   type RedeemOutcome,
   type StoredEvent,
   type Store,
   type StreamHead,
+  type TicketIssueRules,
   type TicketRecord,
 } from "./types.js";
 
@@ -102,6 +104,25 @@ class RedisStore implements Store {
 
   async putTicket(hash: string, record: TicketRecord, ttlMs: number): Promise<void> {
     await this.guard(() => this.cmd.set(redisKeys.ticket(hash), JSON.stringify(record), "PX", ttlMs + TICKET_GRACE_MS));
+  }
+
+  /**
+   * One round trip: gwIssueTicket counts, checks and writes on the user's
+   * slot. On a cluster whose ticket keys are not in their user's slot the
+   * ticket is written by a second command, after the script allowed it.
+   */
+  async issueTicket(hash: string, record: TicketRecord, ttlMs: number, rules: TicketIssueRules): Promise<IssueOutcome> {
+    const rateKey = redisKeys.ticketRate(record.sub);
+    const ticketKey = redisKeys.ticket(hash);
+    const json = JSON.stringify(record);
+    const together = !(this.cmd instanceof Cluster) || hashSlot(ticketKey) === hashSlot(rateKey);
+    const keys = together ? [3, rateKey, redisKeys.tokensNotBefore(record.sub), ticketKey] : [2, rateKey, redisKeys.tokensNotBefore(record.sub)];
+    const argv = [rules.windowMs, rules.perUser, rules.tokenIssuedAt ?? -1, json, ttlMs + TICKET_GRACE_MS];
+    const reply = (await this.script("gwIssueTicket", ...keys, ...argv)) as [string, number?];
+    if (reply[0] === "limited") return { status: "rate_limited", resetInMs: Number(reply[1]) };
+    if (reply[0] === "revoked") return { status: "token_revoked" };
+    if (!together) await this.guard(() => this.cmd.set(ticketKey, json, "PX", ttlMs + TICKET_GRACE_MS));
+    return { status: "issued" };
   }
 
   async redeemTicket(hash: string): Promise<RedeemOutcome> {

@@ -16,6 +16,15 @@ export function newEpoch(): string {
 }
 
 /**
+ * Whether a tokens-not-before marker (epoch ms, 0 for none) refuses a token
+ * issued at `issuedAt`: issued before it, or with no `iat` while one is in
+ * force (fail closed). The gwIssueTicket script applies the same rule.
+ */
+export function refusedByNotBefore(notBeforeMs: number, issuedAt: number | undefined): boolean {
+  return notBeforeMs > 0 && (issuedAt === undefined || issuedAt < notBeforeMs);
+}
+
+/**
  * A history read is complete when it holds every event after `afterSeq`, in
  * seq order without a gap; otherwise the client must resync (more were
  * missed than are kept, or some expired).
@@ -32,6 +41,7 @@ export function historyRead(latestSeq: number, epoch: string, afterSeq: number, 
 const STORE_MEMBERS = {
   kind: true,
   putTicket: true,
+  issueTicket: true,
   redeemTicket: true,
   hit: true,
   revokeUser: true,

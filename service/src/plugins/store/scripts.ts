@@ -50,6 +50,33 @@ export const SCRIPTS = {
       if redis.call('EXISTS', KEYS[2]) == 1 then return {'used'} end
       return {'unknown'}`,
   },
+  // KEYS: the user's ticket counter, the user's tokens-not-before marker, and
+  // the ticket when its key is in the same slot (numkeys 3; else 2 and the
+  // caller writes it). ARGV: window ms, per-user limit, token iat ms (-1:
+  // none), record json, ticket ttl ms (grace included). Counts first, so a
+  // refused request counts too; a marker that is not a number refuses
+  // every token (fail closed), as tokensNotBefore reads it.
+  // Returns: {'issued'}, {'limited', ms until the window resets} or {'revoked'}.
+  gwIssueTicket: {
+    keys: undefined,
+    lua: `
+      local c = redis.call('INCR', KEYS[1])
+      local ttl = redis.call('PTTL', KEYS[1])
+      if ttl < 0 then
+        redis.call('PEXPIRE', KEYS[1], ARGV[1])
+        ttl = tonumber(ARGV[1])
+      end
+      if c > tonumber(ARGV[2]) then return {'limited', ttl} end
+      local nbf = redis.call('GET', KEYS[2])
+      if nbf then
+        local at = tonumber(nbf)
+        local iat = tonumber(ARGV[3])
+        if at == nil or at ~= at or math.abs(at) == math.huge then return {'revoked'} end
+        if at > 0 and (iat < 0 or iat < at) then return {'revoked'} end
+      end
+      if #KEYS >= 3 then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5]) end
+      return {'issued'}`,
+  },
   // KEYS: accepted ids, claims. ARGV: message id, ttl ms, stale ms. An id is
   // "started" once accepted (for ttl ms, while among the newest kept), "pending"
   // while a hand-off claimed it less than stale ms ago, else claimed here.
@@ -219,6 +246,6 @@ export const SCRIPTS = {
       end
       return {n, epoch, out}`,
   },
-} as const satisfies Record<string, { keys: number; lua: string }>;
+} as const satisfies Record<string, { keys: number | undefined; lua: string }>;
 
 export type ScriptName = keyof typeof SCRIPTS;
