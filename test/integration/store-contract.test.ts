@@ -305,6 +305,18 @@ describe.each([
       expect(redeemed.filter((r) => r.status === "ok")).toHaveLength(7);
     });
 
+    it("issues for many users at once, beside rate-limit hits (sent in the same auto-pipeline on a cluster)", async () => {
+      const calls = Array.from({ length: 50 }, (_, i) => {
+        const rec = record(h.now(), 30_000);
+        const hash = i % 5 === 0 ? sameSlot("slot", redisKeys.ticketRate(rec.sub), redisKeys.ticket) : uid("many");
+        return Promise.all([h.store.issueTicket(hash, rec, 30_000, rules(10, 60_000)), h.store.hit(uid("ip"), 60_000)]);
+      });
+      for (const [issued, hit] of await Promise.all(calls)) {
+        expect(issued).toEqual({ status: "issued" });
+        expect(hit.count).toBe(1);
+      }
+    });
+
     it("issues a ticket whose key shares its user's slot (written inside the script on a cluster)", async () => {
       const rec = record(h.now(), 30_000);
       const hash = sameSlot("slot", redisKeys.ticketRate(rec.sub), redisKeys.ticket);

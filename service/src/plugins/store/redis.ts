@@ -116,9 +116,11 @@ class RedisStore implements Store {
     const ticketKey = redisKeys.ticket(hash);
     const json = JSON.stringify(record);
     const together = !(this.cmd instanceof Cluster) || hashSlot(ticketKey) === hashSlot(rateKey);
-    const keys = together ? [3, rateKey, redisKeys.tokensNotBefore(record.sub), ticketKey] : [2, rateKey, redisKeys.tokensNotBefore(record.sub)];
     const argv = [rules.windowMs, rules.perUser, rules.tokenIssuedAt ?? -1, json, ttlMs + TICKET_GRACE_MS];
-    const reply = (await this.script("gwIssueTicket", ...keys, ...argv)) as [string, number?];
+    const nbfKey = redisKeys.tokensNotBefore(record.sub);
+    const reply = (await (together
+      ? this.script("gwIssueTicket", rateKey, nbfKey, ticketKey, ...argv)
+      : this.script("gwIssueTicketApart", rateKey, nbfKey, ...argv))) as [string, number?];
     if (reply[0] === "limited") return { status: "rate_limited", resetInMs: Number(reply[1]) };
     if (reply[0] === "revoked") return { status: "token_revoked" };
     if (!together) await this.guard(() => this.cmd.set(ticketKey, json, "PX", ttlMs + TICKET_GRACE_MS));

@@ -36,30 +36,8 @@ const EPOCH = `
     return candidate
   end`;
 
-export const SCRIPTS = {
-  // KEYS: ticket, used marker. ARGV: used marker ms.
-  // Returns: {'ok', record json} (taken now), {'used'} or {'unknown'}.
-  gwRedeem: {
-    keys: 2,
-    lua: `
-      local v = redis.call('GETDEL', KEYS[1])
-      if v then
-        redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
-        return {'ok', v}
-      end
-      if redis.call('EXISTS', KEYS[2]) == 1 then return {'used'} end
-      return {'unknown'}`,
-  },
-  // KEYS: the user's ticket counter, the user's tokens-not-before marker, and
-  // the ticket when its key is in the same slot (numkeys 3; else 2 and the
-  // caller writes it). ARGV: window ms, per-user limit, token iat ms (-1:
-  // none), record json, ticket ttl ms (grace included). Counts first, so a
-  // refused request counts too; a marker that is not a number refuses
-  // every token (fail closed), as tokensNotBefore reads it.
-  // Returns: {'issued'}, {'limited', ms until the window resets} or {'revoked'}.
-  gwIssueTicket: {
-    keys: undefined,
-    lua: `
+// Lua: gwIssueTicket's body; writes the ticket only when KEYS[3] is given.
+const ISSUE_TICKET = `
       local c = redis.call('INCR', KEYS[1])
       local ttl = redis.call('PTTL', KEYS[1])
       if ttl < 0 then
@@ -75,8 +53,34 @@ export const SCRIPTS = {
         if at > 0 and (iat < 0 or iat < at) then return {'revoked'} end
       end
       if #KEYS >= 3 then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5]) end
-      return {'issued'}`,
+      return {'issued'}`;
+
+export const SCRIPTS = {
+  // KEYS: ticket, used marker. ARGV: used marker ms.
+  // Returns: {'ok', record json} (taken now), {'used'} or {'unknown'}.
+  gwRedeem: {
+    keys: 2,
+    lua: `
+      local v = redis.call('GETDEL', KEYS[1])
+      if v then
+        redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+        return {'ok', v}
+      end
+      if redis.call('EXISTS', KEYS[2]) == 1 then return {'used'} end
+      return {'unknown'}`,
   },
+  // KEYS: the user's ticket counter, the user's tokens-not-before marker, the
+  // ticket. ARGV: window ms, per-user limit, token iat ms (-1: none), record
+  // json, ticket ttl ms (grace included). Counts first, so a refused request
+  // counts too; a marker that is not a number refuses every token (fail
+  // closed), as tokensNotBefore reads it.
+  // Returns: {'issued'}, {'limited', ms until the window resets} or {'revoked'}.
+  gwIssueTicket: { keys: 3, lua: ISSUE_TICKET },
+  // gwIssueTicket without the ticket key (KEYS: counter, marker; same ARGV), for
+  // a ticket key outside the user's slot: the caller writes the ticket after
+  // {'issued'}. Its own name, not a variable key count: ioredis routes an
+  // (auto-)pipelined script on a cluster by its first argument.
+  gwIssueTicketApart: { keys: 2, lua: ISSUE_TICKET },
   // KEYS: accepted ids, claims. ARGV: message id, ttl ms, stale ms. An id is
   // "started" once accepted (for ttl ms, while among the newest kept), "pending"
   // while a hand-off claimed it less than stale ms ago, else claimed here.
@@ -246,6 +250,6 @@ export const SCRIPTS = {
       end
       return {n, epoch, out}`,
   },
-} as const satisfies Record<string, { keys: number | undefined; lua: string }>;
+} as const satisfies Record<string, { keys: number; lua: string }>;
 
 export type ScriptName = keyof typeof SCRIPTS;
