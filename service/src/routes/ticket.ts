@@ -14,11 +14,11 @@ import { storeCall } from "../plugins/store/storeCall.js";
  * slot (tickets.issue → store.issueTicket). The per-IP counter cannot join
  * it (an address is not a user: another slot on Redis Cluster), so it is
  * sent before the token is verified and awaited with the script, in
- * parallel. The price: a request refused for its address has still been
- * counted against its user and left an unreturned ticket in the store (it
- * expires unredeemed: nobody ever saw it), where the sequential version
- * stopped first. A user's count only grows by requests with a valid token
- * of that user, so this refuses nobody the per-user limit would not.
+ * parallel. The price, where the sequential version stopped first: a
+ * request with a valid token refused for its address still uses one of its
+ * user's tickets for the minute, and leaves an unreturned ticket in the
+ * store (it expires unredeemed: nobody ever saw it). Only requests carrying
+ * a valid token of the user count against the user, as before.
  */
 const WINDOW_MS = 60_000;
 
