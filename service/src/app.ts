@@ -103,6 +103,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     createTicketService({
       store: app.store,
       ttlSeconds: config.ticketTtlSeconds,
+      perUserPerMinute: config.ticketRatePerUser,
       observeRedeem: (s) => app.metrics.ticketRedeemSeconds.observe(s),
     }),
   );

@@ -25,6 +25,7 @@ import {
 } from "../../service/src/plugins/store/index.js";
 import { startRedisCluster, type RedisClusterHandle } from "../support/redis-cluster.js";
 import { waitFor } from "../support/wait.js";
+import { userSlot } from "../../service/src/plugins/store/keys.js";
 
 const IDS = ["plain", "a}b", "{x}", "a:b", "%7D", "ü \u{1F600}", "\uD800", "a b"];
 const LIMITS = { maxEvents: 10, ttlMs: 60_000 };
@@ -52,6 +53,11 @@ beforeAll(async () => {
     await store.putTicket(id, { sub: id, sessionExpiresAt: 1, origin: null, issuedAt: 1, expiresAt: 2 }, 1000);
     await store.redeemTicket(id);
     await store.redeemTicket(id);
+    const ticket = { hash: `issued-${id}`, slot: userSlot(id) };
+    await store.issueTicket(ticket, { sub: id, sessionExpiresAt: 1, origin: null, issuedAt: 1, expiresAt: 2 }, 1000, { perUser: 5, windowMs: 1000, tokenIssuedAt: 1 });
+    await store.admit({ ticket, origin: null, nowMs: 1, connectionId: `a-${id}`, maxConnections: 5, connectionTtlMs: 1000 });
+    await store.userState(id);
+    await store.addHits(id, 2, 1000);
     await store.hit(id, 1000);
     await store.revokeUser(id, 1, 1000);
     await store.revokedAt(id);

@@ -137,7 +137,7 @@ describe("item 9: the smaller holes", () => {
   });
 
   it("reports a Redis command error (WRONGTYPE) as a 500 with its cause in the log, not as 'store unavailable'", async () => {
-    await admin.hset(redisKeys.rateLimit("user:wrongtype"), "x", "1");
+    await admin.hset(redisKeys.ticketRate("wrongtype"), "x", "1");
     const res = await requestTicket(gw, await mintToken({ sub: "wrongtype" }));
     expect(res.status).toBe(500);
     expect(res.body).toEqual({ error: { code: "INTERNAL_ERROR", message: expect.any(String) } });
@@ -153,15 +153,19 @@ describe("item 9: the smaller holes", () => {
     expect(await client.closed).toEqual({ code: 4501, reason: "SESSION_REVOKED" });
   });
 
-  it("logs the X-Service-Id of every internal call and counts it under a bounded set of labels", async () => {
+  it("counts every internal call under a bounded set of labels, and logs the X-Service-Id of refused ones", async () => {
     for (let i = 0; i < 30; i++) await publishEvent(gw, "svc-user").then(() => internal("/users/svc-user/events", { type: "agent_thinking", run_id: "r", thread_id: "t" }, `caller-${i}`));
     await fetch(`${gw.url}/internal/v1/users/x/events`, { method: "POST", headers: { "x-service-id": "stranger" } });
     const lines = gw.logs.records.filter((r) => r.event === "internal_request");
-    expect(lines.some((r) => r.service_id === "caller-29" && r.status === 202)).toBe(true);
-    expect(lines.some((r) => r.service_id === "stranger" && r.status === 401)).toBe(true);
+    // A refusal is logged at info; a success only at debug (the test gateway logs debug too).
+    expect(lines.some((r) => r.service_id === "stranger" && r.status === 401 && r.severity === "INFO")).toBe(true);
+    const successes = lines.filter((r) => r.status === 202);
+    expect(successes.some((r) => r.service_id === "caller-29")).toBe(true);
+    expect(successes.every((r) => r.severity === "DEBUG")).toBe(true);
     const text = await (await fetch(`http://127.0.0.1:${gw.app.metricsPort()}/metrics`)).text();
     const labels = new Set([...text.matchAll(/gateway_internal_requests_total\{service_id="([^"]+)"/g)].map((m) => m[1]));
     expect(labels).toContain("test-agent");
+    expect(text).toMatch(/gateway_internal_requests_total\{service_id="caller-0",status="202"\} 1\b/);
     expect(labels).toContain("other");
     expect(labels).toContain("unauthenticated");
     expect(labels.has("stranger")).toBe(false);

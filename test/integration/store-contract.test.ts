@@ -25,6 +25,7 @@ import {
   type HistoryLimits,
   type Store,
   type AdmitRequest,
+  type TicketKey,
   type TicketRecord,
 } from "../../service/src/plugins/store/index.js";
 import { admissionTicketKeys, userSlot } from "../../service/src/plugins/store/keys.js";
@@ -48,6 +49,8 @@ interface Harness {
   loseData(): Promise<Store>;
   /** Redis only: the key's remaining ttl as Redis reports it. */
   pttl?(key: string): Promise<number>;
+  /** Redis only: writes a key behind the store's back. */
+  rawSet?(key: string, value: string): Promise<unknown>;
   teardown(): Promise<void>;
 }
 
@@ -110,6 +113,7 @@ async function redisHarness(acl = false): Promise<Harness> {
       return store;
     },
     pttl: (key) => raw.pttl(key),
+    rawSet: (key, value) => raw.set(key, value),
     async teardown() {
       await Promise.all(stores.map((s) => s.close()));
       raw.disconnect();
@@ -151,6 +155,7 @@ async function clusterHarness(acl = false): Promise<Harness> {
       return store;
     },
     pttl: (key) => raw.pttl(key),
+    rawSet: (key, value) => raw.set(key, value),
     async teardown() {
       await Promise.all(stores.map((s) => s.close()));
       raw.disconnect();
@@ -325,6 +330,98 @@ describe.each([
       await h.store.publishEvent(user, event(1), LIMITS);
       await h.store.revokeUser(user, 1234, 300_000);
       expect(await h.peer.userState(user)).toEqual({ head: { latestSeq: 1, epoch: (await h.store.head(user)).epoch }, revokedAt: 1234 });
+    });
+  });
+
+  describe("issuing tickets", () => {
+    const rules = (perUser: number, windowMs = 400, tokenIssuedAt?: number) => ({ perUser, windowMs, ...(tokenIssuedAt === undefined ? {} : { tokenIssuedAt }) });
+    /** Where a ticket of `rec`'s user is kept: a fresh hash in the user's slot, as the ticket service makes it. */
+    const keyOf = (rec: TicketRecord): TicketKey => ({ hash: uid("issue"), slot: userSlot(rec.sub) });
+    /** Takes an issued ticket the way a connect does: admit, with the record's origin. */
+    const take = (store: Store, ticket: TicketKey, rec: TicketRecord) =>
+      store.admit({ ticket, origin: rec.origin, nowMs: h.now(), connectionId: uid("conn"), maxConnections: 1000, connectionTtlMs: 60_000 });
+
+    it("stores the ticket where admit takes it, counting the user's tickets in a window shared by instances", async () => {
+      const rec = record(h.now(), 30_000);
+      const other = { ...record(h.now(), 30_000) };
+      const keys = [keyOf(rec), keyOf(rec), keyOf(rec), keyOf(rec)];
+      expect(await h.store.issueTicket(keys[0]!, rec, 30_000, rules(3))).toEqual({ status: "issued" });
+      expect(await h.peer.issueTicket(keys[1]!, rec, 30_000, rules(3))).toEqual({ status: "issued" });
+      expect(await h.store.issueTicket(keys[2]!, rec, 30_000, rules(3))).toEqual({ status: "issued" });
+      const refused = await h.peer.issueTicket(keys[3]!, rec, 30_000, rules(3));
+      expect(refused.status).toBe("rate_limited");
+      expect(refused.status === "rate_limited" && refused.resetInMs).toBeGreaterThan(0);
+      expect(refused.status === "rate_limited" && refused.resetInMs).toBeLessThanOrEqual(400);
+      // Another user has a counter of their own.
+      expect(await h.store.issueTicket(keyOf(other), other, 30_000, rules(3))).toEqual({ status: "issued" });
+      // Issued tickets are admitted once, with their record; the refused one was never written.
+      for (const key of keys.slice(0, 3)) expect(await take(h.peer, key, rec)).toMatchObject({ status: "admitted", record: rec });
+      expect(await take(h.store, keys[3]!, rec)).toEqual({ status: "unknown" });
+      await h.advance(450);
+      expect(await h.store.issueTicket(keyOf(rec), rec, 30_000, rules(3))).toEqual({ status: "issued" });
+    });
+
+    it("keeps an issued ticket 60 s past its ttl", async () => {
+      const rec = record(h.now(), 100);
+      const key = keyOf(rec);
+      await h.store.issueTicket(key, rec, 100, rules(10));
+      if (h.pttl) {
+        const left = await h.pttl(admissionTicketKeys(key.slot, key.hash)[0]);
+        expect(left).toBeGreaterThan(60_100 - 1_000);
+        expect(left).toBeLessThanOrEqual(60_100);
+      } else {
+        await h.advance(60_099);
+        // Past its expiry the record is still found (and refused as expired), not "unknown".
+        expect(await take(h.store, key, rec)).toEqual({ status: "refused", reason: "TICKET_EXPIRED" });
+      }
+    });
+
+    it("refuses a token issued before the user's not_before, or without iat while one is in force, writing nothing", async () => {
+      const rec = record(h.now(), 30_000);
+      const free = keyOf(rec);
+      expect(await h.store.issueTicket(free, rec, 30_000, rules(10, 60_000))).toEqual({ status: "issued" }); // no marker, no iat
+      await h.peer.revokeTokensBefore(rec.sub, 5_000_000, 60_000);
+      const [before, missing, at, after] = [keyOf(rec), keyOf(rec), keyOf(rec), keyOf(rec)];
+      expect(await h.store.issueTicket(before, rec, 30_000, rules(10, 60_000, 4_999_999))).toEqual({ status: "token_revoked" });
+      expect(await h.store.issueTicket(missing, rec, 30_000, rules(10, 60_000))).toEqual({ status: "token_revoked" });
+      expect(await h.store.issueTicket(at, rec, 30_000, rules(10, 60_000, 5_000_000))).toEqual({ status: "issued" });
+      expect(await h.store.issueTicket(after, rec, 30_000, rules(10, 60_000, 6_000_000))).toEqual({ status: "issued" });
+      for (const key of [before, missing]) expect(await take(h.store, key, rec)).toEqual({ status: "unknown" });
+      for (const key of [free, at, after]) expect((await take(h.store, key, rec)).status).toBe("admitted");
+      // The refused requests counted: 5 of 10 are gone, and the limit comes before the marker.
+      for (let i = 0; i < 5; i++) expect((await h.store.issueTicket(keyOf(rec), rec, 30_000, rules(10, 60_000, 6_000_000))).status).toBe("issued");
+      expect((await h.store.issueTicket(keyOf(rec), rec, 30_000, rules(10, 60_000, 4_000_000))).status).toBe("rate_limited");
+    });
+
+    it("holds the per-user limit when 40 requests race on two instances", async () => {
+      const rec = record(h.now(), 30_000);
+      const keys = Array.from({ length: 40 }, () => keyOf(rec));
+      const outcomes = await Promise.all(keys.map((key, i) => (i % 2 ? h.store : h.peer).issueTicket(key, rec, 30_000, rules(7, 60_000))));
+      expect(outcomes.filter((o) => o.status === "issued")).toHaveLength(7);
+      expect(outcomes.filter((o) => o.status === "rate_limited")).toHaveLength(33);
+      const taken = await Promise.all(keys.map((key) => take(h.store, key, rec)));
+      expect(taken.filter((r) => r.status === "admitted")).toHaveLength(7);
+    });
+
+    it("issues for many users at once, beside rate-limit hits (sent in the same auto-pipeline on a cluster)", async () => {
+      const calls = Array.from({ length: 50 }, () => {
+        const rec = record(h.now(), 30_000);
+        return Promise.all([h.store.issueTicket(keyOf(rec), rec, 30_000, rules(10, 60_000)), h.store.hit(uid("ip"), 60_000)]);
+      });
+      for (const [issued, hit] of await Promise.all(calls)) {
+        expect(issued).toEqual({ status: "issued" });
+        expect(hit.count).toBe(1);
+      }
+    });
+
+    it("a not_before marker that is not a number refuses every token (fail closed)", async (context) => {
+      if (!h.rawSet) return context.skip(); // only Redis can hold a marker the store did not write
+      for (const garbage of ["garbage", "nan", "inf", "-inf"]) {
+        const rec = record(h.now(), 30_000);
+        await h.rawSet(redisKeys.tokensNotBefore(rec.sub), garbage);
+        expect(await h.store.tokensNotBefore(rec.sub)).toBe(Number.MAX_SAFE_INTEGER);
+        expect(await h.store.issueTicket(keyOf(rec), rec, 30_000, rules(10, 60_000, Date.now()))).toEqual({ status: "token_revoked" });
+      }
     });
   });
 
@@ -727,6 +824,7 @@ describe("redis store specifics", () => {
         redisKeys.messages(id),
         redisKeys.messageClaims(id),
         redisKeys.tokensNotBefore(id),
+        redisKeys.ticketRate(id),
         redisKeys.userChannel(id),
       ];
       expect(new Set(userKeys.map(tagOf)).size).toBe(1);
@@ -745,6 +843,9 @@ describe("redis store specifics", () => {
     expect(keyPatterns()).toEqual({
       ticket: "gw:{t:<id>}",
       ticketUsed: "gw:{t:<id>}:used",
+      // <id> is the slot's tag here, <messageId> the ticket's hash.
+      admissionTicket: "gw:{<id>}:t:<messageId>",
+      admissionTicketUsed: "gw:{<id>}:t:<messageId>:used",
       seq: "gw:{u:<id>}:seq",
       history: "gw:{u:<id>}:hist",
       connections: "gw:{u:<id>}:conns",
@@ -752,6 +853,7 @@ describe("redis store specifics", () => {
       messages: "gw:{u:<id>}:msgs",
       messageClaims: "gw:{u:<id>}:claims",
       tokensNotBefore: "gw:{u:<id>}:nbf",
+      ticketRate: "gw:{u:<id>}:tickets",
       rateLimit: "gw:{rl:<id>}",
       userChannel: "gw:{u:<id>}:ch",
       instanceChannel: "gw:{i:<id>}:ch",

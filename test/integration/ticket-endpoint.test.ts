@@ -405,10 +405,13 @@ describe("what the store holds", () => {
     const recordOf = async (ticket: string) => {
       const [key] = (await raw.keys("*")).filter((k) => k.includes(hashTicket(ticket)));
       expect(key).toBeDefined();
-      // `<user key prefix> <record json>` (scripts.ts gwAdmit): the prefix lets the admission script name the user's keys.
+      // keys.ts admissionTicketValue: the user's key prefix and the checked fields, then the record's JSON.
       const value = (await raw.get(key as string)) ?? "";
-      expect(value.slice(0, value.indexOf(" "))).toBe("gw:{u:bound-user}");
-      return JSON.parse(value.slice(value.indexOf(" ") + 1)) as Record<string, unknown>;
+      const [prefix, expiresAt, issuedAt, sessionExpiresAt, origin] = value.split(" ");
+      const record = JSON.parse(value.split(" ").slice(5).join(" ")) as Record<string, unknown>;
+      expect(prefix).toBe("gw:{u:bound-user}");
+      expect([expiresAt, issuedAt, sessionExpiresAt, origin]).toEqual([record.expiresAt, record.issuedAt, record.sessionExpiresAt, record.origin ?? "-"].map(String));
+      return record;
     };
     expect(await recordOf(withOrigin.body.ticket as string)).toMatchObject({ sub: "bound-user", sessionExpiresAt: exp * 1000, origin: ORIGIN });
     expect(await recordOf(withoutOrigin.body.ticket as string)).toMatchObject({ sub: "bound-user", sessionExpiresAt: exp * 1000, origin: null });

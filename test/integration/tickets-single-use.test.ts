@@ -51,7 +51,7 @@ const slot = () => ({ id: randomUUID(), max: 1000, ttlMs: 60_000 });
 /** A ticket service on the shared store with a clock the test moves. */
 function clocked(gw: TestGateway, startMs = Date.now(), ttlSeconds = 30): { tickets: TicketService; clock: { now: number } } {
   const clock = { now: startMs };
-  return { tickets: createTicketService({ store: gw.app.store, ttlSeconds, now: () => clock.now }), clock };
+  return { tickets: createTicketService({ store: gw.app.store, ttlSeconds, perUserPerMinute: 1000, now: () => clock.now }), clock };
 }
 
 const token = (sub: string, expiresInMs = 3_600_000) => ({ sub, expiresAt: Date.now() + expiresInMs });

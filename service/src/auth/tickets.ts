@@ -2,7 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { GatewayError } from "../errors.js";
 import { storeCall } from "../plugins/store/storeCall.js";
 import { SLOT_COUNT, userSlot } from "../plugins/store/keys.js";
-import type { AdmitOutcome, Store, StreamHead, TicketKey, TicketRecord } from "../plugins/store/types.js";
+import type { AdmitOutcome, Store, StreamHead, TicketIssueRules, TicketKey, TicketRecord } from "../plugins/store/types.js";
 import type { VerifiedToken } from "./verifier.js";
 
 /**
@@ -25,6 +25,8 @@ import type { VerifiedToken } from "./verifier.js";
  * A ticket without a tag (issued before tags) is well-shaped but found nowhere.
  */
 const TICKET_SHAPE = /^[A-Za-z0-9_-]{43}\.[0-9a-z]{1,11}(?:\.[0-9a-z]{1,3})?$/;
+/** The per-user issuance limit's fixed window. */
+const RATE_WINDOW_MS = 60_000;
 
 export type TicketService = ReturnType<typeof createTicketService>;
 
@@ -48,16 +50,24 @@ export interface AdmittedTicket extends TicketRecord {
 export function createTicketService(deps: {
   store: Store;
   ttlSeconds: number;
+  /** Tickets per user per minute (TICKET_RATE_PER_USER), counted on every instance. */
+  perUserPerMinute: number;
   now?: () => number;
   /** Observes the store round trip of every redeem, in seconds. */
   observeRedeem?: (seconds: number) => void;
 }) {
   const now = deps.now ?? Date.now;
   const ttlMs = deps.ttlSeconds * 1000;
+  const limit = { perUser: deps.perUserPerMinute, windowMs: RATE_WINDOW_MS };
 
   return {
     ttlSeconds: deps.ttlSeconds,
 
+    /**
+     * Counts the request against the user's limit, refuses a token revoked
+     * with a not_before, and stores the ticket: one store call. Rejects with
+     * RATE_LIMITED (Retry-After: the window's rest) or TOKEN_REVOKED.
+     */
     async issue(token: VerifiedToken, origin: string | null): Promise<IssuedTicket> {
       const issuedAt = now();
       const expiresAt = issuedAt + ttlMs;
@@ -66,7 +76,10 @@ export function createTicketService(deps: {
       const tag = (slot + slotMask(secret)) % SLOT_COUNT;
       const ticket = `${secret.toString("base64url")}.${expiresAt.toString(36)}.${tag.toString(36)}`;
       const record: TicketRecord = { sub: token.sub, sessionExpiresAt: token.expiresAt, origin, issuedAt, expiresAt };
-      await storeCall(() => deps.store.putAdmissionTicket({ hash: hashTicket(ticket), slot }, record, ttlMs));
+      const rules: TicketIssueRules = { ...limit, ...(token.issuedAt === undefined ? {} : { tokenIssuedAt: token.issuedAt }) };
+      const outcome = await storeCall(() => deps.store.issueTicket({ hash: hashTicket(ticket), slot }, record, ttlMs, rules));
+      if (outcome.status === "rate_limited") throw new GatewayError("RATE_LIMITED", { retryAfter: retryAfterSeconds(outcome.resetInMs) });
+      if (outcome.status === "token_revoked") throw new GatewayError("TOKEN_REVOKED");
       return { ticket, expiresAt };
     },
 
@@ -127,6 +140,11 @@ function refusalOf(outcome: Exclude<AdmitOutcome, { status: "admitted" }>, ticke
 /** The first 14 bits of the ticket's random part: what hides the slot in its tag. */
 function slotMask(secret: Buffer): number {
   return ((secret[0]! << 8) | secret[1]!) % SLOT_COUNT;
+}
+
+/** Whole seconds until a rate window resets, at least 1 (the Retry-After header). */
+export function retryAfterSeconds(resetInMs: number): number {
+  return Math.max(1, Math.ceil(resetInMs / 1000));
 }
 
 export function hashTicket(ticket: string): string {

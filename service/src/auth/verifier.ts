@@ -40,13 +40,12 @@ export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => n
   const keySet: KeySet | undefined = jwt.jwksUrl ? createKeySet(new URL(jwt.jwksUrl), options.keySet) : undefined;
   const now = options.now ?? Date.now;
 
-  const baseOptions = () => ({
-    issuer: jwt.issuer,
-    audience: jwt.audience,
-    clockTolerance: CLOCK_TOLERANCE_S,
-    currentDate: new Date(now()),
-    requiredClaims: ["sub", "exp"],
-  });
+  // Built once: only the clock changes per call, and only when one is injected (jose reads the real one itself).
+  const claimRules = { issuer: jwt.issuer, audience: jwt.audience, clockTolerance: CLOCK_TOLERANCE_S, requiredClaims: ["sub", "exp"] };
+  const hmacOptions = { ...claimRules, algorithms: ["HS256"] };
+  const asymmetricOptions = { ...claimRules, algorithms: ASYMMETRIC };
+  const withClock = <T extends object>(base: T): T => (options.now === undefined ? base : { ...base, currentDate: new Date(now()) });
+  const algOf = headerAlgorithms();
 
   function classify(err: unknown): GatewayError {
     if (err instanceof GatewayError) return err;
@@ -55,18 +54,13 @@ export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => n
   }
 
   async function verifyPayload(token: string): Promise<JWTPayload> {
-    let alg: string | undefined;
-    try {
-      alg = decodeProtectedHeader(token).alg;
-    } catch {
-      throw new GatewayError("TOKEN_INVALID");
-    }
+    const alg = algOf(token);
     const keys = await hmacKeys;
     if (alg === "HS256" && keys.length > 0) {
       let last: unknown;
       for (const key of keys) {
         try {
-          return (await jwtVerify(token, key, { ...baseOptions(), algorithms: ["HS256"] })).payload;
+          return (await jwtVerify(token, key, withClock(hmacOptions))).payload;
         } catch (err) {
           last = err;
           // Only a bad signature means "try the previous key"; an expired or
@@ -77,7 +71,7 @@ export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => n
       throw last;
     }
     if (alg !== undefined && ASYMMETRIC.includes(alg) && keySet) {
-      return (await jwtVerify(token, keySet.getKey, { ...baseOptions(), algorithms: ASYMMETRIC })).payload;
+      return (await jwtVerify(token, keySet.getKey, withClock(asymmetricOptions))).payload;
     }
     throw new GatewayError("TOKEN_INVALID");
   }
@@ -102,6 +96,31 @@ export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => n
       }
       return { sub, expiresAt: exp * 1000, ...(isDate(iat) ? { issuedAt: iat * 1000 } : {}) };
     },
+  };
+}
+
+/** Distinct protected headers whose `alg` is remembered; beyond them a header is decoded every time. */
+const MAX_KNOWN_HEADERS = 64;
+
+/**
+ * The `alg` of a token's protected header. An issuer signs every token with
+ * the same header, so its decoded `alg` is remembered by the header's text
+ * (bounded: strangers cannot grow the map) instead of decoding it per call.
+ * jose still parses and checks the header itself when it verifies.
+ */
+function headerAlgorithms(): (token: string) => string | undefined {
+  const known = new Map<string, string | undefined>();
+  return (token) => {
+    const header = token.slice(0, token.indexOf("."));
+    if (known.has(header)) return known.get(header);
+    let alg: string | undefined;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch {
+      throw new GatewayError("TOKEN_INVALID");
+    }
+    if (known.size < MAX_KNOWN_HEADERS) known.set(header, alg);
+    return alg;
   };
 }
 

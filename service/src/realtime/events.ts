@@ -72,7 +72,24 @@ export function createEventPublisher(deps: { store: Store; limits: HistoryLimits
   };
 }
 
-/** The wire frame of a stored event: `{"seq":N,…}`, built without re-serialising the body. */
+// The frame built last, and what it was built from.
+let lastSeq = 0;
+let lastBody = "";
+let lastFrame = "";
+
+/**
+ * The wire frame of a stored event: `{"seq":N,…}`, built without re-serialising
+ * the body. The hub hands one event to every socket of its user in a row, so
+ * the frame built last is kept: every socket after the first gets the very
+ * same string (built, and flattened by the first send, once). The body is
+ * the bus message's own string, so the comparison is by identity in the
+ * common case; a different body of another length is told apart at once.
+ */
 export function eventFrame(seq: number, body: string): string {
-  return `{"seq":${seq},${body.slice(1)}`;
+  if (seq !== lastSeq || body !== lastBody) {
+    lastSeq = seq;
+    lastBody = body;
+    lastFrame = `{"seq":${seq},${body.slice(1)}`;
+  }
+  return lastFrame;
 }

@@ -1,4 +1,3 @@
-import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { GatewayError } from "../errors.js";
 import { logPath } from "../logger.js";
@@ -6,11 +5,12 @@ import { storeCall } from "../plugins/store/storeCall.js";
 import { AGENT_EVENT_TYPES } from "../plugins/store/types.js";
 import type { PublishRequest } from "../realtime/events.js";
 import { internalBatchRoutes } from "./internalBatch.js";
+import { createSecretCheck } from "./serviceSecret.js";
 
 /**
  * The internal API for agent backends (docs/protocol.md §5). Not routed by
- * the public load balancer; authenticated with the service secret, compared
- * in constant time (over SHA-256 digests, so the length leaks nothing either).
+ * the public load balancer; authenticated with the service secret
+ * (./serviceSecret.ts: constant-time, current and previous secret).
  */
 const MAX_EVENT_BODY_BYTES = 64 * 1024;
 const ID = { type: "string", minLength: 1, maxLength: 128 } as const;
@@ -19,24 +19,27 @@ const NOT_BEFORE_SKEW_MS = 60_000;
 
 export async function internalRoutes(app: FastifyInstance): Promise<void> {
   // During a rotation the previous secret is accepted too (docs/operations.md, "Rotate the service secret").
-  const accepted = [app.config.serviceSecret, app.config.previousServiceSecret].filter((s): s is string => s !== undefined).map(digest);
+  const secretMatches = createSecretCheck([app.config.serviceSecret, app.config.previousServiceSecret].filter((s): s is string => s !== undefined));
   const serviceIdLabel = boundedLabels(MAX_SERVICE_ID_LABELS);
 
-  // Every call, refused or not, is logged and counted with the caller's X-Service-Id.
+  // Every call, refused or not, is counted with the caller's X-Service-Id, and
+  // logged: at info when it failed, at debug when it succeeded (one line per
+  // event at info cost more than the event's store call; the metric counts them).
   app.addHook("onResponse", async (request, reply) => {
     const header = request.headers["x-service-id"];
     const serviceId = typeof header === "string" ? header.slice(0, 64) : null;
     // Only a caller that proved the secret may take a label of its own: strangers cannot fill the set.
     const label = reply.statusCode === 401 ? "unauthenticated" : serviceIdLabel(serviceId);
     app.metrics.internalRequests.inc({ service_id: label, status: String(reply.statusCode) });
-    request.log.info({ event: "internal_request", service_id: serviceId, route: logPath(request), status: reply.statusCode }, "internal API call");
+    const level = reply.statusCode < 300 ? "debug" : "info";
+    request.log[level]({ event: "internal_request", service_id: serviceId, route: logPath(request), status: reply.statusCode }, "internal API call");
   });
 
   app.addHook("onRequest", async (request: FastifyRequest) => {
     const header = request.headers.authorization ?? "";
     const presented = header.startsWith("Bearer ") ? header.slice(7) : "";
     const serviceId = request.headers["x-service-id"];
-    const ok = matchesAny(digest(presented), accepted) && typeof serviceId === "string" && serviceId.length > 0;
+    const ok = secretMatches(presented) && typeof serviceId === "string" && serviceId.length > 0;
     if (!ok) {
       request.log.warn(
         { event: "internal_auth_failed", service_id: typeof serviceId === "string" ? serviceId.slice(0, 64) : null, has_bearer: presented !== "" },
@@ -118,15 +121,4 @@ function boundedLabels(max: number): (value: string | null) => string {
     known.add(value);
     return value;
   };
-}
-
-/** Compares against every accepted digest, always all of them, so the time taken does not tell which one matched. */
-function matchesAny(presented: Buffer, accepted: readonly Buffer[]): boolean {
-  let ok = false;
-  for (const expected of accepted) ok = timingSafeEqual(presented, expected) || ok;
-  return ok;
-}
-
-function digest(value: string): Buffer {
-  return createHash("sha256").update(value).digest();
 }

@@ -8,6 +8,7 @@
  * so a sharded message stays on the user's shard (docs/fanout.md).
  */
 import { createRequire } from "node:module";
+import type { TicketRecord } from "./types.js";
 
 // CommonJS without type declarations: required, with its one signature written here.
 const clusterKeySlot = createRequire(import.meta.url)("cluster-key-slot") as (key: string) => number;
@@ -35,11 +36,16 @@ const ticket = (hash: string) => `gw:{t:${encodeId(hash)}}`;
 export const redisKeys = {
   ticket,
   ticketUsed: (hash: string) => `${ticket(hash)}:used`,
+  /** A ticket kept in its user's slot under that slot's tag (admissionTicketKeys), and its "used" marker. */
+  admissionTicket: (slotTag: string, hash: string) => `gw:{${slotTag}}:t:${encodeId(hash)}`,
+  admissionTicketUsed: (slotTag: string, hash: string) => `gw:{${slotTag}}:t:${encodeId(hash)}:used`,
   seq: (userId: string) => `${user(userId)}:seq`,
   history: (userId: string) => `${user(userId)}:hist`,
   connections: (userId: string) => `${user(userId)}:conns`,
   revoked: (userId: string) => `${user(userId)}:revoked`,
   tokensNotBefore: (userId: string) => `${user(userId)}:nbf`,
+  /** The user's ticket issuance counter (a fixed window), in the user's slot so that one script counts, checks and writes. */
+  ticketRate: (userId: string) => `${user(userId)}:tickets`,
   /** Chat message ids the agent backend accepted: a sorted set (score: when), bounded per user. */
   messages: (userId: string) => `${user(userId)}:msgs`,
   /** Chat message ids being handed off: a hash (value: when claimed), entries gone once accepted or released. */
@@ -75,7 +81,7 @@ export function userSlot(userId: string): number {
 let slotTags: string[] | undefined;
 
 /**
- * A short hash tag for each slot (`s:<base36 n>`, at most 6 characters),
+ * A short hash tag for each slot (`s<base36 n>`, at most 5 characters),
  * found once by counting n up until every slot has one (~25 ms, on first use).
  * A ticket key carrying slot s's tag lands in slot s, the slot of its user's
  * keys, without the key naming the user.
@@ -84,7 +90,7 @@ function slotTag(slot: number): string {
   if (slotTags === undefined) {
     const tags = new Array<string>(SLOT_COUNT);
     for (let n = 0, left = SLOT_COUNT; left > 0; n++) {
-      const tag = `s:${n.toString(36)}`;
+      const tag = `s${n.toString(36)}`;
       const at = clusterKeySlot(tag);
       if (tags[at] === undefined) {
         tags[at] = tag;
@@ -102,14 +108,22 @@ function slotTag(slot: number): string {
  * The keys of a ticket redeemed by admission (gwAdmit): the ticket and its
  * "used" marker, in the slot given (its user's, see userSlot), so one script
  * takes the ticket and admits the user's connection on one cluster node.
- * Not in `redisKeys`: they take a slot number, not an id.
  */
 export function admissionTicketKeys(slot: number, hash: string): [ticket: string, used: string] {
-  const ticketKey = `gw:{${slotTag(slot)}}:t:${encodeId(hash)}`;
-  return [ticketKey, `${ticketKey}:used`];
+  const tag = slotTag(slot);
+  return [redisKeys.admissionTicket(tag, hash), redisKeys.admissionTicketUsed(tag, hash)];
 }
 
-/** What an admission ticket's value starts with: the prefix of its user's keys (no spaces: encodeId escapes them). */
-export function userKeyPrefix(userId: string): string {
-  return user(userId);
+/**
+ * An admission ticket's stored value: `<user key prefix> <expiresAt>
+ * <issuedAt> <sessionExpiresAt> <origin or -> <record json>`. The admission
+ * script reads the checks' fields from the space-separated head and hands the
+ * JSON back untouched: Redis's cjson cannot decode every string a JWT `sub`
+ * may hold (a lone surrogate's \uD800 escape), so the script never decodes it.
+ * An origin is a serialised origin (scheme://host[:port]) or absent: no space, never "-".
+ */
+export function admissionTicketValue(record: TicketRecord): string {
+  // The user's key prefix has no spaces: encodeId escapes them.
+  const head = [user(record.sub), record.expiresAt, record.issuedAt, record.sessionExpiresAt, record.origin ?? "-"];
+  return `${head.join(" ")} ${JSON.stringify(record)}`;
 }

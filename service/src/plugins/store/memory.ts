@@ -5,7 +5,7 @@
  * sleeping, and an unref'd sweep keeps memory bounded. The bus delivers on a
  * later turn of the event loop, in publish order, as Redis would.
  */
-import { admissionRefusal, asPlainStore, historyRead, newEpoch, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
+import { admissionRefusal, asPlainStore, historyRead, newEpoch, refusedByNotBefore, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
 import {
   StoreUnavailableError,
   type AdmitOutcome,
@@ -15,10 +15,12 @@ import {
   type ClaimOutcome,
   type HistoryLimits,
   type HistoryRead,
+  type IssueOutcome,
   type RedeemOutcome,
   type Store,
   type StoredEvent,
   type StreamHead,
+  type TicketIssueRules,
   type TicketKey,
   type TicketRecord,
 } from "./types.js";
@@ -57,6 +59,8 @@ class MemoryStore implements Store {
   private readonly tickets = new Map<string, { json: string; expiresAt: number }>();
   private readonly usedTickets = new Map<string, number>();
   private readonly windows = new Map<string, { count: number; resetAt: number }>();
+  /** Per-user ticket counters: apart from `windows`, as Redis keeps them in the user's keys. */
+  private readonly ticketWindows = new Map<string, { count: number; resetAt: number }>();
   private readonly revocations = new Map<string, Marker>();
   private readonly tokenRevocations = new Map<string, Marker>();
   private readonly connections = new Map<string, Map<string, number>>();
@@ -85,6 +89,15 @@ class MemoryStore implements Store {
     this.open();
     // Stored as JSON, like Redis: the caller's object is not shared.
     this.tickets.set(hash, { json: JSON.stringify(record), expiresAt: this.now() + ttlMs + TICKET_GRACE_MS });
+  }
+
+  async issueTicket(key: TicketKey, record: TicketRecord, ttlMs: number, rules: TicketIssueRules): Promise<IssueOutcome> {
+    this.open();
+    const { count, resetInMs } = this.count(this.ticketWindows, record.sub, rules.windowMs);
+    if (count > rules.perUser) return { status: "rate_limited", resetInMs };
+    if (refusedByNotBefore(this.markerAt(this.tokenRevocations, record.sub), rules.tokenIssuedAt)) return { status: "token_revoked" };
+    this.tickets.set(admissionKey(key), { json: JSON.stringify(record), expiresAt: this.now() + ttlMs + TICKET_GRACE_MS });
+    return { status: "issued" };
   }
 
   async redeemTicket(hash: string): Promise<RedeemOutcome> {
@@ -125,10 +138,7 @@ class MemoryStore implements Store {
 
   async hit(key: string, windowMs: number) {
     this.open();
-    let window = this.windows.get(key);
-    if (window === undefined || !this.live(window.resetAt)) this.windows.set(key, (window = { count: 0, resetAt: this.now() + windowMs }));
-    window.count++;
-    return { count: window.count, resetInMs: window.resetAt - this.now() };
+    return this.count(this.windows, key, windowMs);
   }
 
   async revokeUser(userId: string, atMs: number, keepMs: number): Promise<void> {
@@ -295,6 +305,14 @@ class MemoryStore implements Store {
     markers.set(userId, { at: Math.floor(at), expiresAt: this.now() + keepMs });
   }
 
+  /** One hit in the fixed window of `key`, opened now if there is none. */
+  private count(windows: Map<string, { count: number; resetAt: number }>, key: string, windowMs: number) {
+    let window = windows.get(key);
+    if (window === undefined || !this.live(window.resetAt)) windows.set(key, (window = { count: 0, resetAt: this.now() + windowMs }));
+    window.count++;
+    return { count: window.count, resetInMs: window.resetAt - this.now() };
+  }
+
   private markerAt(markers: Map<string, Marker>, userId: string): number {
     const entry = markers.get(userId);
     return entry !== undefined && this.live(entry.expiresAt) ? entry.at : 0;
@@ -351,6 +369,7 @@ class MemoryStore implements Store {
     expired(this.tickets, (t) => t.expiresAt);
     expired(this.usedTickets, (t) => t);
     expired(this.windows, (w) => w.resetAt);
+    expired(this.ticketWindows, (w) => w.resetAt);
     expired(this.revocations, (r) => r.expiresAt);
     for (const [userId, ids] of this.accepted) {
       for (const [id, at] of ids) if (!this.live(at + this.acceptedTtlMs)) ids.delete(id);

@@ -28,7 +28,7 @@ import {
   type StoreLogger,
 } from "./client.js";
 import { encodeUserControl } from "./codec.js";
-import { admissionTicketKeys, redisKeys, userKeyPrefix } from "./keys.js";
+import { admissionTicketKeys, admissionTicketValue, redisKeys } from "./keys.js";
 import { asPlainStore, historyRead, newEpoch, TICKET_GRACE_MS, TICKET_USED_MARKER_MS } from "./rules.js";
 import { SCRIPTS, type ScriptName } from "./scripts.js";
 import { ShardedBus } from "./shardedBus.js";
@@ -43,10 +43,12 @@ import {
   type ClaimOutcome,
   type HistoryLimits,
   type HistoryRead,
+  type IssueOutcome,
   type RedeemOutcome,
   type StoredEvent,
   type Store,
   type StreamHead,
+  type TicketIssueRules,
   type TicketKey,
   type TicketRecord,
 } from "./types.js";
@@ -108,6 +110,32 @@ class RedisStore implements Store {
     await this.guard(() => this.cmd.set(redisKeys.ticket(hash), JSON.stringify(record), "PX", ttlMs + TICKET_GRACE_MS));
   }
 
+  /**
+   * One round trip: gwIssueTicket counts, checks and writes on the user's
+   * slot. On a cluster whose ticket keys are not in their user's slot the
+   * ticket is written by a second command, after the script allowed it.
+   */
+  async issueTicket(key: TicketKey, record: TicketRecord, ttlMs: number, rules: TicketIssueRules): Promise<IssueOutcome> {
+    // The ticket key carries its user's slot tag (admissionTicketKeys), so the
+    // counter, the marker and the ticket are one slot: one script, one round trip.
+    const [ticketKey] = admissionTicketKeys(key.slot, key.hash);
+    const value = admissionTicketValue(record);
+    const reply = (await this.script(
+      "gwIssueTicket",
+      redisKeys.ticketRate(record.sub),
+      redisKeys.tokensNotBefore(record.sub),
+      ticketKey,
+      rules.windowMs,
+      rules.perUser,
+      rules.tokenIssuedAt ?? -1,
+      value,
+      ttlMs + TICKET_GRACE_MS,
+    )) as [string, number?];
+    if (reply[0] === "limited") return { status: "rate_limited", resetInMs: Number(reply[1]) };
+    if (reply[0] === "revoked") return { status: "token_revoked" };
+    return { status: "issued" };
+  }
+
   async redeemTicket(hash: string): Promise<RedeemOutcome> {
     const reply = (await this.script("gwRedeem", redisKeys.ticket(hash), redisKeys.ticketUsed(hash), TICKET_USED_MARKER_MS)) as [string, string?];
     if (reply[0] === "ok") return { status: "ok", record: JSON.parse(reply[1] ?? "null") as TicketRecord };
@@ -116,7 +144,7 @@ class RedisStore implements Store {
 
   async putAdmissionTicket(key: TicketKey, record: TicketRecord, ttlMs: number): Promise<void> {
     const [ticketKey] = admissionTicketKeys(key.slot, key.hash);
-    const value = `${userKeyPrefix(record.sub)} ${JSON.stringify(record)}`;
+    const value = admissionTicketValue(record);
     await this.guard(() => this.cmd.set(ticketKey, value, "PX", ttlMs + TICKET_GRACE_MS));
   }
 

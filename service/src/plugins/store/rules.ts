@@ -2,7 +2,7 @@
  * What the memory store and the Redis store must agree on, in one place: the
  * contract suite (test/integration/store-contract.test.ts) runs against both.
  */
-import { randomBytes } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import type { AdmitRefusal, HistoryRead, Store, StoredEvent, TicketRecord } from "./types.js";
 
 /** How long after its ttl a ticket still says "expired" rather than "unknown". */
@@ -10,9 +10,25 @@ export const TICKET_GRACE_MS = 60_000;
 /** How long a redeemed ticket still says "used" (longer than any ticket's ttl plus grace). */
 export const TICKET_USED_MARKER_MS = 10 * 60_000;
 
-/** A fresh epoch: sortable by time, unguessable, and without spaces (the bus frame relies on it). */
+/**
+ * A fresh epoch: sortable by time, unguessable, and without spaces (the bus
+ * frame relies on it). Every publish sends one (used only if the counter is
+ * new), so its 48 random bits come from randomUUID, which draws from a
+ * pooled buffer, instead of one randomBytes call per publish (~3% of a
+ * publish in the profile). Characters 0-7 and 9-12 of a v4 UUID are random.
+ */
 export function newEpoch(): string {
-  return `${Date.now().toString(36)}-${randomBytes(6).toString("hex")}`;
+  const uuid = randomUUID();
+  return `${Date.now().toString(36)}-${uuid.slice(0, 8)}${uuid.slice(9, 13)}`;
+}
+
+/**
+ * Whether a tokens-not-before marker (epoch ms, 0 for none) refuses a token
+ * issued at `issuedAt`: issued before it, or with no `iat` while one is in
+ * force (fail closed). The gwIssueTicket script applies the same rule.
+ */
+export function refusedByNotBefore(notBeforeMs: number, issuedAt: number | undefined): boolean {
+  return notBeforeMs > 0 && (issuedAt === undefined || issuedAt < notBeforeMs);
 }
 
 /**
@@ -46,6 +62,7 @@ export function admissionRefusal(record: TicketRecord, at: { nowMs: number; orig
 const STORE_MEMBERS = {
   kind: true,
   putTicket: true,
+  issueTicket: true,
   redeemTicket: true,
   putAdmissionTicket: true,
   admit: true,

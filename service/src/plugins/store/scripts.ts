@@ -36,6 +36,25 @@ const EPOCH = `
     return candidate
   end`;
 
+// Lua: gwIssueTicket's body.
+const ISSUE_TICKET = `
+      local c = redis.call('INCR', KEYS[1])
+      local ttl = redis.call('PTTL', KEYS[1])
+      if ttl < 0 then
+        redis.call('PEXPIRE', KEYS[1], ARGV[1])
+        ttl = tonumber(ARGV[1])
+      end
+      if c > tonumber(ARGV[2]) then return {'limited', ttl} end
+      local nbf = redis.call('GET', KEYS[2])
+      if nbf then
+        local at = tonumber(nbf)
+        local iat = tonumber(ARGV[3])
+        if at == nil or at ~= at or math.abs(at) == math.huge then return {'revoked'} end
+        if at > 0 and (iat < 0 or iat < at) then return {'revoked'} end
+      end
+      redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
+      return {'issued'}`;
+
 export const SCRIPTS = {
   // KEYS: ticket, used marker. ARGV: used marker ms.
   // Returns: {'ok', record json} (taken now), {'used'} or {'unknown'}.
@@ -50,6 +69,13 @@ export const SCRIPTS = {
       if redis.call('EXISTS', KEYS[2]) == 1 then return {'used'} end
       return {'unknown'}`,
   },
+  // KEYS: the user's ticket counter, the user's tokens-not-before marker, the
+  // ticket. ARGV: window ms, per-user limit, token iat ms (-1: none), record
+  // json, ticket ttl ms (grace included). Counts first, so a refused request
+  // counts too; a marker that is not a number refuses every token (fail
+  // closed), as tokensNotBefore reads it.
+  // Returns: {'issued'}, {'limited', ms until the window resets} or {'revoked'}.
+  gwIssueTicket: { keys: 3, lua: ISSUE_TICKET },
   // KEYS: accepted ids, claims. ARGV: message id, ttl ms, stale ms. An id is
   // "started" once accepted (for ttl ms, while among the newest kept), "pending"
   // while a hand-off claimed it less than stale ms ago, else claimed here.
@@ -223,7 +249,9 @@ export const SCRIPTS = {
   // keys.ts admissionTicketKeys). ARGV: used marker ms, now ms (the gateway's
   // clock, as the checks have always used), '1'/'0' an Origin was sent, the
   // Origin, connection id, max connections, connection ttl ms, epoch candidate.
-  // The ticket's value is `<user key prefix> <record json>`. The user's keys
+  // The ticket's value is keys.ts admissionTicketValue: `<user key prefix>
+  // <expiresAt> <issuedAt> <sessionExpiresAt> <origin or -> <record json>`,
+  // the JSON returned as stored, never decoded here. The user's keys
   // are named from that prefix, so they are not in KEYS (the caller cannot know
   // them before the ticket is read); they hash to the same slot as KEYS by
   // construction, which is all Redis Cluster checks. One atomic step: takes the
@@ -242,20 +270,17 @@ export const SCRIPTS = {
         return {'unknown'}
       end
       redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
-      local sp = string.find(v, ' ', 1, true)
-      local user = string.sub(v, 1, sp - 1)
-      local json = string.sub(v, sp + 1)
-      local rec = cjson.decode(json)
+      local user, expires, issued, session, origin, json = string.match(v, '^(%S+) (%S+) (%S+) (%S+) (%S+) (.*)$')
       local at = tonumber(ARGV[2])
-      if rec.expiresAt <= at then return {'TICKET_EXPIRED'} end
-      if rec.origin ~= cjson.null and (ARGV[3] ~= '1' or rec.origin ~= ARGV[4]) then return {'ORIGIN_FORBIDDEN'} end
+      if tonumber(expires) <= at then return {'TICKET_EXPIRED'} end
+      if origin ~= '-' and (ARGV[3] ~= '1' or origin ~= ARGV[4]) then return {'ORIGIN_FORBIDDEN'} end
       local r = redis.call('GET', user .. ':revoked')
       if r then
         local revoked = tonumber(r)
         -- not a number (nil, or NaN): revoked forever, as failClosed reads it
-        if not revoked or revoked ~= revoked or revoked >= rec.issuedAt then return {'SESSION_REVOKED'} end
+        if not revoked or revoked ~= revoked or revoked >= tonumber(issued) then return {'SESSION_REVOKED'} end
       end
-      if rec.sessionExpiresAt <= at then return {'SESSION_EXPIRED'} end
+      if tonumber(session) <= at then return {'SESSION_EXPIRED'} end
       ${NOW}
       local conns = user .. ':conns'
       local ttl = tonumber(ARGV[7])

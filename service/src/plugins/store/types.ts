@@ -60,6 +60,22 @@ export interface TicketRecord {
   readonly expiresAt: number;
 }
 
+/** What an issuance is held to (see Store.issueTicket). */
+export interface TicketIssueRules {
+  /** At most this many tickets per user in a fixed window of `windowMs`, counted on every instance. */
+  readonly perUser: number;
+  readonly windowMs: number;
+  /** The token's `iat` (epoch ms), if it has one: checked against the user's tokens-not-before marker. */
+  readonly tokenIssuedAt?: number;
+}
+
+export type IssueOutcome =
+  | { readonly status: "issued" }
+  /** Over the per-user limit: nothing written; the window resets in `resetInMs`. */
+  | { readonly status: "rate_limited"; readonly resetInMs: number }
+  /** The token was issued before the user's not-before marker (or has no `iat` while one is in force): nothing written. */
+  | { readonly status: "token_revoked" };
+
 export type RedeemOutcome =
   | { readonly status: "ok"; readonly record: TicketRecord }
   /** Redeemed before (a short-lived "used" marker remains). */
@@ -145,6 +161,14 @@ export interface Store {
   // ── tickets ──
   /** Stores the record under the ticket's hash for `ttlMs` plus a grace period. */
   putTicket(hash: string, record: TicketRecord, ttlMs: number): Promise<void>;
+  /**
+   * The ticket endpoint's store work in one step: counts the request against
+   * the user's limit, refuses a token revoked by revokeTokensBefore
+   * (the same rule as tokensNotBefore, fail closed), and only then stores the
+   * record under its TicketKey (the user's slot), where admit takes it. A
+   * refused request still counts against the limit.
+   */
+  issueTicket(key: TicketKey, record: TicketRecord, ttlMs: number, rules: TicketIssueRules): Promise<IssueOutcome>;
   /** Atomically takes the ticket: exactly one caller ever gets "ok", across all instances. */
   redeemTicket(hash: string): Promise<RedeemOutcome>;
 
