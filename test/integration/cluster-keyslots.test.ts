@@ -50,12 +50,11 @@ beforeAll(async () => {
   store = createRedisStore({ cluster: { nodes: cluster.nodes.map((n) => ({ host: "127.0.0.1", port: n.port })) } });
   // Everything the store can do, with every awkward id.
   for (const id of IDS) {
-    await store.putTicket(id, { sub: id, sessionExpiresAt: 1, origin: null, issuedAt: 1, expiresAt: 2 }, 1000);
-    await store.redeemTicket(id);
-    await store.redeemTicket(id);
     const ticket = { hash: `issued-${id}`, slot: userSlot(id) };
     await store.issueTicket(ticket, { sub: id, sessionExpiresAt: 1, origin: null, issuedAt: 1, expiresAt: 2 }, 1000, { perUser: 5, windowMs: 1000, tokenIssuedAt: 1 });
+    // Twice: the second finds the ticket taken (the "used" branch of gwAdmit).
     await store.admit({ ticket, origin: null, nowMs: 1, connectionId: `a-${id}`, maxConnections: 5, connectionTtlMs: 1000 });
+    await store.admit({ ticket, origin: null, nowMs: 1, connectionId: `b-${id}`, maxConnections: 5, connectionTtlMs: 1000 });
     await store.userState(id);
     await store.addHits(id, 2, 1000);
     await store.hit(id, 1000);

@@ -202,7 +202,9 @@ describe("with no cluster to reach", () => {
       `import { createRedisStore, StoreUnavailableError } from ${JSON.stringify(resolve("service/src/plugins/store/index.ts"))};
 const store = createRedisStore({ cluster: { nodes: [{ host: "127.0.0.1", port: 1 }, { host: "127.0.0.1", port: 2 }] }, commandTimeoutMs: 300 });
 const started = performance.now();
-const results = await Promise.allSettled([store.head("u"), store.subscribeUser("u"), store.publishUserControl("u", "x"), store.putTicket("t", {}, 1000)]);
+const results = await Promise.allSettled([store.head("u"), store.subscribeUser("u"), store.publishUserControl("u", "x"),
+  store.issueTicket({ hash: "t", slot: 0 }, { sub: "u", sessionExpiresAt: 1, origin: null, issuedAt: 1, expiresAt: 2 }, 1000, { perUser: 5, windowMs: 1000 }),
+  store.admit({ ticket: { hash: "t", slot: 0 }, origin: null, nowMs: 1, connectionId: "c", maxConnections: 5, connectionTtlMs: 1000 })]);
 const ms = performance.now() - started;
 const check = await store.check();
 await store.close();

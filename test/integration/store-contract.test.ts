@@ -36,6 +36,8 @@ import { runScript } from "../support/process.js";
 import { sleep, waitFor } from "../support/wait.js";
 
 const LIMITS: HistoryLimits = { maxEvents: 1000, ttlMs: 900_000 };
+/** Issue rules whose per-user limit no test reaches: for tests about what happens to a ticket once issued. */
+const UNLIMITED = { perUser: 1_000_000, windowMs: 60_000 };
 
 interface Harness {
   readonly name: "memory" | "redis" | "redis cluster" | "redis, ACL user" | "redis cluster, ACL user";
@@ -177,80 +179,75 @@ describe.each([
   });
   afterAll(() => h.teardown());
 
-  describe("tickets", () => {
-    it("redeems a ticket once, handing back its record as it was put, then reports it used", async () => {
-      const hash = uid("ticket");
+  describe("tickets (written by issueTicket, taken by admit)", () => {
+    /** A ticket of `rec` issued in its user's slot, under a limit no test reaches. */
+    async function issue(rec: TicketRecord, ttlMs: number): Promise<TicketKey> {
+      const ticket = { hash: uid("ticket"), slot: userSlot(rec.sub) };
+      expect(await h.store.issueTicket(ticket, rec, ttlMs, UNLIMITED)).toEqual({ status: "issued" });
+      return ticket;
+    }
+    /** Takes a ticket the way a connect does: admit, with the record's origin. */
+    const take = (store: Store, ticket: TicketKey, rec: TicketRecord) =>
+      store.admit({ ticket, origin: rec.origin, nowMs: h.now(), connectionId: uid("conn"), maxConnections: 1000, connectionTtlMs: 60_000 });
+
+    it("takes a ticket once, handing back its record as issued, then reports it used on every instance", async () => {
       const rec = record(h.now(), 30_000);
-      await h.store.putTicket(hash, rec, 30_000);
-      expect(await h.peer.redeemTicket(hash)).toEqual({ status: "ok", record: rec });
-      expect(await h.store.redeemTicket(hash)).toEqual({ status: "used" });
-      expect(await h.peer.redeemTicket(hash)).toEqual({ status: "used" });
+      const ticket = await issue(rec, 30_000);
+      expect(await take(h.peer, ticket, rec)).toMatchObject({ status: "admitted", record: rec });
+      expect(await take(h.store, ticket, rec)).toEqual({ status: "used" });
+      expect(await take(h.peer, ticket, rec)).toEqual({ status: "used" });
     });
 
-    it("reports a ticket that was never put as unknown, not used", async () => {
-      expect(await h.store.redeemTicket(uid("never"))).toEqual({ status: "unknown" });
+    it("reports a ticket that was never issued as unknown, not used", async () => {
+      const rec = record(h.now(), 30_000);
+      expect(await take(h.store, { hash: uid("never"), slot: userSlot(rec.sub) }, rec)).toEqual({ status: "unknown" });
     });
 
-    it("gives a ticket to exactly one of 200 concurrent redeemers on two instances", async () => {
-      const hash = uid("race");
-      await h.store.putTicket(hash, record(h.now(), 30_000), 30_000);
-      const outcomes = await Promise.all(
-        Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? h.store : h.peer).redeemTicket(hash)),
-      );
-      const statuses = outcomes.map((o) => o.status);
-      expect(statuses.filter((s) => s === "ok")).toHaveLength(1);
-      expect(statuses.filter((s) => s === "used")).toHaveLength(199);
-    });
-
-    it("keeps a ticket 60 s past its ttl, so the caller can tell expired from unknown", async () => {
-      const hash = uid("grace");
+    it("keeps a ticket 60 s past its ttl, so an expired one is refused as TICKET_EXPIRED, not unknown", async () => {
       const rec = record(h.now(), 100);
-      await h.store.putTicket(hash, rec, 100);
+      const ticket = await issue(rec, 100);
       await h.advance(300);
-      expect(await h.store.redeemTicket(hash)).toEqual({ status: "ok", record: rec });
-      expect(rec.expiresAt).toBeLessThan(h.now()); // the caller's verdict: TICKET_EXPIRED
+      expect(await take(h.store, ticket, rec)).toEqual({ status: "refused", reason: "TICKET_EXPIRED" });
 
       if (h.pttl) {
         // Redis keeps time itself: read the expiry rather than wait a minute.
-        const later = uid("grace");
-        await h.store.putTicket(later, record(h.now(), 100), 100);
-        const left = await h.pttl(redisKeys.ticket(later));
+        const later = await issue(record(h.now(), 100), 100);
+        const left = await h.pttl(admissionTicketKeys(later.slot, later.hash)[0]);
         expect(left).toBeGreaterThan(60_100 - 1_000);
         expect(left).toBeLessThanOrEqual(60_100);
       } else {
-        const [justIn, justOut] = [uid("grace"), uid("grace")];
-        await h.store.putTicket(justIn, record(h.now(), 100), 100);
-        await h.store.putTicket(justOut, record(h.now(), 100), 100);
+        const [inRec, outRec] = [record(h.now(), 100), record(h.now(), 100)];
+        const [justIn, justOut] = [await issue(inRec, 100), await issue(outRec, 100)];
         await h.advance(60_099);
-        expect((await h.store.redeemTicket(justIn)).status).toBe("ok");
+        expect(await take(h.store, justIn, inRec)).toEqual({ status: "refused", reason: "TICKET_EXPIRED" });
         await h.advance(2);
-        expect((await h.store.redeemTicket(justOut)).status).toBe("unknown");
+        expect(await take(h.store, justOut, outRec)).toEqual({ status: "unknown" });
       }
     });
 
-    it("reports a redeemed ticket as used for 10 minutes, then as unknown", async () => {
-      const hash = uid("used");
-      await h.store.putTicket(hash, record(h.now(), 30_000), 30_000);
-      expect((await h.store.redeemTicket(hash)).status).toBe("ok");
+    it("reports a taken ticket as used for 10 minutes, then as unknown", async () => {
+      const rec = record(h.now(), 30_000);
+      const ticket = await issue(rec, 30_000);
+      expect((await take(h.store, ticket, rec)).status).toBe("admitted");
       if (h.pttl) {
-        const left = await h.pttl(redisKeys.ticketUsed(hash));
+        const left = await h.pttl(admissionTicketKeys(ticket.slot, ticket.hash)[1]);
         expect(left).toBeGreaterThan(600_000 - 1_000);
         expect(left).toBeLessThanOrEqual(600_000);
       } else {
         await h.advance(599_000);
-        expect((await h.store.redeemTicket(hash)).status).toBe("used");
+        expect((await take(h.store, ticket, rec)).status).toBe("used");
         await h.advance(1_001);
-        expect((await h.store.redeemTicket(hash)).status).toBe("unknown");
+        expect((await take(h.store, ticket, rec)).status).toBe("unknown");
       }
     });
   });
 
   describe("admission (one step: take the ticket, check it, count the connection, read the head)", () => {
     const ORIGIN = "https://chat.example.com";
-    /** An admission ticket of `rec` put in its user's slot, and the request that redeems it. */
+    /** An admission ticket of `rec` issued in its user's slot, and the request that redeems it. */
     async function putAdmission(rec: TicketRecord, ttlMs = 30_000) {
       const ticket = { hash: uid("ticket"), slot: userSlot(rec.sub) };
-      await h.store.putAdmissionTicket(ticket, rec, ttlMs);
+      expect(await h.store.issueTicket(ticket, rec, ttlMs, UNLIMITED)).toEqual({ status: "issued" });
       return (over: Partial<AdmitRequest> = {}): AdmitRequest => ({
         ticket,
         origin: ORIGIN,
@@ -359,21 +356,6 @@ describe.each([
       expect(await take(h.store, keys[3]!, rec)).toEqual({ status: "unknown" });
       await h.advance(450);
       expect(await h.store.issueTicket(keyOf(rec), rec, 30_000, rules(3))).toEqual({ status: "issued" });
-    });
-
-    it("keeps an issued ticket 60 s past its ttl", async () => {
-      const rec = record(h.now(), 100);
-      const key = keyOf(rec);
-      await h.store.issueTicket(key, rec, 100, rules(10));
-      if (h.pttl) {
-        const left = await h.pttl(admissionTicketKeys(key.slot, key.hash)[0]);
-        expect(left).toBeGreaterThan(60_100 - 1_000);
-        expect(left).toBeLessThanOrEqual(60_100);
-      } else {
-        await h.advance(60_099);
-        // Past its expiry the record is still found (and refused as expired), not "unknown".
-        expect(await take(h.store, key, rec)).toEqual({ status: "refused", reason: "TICKET_EXPIRED" });
-      }
     });
 
     it("refuses a token issued before the user's not_before, or without iat while one is in force, writing nothing", async () => {
@@ -805,7 +787,8 @@ describe.each([
       await Promise.all([store.close(), store.close()]);
       await store.close();
       await expect(store.head(uid("user"))).rejects.toBeInstanceOf(StoreUnavailableError);
-      await expect(store.putTicket(uid("t"), record(h.now(), 1000), 1000)).rejects.toBeInstanceOf(StoreUnavailableError);
+      const rec = record(h.now(), 1000);
+      await expect(store.issueTicket({ hash: uid("t"), slot: userSlot(rec.sub) }, rec, 1000, UNLIMITED)).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(store.subscribeUser(uid("user"))).rejects.toBeInstanceOf(StoreUnavailableError);
       expect(await store.check()).toEqual({ store: false, bus: false });
     });
@@ -813,7 +796,7 @@ describe.each([
 });
 
 describe("redis store specifics", () => {
-  it("puts all of a user's keys (and a ticket's) in one hash slot, whatever the id", () => {
+  it("puts all of a user's keys (and their tickets') in one hash slot, whatever the id", () => {
     const tagOf = (key: string) => /\{([^}]*)\}/.exec(key)?.[1];
     for (const id of ["plain", "a}b", "{x}", "a:b", "%7D", "\uD800", "a b"]) {
       const userKeys = [
@@ -828,8 +811,7 @@ describe("redis store specifics", () => {
         redisKeys.userChannel(id),
       ];
       expect(new Set(userKeys.map(tagOf)).size).toBe(1);
-      expect(tagOf(redisKeys.ticket(id))).toBe(tagOf(redisKeys.ticketUsed(id)));
-      for (const key of [...userKeys, redisKeys.ticket(id)]) expect(key.startsWith("gw:{")).toBe(true);
+      for (const key of userKeys) expect(key.startsWith("gw:{")).toBe(true);
     }
     // An admission ticket's keys land in its user's slot without naming the user.
     for (const id of ["plain", "a}b", "\uD800"]) {
@@ -841,8 +823,6 @@ describe("redis store specifics", () => {
     // An id that looks like another's escaped form still gets its own keys.
     expect(new Set(["a:b", "a%3Ab", "a%3ab", "a%u003a"].map(redisKeys.seq)).size).toBe(4);
     expect(keyPatterns()).toEqual({
-      ticket: "gw:{t:<id>}",
-      ticketUsed: "gw:{t:<id>}:used",
       // <id> is the slot's tag here, <messageId> the ticket's hash.
       admissionTicket: "gw:{<id>}:t:<messageId>",
       admissionTicketUsed: "gw:{<id>}:t:<messageId>:used",
@@ -950,7 +930,10 @@ describe("redis store specifics", () => {
         await waitFor(async () => (await store.check()).bus, 10_000);
         server.pause();
         const failures = await timeAll({
-          put: () => store.putTicket(uid("t"), record(Date.now(), 1000), 1000),
+          issue: () => {
+            const rec = record(Date.now(), 1000);
+            return store.issueTicket({ hash: uid("t"), slot: userSlot(rec.sub) }, rec, 1000, UNLIMITED);
+          },
           publish: () => store.publishEvent(uid("user"), event(1), LIMITS),
           read: () => store.readHistory(uid("user"), 0, LIMITS),
           subscribe: () => store.subscribeUser(uid("user")),
@@ -1084,10 +1067,11 @@ console.log("closed");
 
 
 function allCalls(store: Store, userId: string): Record<string, () => Promise<unknown>> {
-  const t = uid("ticket");
+  const ticket: TicketKey = { hash: uid("ticket"), slot: userSlot(userId) };
+  const rec = { ...record(Date.now(), 30_000), sub: userId };
   return {
-    putTicket: () => store.putTicket(t, record(Date.now(), 30_000), 30_000),
-    redeemTicket: () => store.redeemTicket(t),
+    issueTicket: () => store.issueTicket(ticket, rec, 30_000, UNLIMITED),
+    admit: () => store.admit({ ticket, origin: rec.origin, nowMs: Date.now(), connectionId: uid("conn"), maxConnections: 5, connectionTtlMs: 1000 }),
     hit: () => store.hit(uid("rl"), 1000),
     revokeUser: () => store.revokeUser(userId, 1, 1000),
     revokedAt: () => store.revokedAt(userId),

@@ -2,10 +2,11 @@
  * Where the store keeps things in Redis: every key and channel by what it
  * holds, and the cluster hash slot each lands in.
  *
- * Every key one operation touches shares one hash tag (`{u:<id>}` for a
- * user's keys, `{t:<hash>}` for a ticket's), so every script and command runs
- * within one slot of a cluster, and a user's channel carries the user's tag
- * so a sharded message stays on the user's shard (docs/fanout.md).
+ * Every key one operation touches lies in one hash slot (`{u:<id>}` tags a
+ * user's keys; a ticket's keys carry a tag of its user's slot, see
+ * admissionTicketKeys), so every script and command runs within one slot of
+ * a cluster, and a user's channel carries the user's tag so a sharded
+ * message stays on the user's shard (docs/fanout.md).
  */
 import { createRequire } from "node:module";
 import type { TicketRecord } from "./types.js";
@@ -30,12 +31,9 @@ export function encodeId(id: string): string {
 }
 
 const user = (userId: string) => `gw:{u:${encodeId(userId)}}`;
-const ticket = (hash: string) => `gw:{t:${encodeId(hash)}}`;
 
 /** Every key and channel the store uses, by what it holds. */
 export const redisKeys = {
-  ticket,
-  ticketUsed: (hash: string) => `${ticket(hash)}:used`,
   /** A ticket kept in its user's slot under that slot's tag (admissionTicketKeys), and its "used" marker. */
   admissionTicket: (slotTag: string, hash: string) => `gw:{${slotTag}}:t:${encodeId(hash)}`,
   admissionTicketUsed: (slotTag: string, hash: string) => `gw:{${slotTag}}:t:${encodeId(hash)}:used`,

@@ -16,7 +16,6 @@ import {
   type HistoryLimits,
   type HistoryRead,
   type IssueOutcome,
-  type RedeemOutcome,
   type Store,
   type StoredEvent,
   type StreamHead,
@@ -85,40 +84,20 @@ class MemoryStore implements Store {
     this.sweeper.unref();
   }
 
-  async putTicket(hash: string, record: TicketRecord, ttlMs: number): Promise<void> {
-    this.open();
-    // Stored as JSON, like Redis: the caller's object is not shared.
-    this.tickets.set(hash, { json: JSON.stringify(record), expiresAt: this.now() + ttlMs + TICKET_GRACE_MS });
-  }
-
   async issueTicket(key: TicketKey, record: TicketRecord, ttlMs: number, rules: TicketIssueRules): Promise<IssueOutcome> {
     this.open();
     const { count, resetInMs } = this.count(this.ticketWindows, record.sub, rules.windowMs);
     if (count > rules.perUser) return { status: "rate_limited", resetInMs };
     if (refusedByNotBefore(this.markerAt(this.tokenRevocations, record.sub), rules.tokenIssuedAt)) return { status: "token_revoked" };
+    // Stored as JSON, like Redis: the caller's object is not shared.
     this.tickets.set(admissionKey(key), { json: JSON.stringify(record), expiresAt: this.now() + ttlMs + TICKET_GRACE_MS });
     return { status: "issued" };
   }
 
-  async redeemTicket(hash: string): Promise<RedeemOutcome> {
-    this.open();
-    const entry = this.tickets.get(hash);
-    this.tickets.delete(hash);
-    if (entry !== undefined && this.live(entry.expiresAt)) {
-      this.usedTickets.set(hash, this.now() + TICKET_USED_MARKER_MS);
-      return { status: "ok", record: JSON.parse(entry.json) as TicketRecord };
-    }
-    return { status: this.live(this.usedTickets.get(hash)) ? "used" : "unknown" };
-  }
-
-  async putAdmissionTicket(key: TicketKey, record: TicketRecord, ttlMs: number): Promise<void> {
-    return this.putTicket(admissionKey(key), record, ttlMs);
-  }
-
   async admit(request: AdmitRequest): Promise<AdmitOutcome> {
-    const taken = await this.redeemTicket(admissionKey(request.ticket));
-    if (taken.status !== "ok") return taken;
-    const { record } = taken;
+    this.open();
+    const record = this.takeTicket(admissionKey(request.ticket));
+    if (typeof record === "string") return { status: record };
     const revokedAt = this.markerAt(this.revocations, record.sub);
     const refusal = admissionRefusal(record, { nowMs: request.nowMs, origin: request.origin, revokedAt });
     if (refusal !== undefined) return { status: "refused", reason: refusal };
@@ -296,6 +275,17 @@ class MemoryStore implements Store {
 
   private open(): void {
     if (this.closed) throw new StoreUnavailableError(new Error("store closed"));
+  }
+
+  /** Takes the ticket once, as gwAdmit does: its record, or why there is none (a live "used" marker, or nothing). */
+  private takeTicket(key: string): TicketRecord | "used" | "unknown" {
+    const entry = this.tickets.get(key);
+    this.tickets.delete(key);
+    if (entry !== undefined && this.live(entry.expiresAt)) {
+      this.usedTickets.set(key, this.now() + TICKET_USED_MARKER_MS);
+      return JSON.parse(entry.json) as TicketRecord;
+    }
+    return this.live(this.usedTickets.get(key)) ? "used" : "unknown";
   }
 
   /** A later, live marker is kept: an older revocation never undoes a newer one. */

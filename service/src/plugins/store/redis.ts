@@ -44,7 +44,6 @@ import {
   type HistoryLimits,
   type HistoryRead,
   type IssueOutcome,
-  type RedeemOutcome,
   type StoredEvent,
   type Store,
   type StreamHead,
@@ -106,10 +105,6 @@ class RedisStore implements Store {
     private readonly timeoutMs: number,
   ) {}
 
-  async putTicket(hash: string, record: TicketRecord, ttlMs: number): Promise<void> {
-    await this.guard(() => this.cmd.set(redisKeys.ticket(hash), JSON.stringify(record), "PX", ttlMs + TICKET_GRACE_MS));
-  }
-
   /**
    * One round trip: gwIssueTicket counts, checks and writes on the user's
    * slot. On a cluster whose ticket keys are not in their user's slot the
@@ -134,18 +129,6 @@ class RedisStore implements Store {
     if (reply[0] === "limited") return { status: "rate_limited", resetInMs: Number(reply[1]) };
     if (reply[0] === "revoked") return { status: "token_revoked" };
     return { status: "issued" };
-  }
-
-  async redeemTicket(hash: string): Promise<RedeemOutcome> {
-    const reply = (await this.script("gwRedeem", redisKeys.ticket(hash), redisKeys.ticketUsed(hash), TICKET_USED_MARKER_MS)) as [string, string?];
-    if (reply[0] === "ok") return { status: "ok", record: JSON.parse(reply[1] ?? "null") as TicketRecord };
-    return { status: reply[0] === "used" ? "used" : "unknown" };
-  }
-
-  async putAdmissionTicket(key: TicketKey, record: TicketRecord, ttlMs: number): Promise<void> {
-    const [ticketKey] = admissionTicketKeys(key.slot, key.hash);
-    const value = admissionTicketValue(record);
-    await this.guard(() => this.cmd.set(ticketKey, value, "PX", ttlMs + TICKET_GRACE_MS));
   }
 
   async admit(request: AdmitRequest): Promise<AdmitOutcome> {

@@ -61,10 +61,7 @@ export function admissionRefusal(record: TicketRecord, at: { nowMs: number; orig
 /** Every member of Store; the compiler holds it to the interface, both ways. */
 const STORE_MEMBERS = {
   kind: true,
-  putTicket: true,
   issueTicket: true,
-  redeemTicket: true,
-  putAdmissionTicket: true,
   admit: true,
   addHits: true,
   userState: true,

@@ -56,19 +56,6 @@ const ISSUE_TICKET = `
       return {'issued'}`;
 
 export const SCRIPTS = {
-  // KEYS: ticket, used marker. ARGV: used marker ms.
-  // Returns: {'ok', record json} (taken now), {'used'} or {'unknown'}.
-  gwRedeem: {
-    keys: 2,
-    lua: `
-      local v = redis.call('GETDEL', KEYS[1])
-      if v then
-        redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
-        return {'ok', v}
-      end
-      if redis.call('EXISTS', KEYS[2]) == 1 then return {'used'} end
-      return {'unknown'}`,
-  },
   // KEYS: the user's ticket counter, the user's tokens-not-before marker, the
   // ticket. ARGV: window ms, per-user limit, token iat ms (-1: none), record
   // json, ticket ttl ms (grace included). Counts first, so a refused request

@@ -4,9 +4,9 @@
  * `createRedisStore` (production, many instances) and `createMemoryStore`
  * (`npm run dev`, one instance). Nothing outside plugins/store knows Redis.
  *
- * Every key that one operation touches shares one hash tag, so the same
+ * Every key that one operation touches lies in one hash slot, so the same
  * scripts run unchanged on Redis Cluster: a user's keys use `{u:<user_id>}`,
- * a ticket's keys use `{t:<ticket hash>}`.
+ * a ticket's keys a tag of its user's slot (TicketKey).
  *
  * Every method rejects with `StoreUnavailableError` when the store cannot
  * answer within `commandTimeoutMs` (1 s), instead of hanging.
@@ -75,13 +75,6 @@ export type IssueOutcome =
   | { readonly status: "rate_limited"; readonly resetInMs: number }
   /** The token was issued before the user's not-before marker (or has no `iat` while one is in force): nothing written. */
   | { readonly status: "token_revoked" };
-
-export type RedeemOutcome =
-  | { readonly status: "ok"; readonly record: TicketRecord }
-  /** Redeemed before (a short-lived "used" marker remains). */
-  | { readonly status: "used" }
-  /** No such ticket (never issued, or gone past its grace period). */
-  | { readonly status: "unknown" };
 
 /**
  * Where an admission ticket is kept: the SHA-256 of the ticket, and a slot in
@@ -159,8 +152,6 @@ export interface Store {
   readonly kind: "redis" | "memory";
 
   // ── tickets ──
-  /** Stores the record under the ticket's hash for `ttlMs` plus a grace period. */
-  putTicket(hash: string, record: TicketRecord, ttlMs: number): Promise<void>;
   /**
    * The ticket endpoint's store work in one step: counts the request against
    * the user's limit, refuses a token revoked by revokeTokensBefore
@@ -169,11 +160,6 @@ export interface Store {
    * refused request still counts against the limit.
    */
   issueTicket(key: TicketKey, record: TicketRecord, ttlMs: number, rules: TicketIssueRules): Promise<IssueOutcome>;
-  /** Atomically takes the ticket: exactly one caller ever gets "ok", across all instances. */
-  redeemTicket(hash: string): Promise<RedeemOutcome>;
-
-  /** putTicket for a ticket redeemed by `admit`: kept under its TicketKey. */
-  putAdmissionTicket(key: TicketKey, record: TicketRecord, ttlMs: number): Promise<void>;
   /**
    * The happy path of a connect in one atomic step (one round trip): takes the
    * ticket (exactly one caller ever gets past this, across all instances),
