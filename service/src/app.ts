@@ -169,16 +169,9 @@ async function registerHttpConventions(app: FastifyInstance): Promise<void> {
     parseJson(request, body as string, (err, value) => done(err ? new GatewayError("BAD_REQUEST", { message: "The body is not valid JSON." }) : null, value));
   });
 
-  const corsForApi = apiCorsOptions(new Set(app.config.allowedOrigins));
-  // Decided on the routed path, not the raw URL: the router decodes
-  // `/%61pi/…` to `/api/…`, and a check on the raw URL would let it by.
-  await app.register(fastifyCors, { delegator: (request, done) => done(null, isApiRoute(request) ? corsForApi(request) : { origin: false }) });
-  // Declared so a preflight is routed to an /api/ path (not @fastify/cors's
-  // `OPTIONS *`); @fastify/cors answers it in onRequest, before this handler.
-  app.options("/api/v1/auth/websocket_ticket", async () => {
-    throw new GatewayError("ORIGIN_FORBIDDEN");
-  });
-
+  // Before @fastify/cors registers its `OPTIONS *` route: a route takes the
+  // error handler in force when it is built, and the fuzz drill found that
+  // route answering in Fastify's own shape when the handler came later.
   app.setNotFoundHandler(async () => {
     throw new GatewayError("NOT_FOUND");
   });
@@ -196,6 +189,16 @@ async function registerHttpConventions(app: FastifyInstance): Promise<void> {
     if (error.status === 429 || error.status === 503) reply.header("retry-after", String(error.retryAfter ?? 1));
     if (isApiRoute(request)) app.metrics.ticketRequests.inc({ status: String(error.status), code: error.code });
     return reply.code(error.status).send({ error: { code: error.code, message: error.message } });
+  });
+
+  const corsForApi = apiCorsOptions(new Set(app.config.allowedOrigins));
+  // Decided on the routed path, not the raw URL: the router decodes
+  // `/%61pi/…` to `/api/…`, and a check on the raw URL would let it by.
+  await app.register(fastifyCors, { delegator: (request, done) => done(null, isApiRoute(request) ? corsForApi(request) : { origin: false }) });
+  // Declared so a preflight is routed to an /api/ path (not @fastify/cors's
+  // `OPTIONS *`); @fastify/cors answers it in onRequest, before this handler.
+  app.options("/api/v1/auth/websocket_ticket", async () => {
+    throw new GatewayError("ORIGIN_FORBIDDEN");
   });
 
   app.addHook("onResponse", async (request, reply) => {

@@ -228,6 +228,18 @@ describe("CORS preflight", () => {
     expect(res.status).toBe(403);
     expect(res.headers.get("access-control-allow-origin")).toBeNull();
   });
+
+  // @fastify/cors routes OPTIONS on every other path; a body there is parsed
+  // like any other, and its refusal must be in the error shape too (drill 4 found Fastify's own).
+  it("an OPTIONS with a body on any other path is answered in the error shape", async () => {
+    for (const [path, type, body, status, code] of [
+      ["/healthz", "text/plain", "hi", 415, "UNSUPPORTED_MEDIA_TYPE"],
+      ["/internal/v1/users/u/revoke", "application/json", "{not json", 400, "BAD_REQUEST"],
+    ] as const) {
+      const res = await fetch(`${gw.url}${path}`, { method: "OPTIONS", headers: { "content-type": type }, body });
+      expectError({ status: res.status, body: (await res.json()) as Record<string, unknown> }, status, code);
+    }
+  });
 });
 
 describe("rate limits, across two instances sharing one Redis", () => {
