@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { ORIGIN, startGateway, TestClient, ticketFor, type TestGateway } from "../support/gateway.js";
-import { flood, rawPeer, textFrame, upgradeRequest } from "../support/raw-ws.js";
+import { flood, maskedFrame, rawPeer, textFrame, upgradeRequest } from "../support/raw-ws.js";
 
 // Issue 13, items 2 and 5, written as the attacks, against a real gateway on
 // a real Redis, with raw sockets where `ws` would be too polite.
@@ -59,6 +59,38 @@ describe("item 2: a socket without a ticket cannot make the gateway hold what it
     while (!peer.texts.some((t) => t.includes("resume_complete")) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(peer.texts.map((t) => (JSON.parse(t) as { type: string }).type)).toEqual(["connection_established", "resume_complete"]);
     peer.socket.destroy();
+  });
+});
+
+describe("a WebSocket protocol violation ends that socket only, whenever it comes", () => {
+  // A reserved opcode (0x3) is a protocol error in ws's parser, which emits
+  // 'error' on the socket: with no listener that error ended the process (drill 3 found it).
+  const violation = maskedFrame(0x3, "x");
+
+  it("sent with the upgrade, before the ticket is redeemed (and without one): 1002, and the gateway keeps serving", async () => {
+    const withTicket = await ticketFor(gw, "violation-early");
+    for (const path of [wsPath(withTicket), wsPath()]) {
+      const peer = rawPeer(gw.url, Buffer.concat([Buffer.from(upgradeRequest("x", path, { Origin: ORIGIN })), violation]));
+      expect((await peer.response).status).toBe(101);
+      await peer.ended;
+      expect(peer.closeCode).toBe(1002);
+    }
+    const client = await TestClient.connect(gw, await ticketFor(gw, "after-violation"));
+    await client.waitForType("connection_established");
+    client.close();
+  });
+
+  it("sent by an established connection: 1002, and the gateway keeps serving", async () => {
+    const ticket = await ticketFor(gw, "violation-late");
+    const peer = rawPeer(gw.url, upgradeRequest("x", wsPath(ticket), { Origin: ORIGIN }));
+    const deadline = Date.now() + 5000;
+    while (!peer.texts.some((t) => t.includes("connection_established")) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    peer.socket.write(violation);
+    await peer.ended;
+    expect(peer.closeCode).toBe(1002);
+    const client = await TestClient.connect(gw, await ticketFor(gw, "after-late-violation"));
+    await client.waitForType("connection_established");
+    client.close();
   });
 });
 

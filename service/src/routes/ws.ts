@@ -58,6 +58,10 @@ export function attachWebSocketEndpoint(app: FastifyInstance, wsOptions: ServerO
     if (raw.method !== "GET" || pathOf(raw.url) !== WS_ROUTE) return refuseUpgrade(app, raw, socket);
     wss.handleUpgrade(raw, socket, head, (ws) => {
       socket.removeListener("error", destroyOnError);
+      // ws reports a peer's protocol violation (a reserved opcode, a frame over
+      // maxPayload) as 'error', then closes with 1002/1009 itself: an 'error'
+      // with no listener would end the process. One shared listener, no closure.
+      ws.on("error", ignoreSocketError);
       // Only these outlive the handshake, not the request (docs/benchmarks.md "Memory").
       const log = app.log.child({ reqId: `ws-${(++requests).toString(36)}` });
       void onSocket(ws, log, { query: queryOf(raw.url), origin: raw.headers.origin ?? null, ip: clientIp(raw, trust) });
@@ -135,4 +139,7 @@ function clientIp(raw: IncomingMessage, trust: (address: string, hop: number) =>
 function destroyOnError(this: Duplex): void {
   this.destroy();
 }
+
+/** The socket's close (ws_close, with its code) says all there is to say. */
+function ignoreSocketError(): void {}
 
