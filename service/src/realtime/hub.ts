@@ -7,7 +7,7 @@ import { StoreUnavailableError, type BusMessage, type Store, type StreamHead } f
 import type { ConnectionSlot } from "../auth/tickets.js";
 import type { Connection } from "./connection.js";
 import { TimerWheel } from "./timerWheel.js";
-import { createUserChannels } from "./userChannels.js";
+import { createUserChannels, type UserChannels } from "./userChannels.js";
 import { RevokeRoundTrip, type Control } from "./revokeRoundTrip.js";
 
 /**
@@ -59,7 +59,7 @@ class ConnectionHub {
   private readonly log: FastifyBaseLogger;
   private readonly config: Config;
   private readonly connections = new Set<Connection>();
-  private readonly channels: ReturnType<typeof createUserChannels>;
+  private readonly channels: UserChannels;
   private readonly revokes: RevokeRoundTrip;
   private isDraining = false;
   private busUp = true;
