@@ -63,19 +63,11 @@ export function stackReaders(get: ConfigSource, stack: string): StackReaders {
       return value;
     },
     int(key, def, min, max, unit) {
-      const raw = checked(key, (r) => {
-        const n = Number(r);
-        if (/^-?\d+$/.test(r) && Number.isSafeInteger(n) && n >= min && n <= max) return undefined;
-        return `${key} must be an integer from ${min} to ${max} (${unit}), e.g. ${def}; got "${r}"`;
-      });
+      const raw = checked(key, (r) => intProblem(key, r, def, min, max, unit));
       return raw === undefined ? def : Number(raw);
     },
     ratio(key, def) {
-      const raw = checked(key, (r) => {
-        const n = Number(r);
-        if (Number.isFinite(n) && n > 0 && n < 1) return undefined;
-        return `${key} must be a ratio between 0 and 1 exclusive, e.g. ${def} (0.01 is 1%); got "${r}"`;
-      });
+      const raw = checked(key, (r) => ratioProblem(key, r, def));
       return raw === undefined ? def : Number(raw);
     },
     bool(key, def) {
@@ -88,16 +80,32 @@ export function stackReaders(get: ConfigSource, stack: string): StackReaders {
     },
     list(key) {
       const raw = str(key);
-      if (raw === undefined) return [];
-      if (!raw.startsWith("[")) return raw.split(",").map((x) => x.trim()).filter(Boolean);
-      try {
-        const parsed: unknown = JSON.parse(raw);
-        if (Array.isArray(parsed) && parsed.every((x) => typeof x === "string")) return parsed.map((x) => x.trim()).filter(Boolean);
-      } catch {
-        /* reported below */
-      }
-      problems.push(`${key} must be a list of strings, e.g. ["a@example.com"]`);
-      return [];
+      return raw === undefined ? [] : parseList(key, raw, problems);
     },
   };
+}
+
+function intProblem(key: string, r: string, def: number, min: number, max: number, unit: string): string | undefined {
+  const n = Number(r);
+  if (/^-?\d+$/.test(r) && Number.isSafeInteger(n) && n >= min && n <= max) return undefined;
+  return `${key} must be an integer from ${min} to ${max} (${unit}), e.g. ${def}; got "${r}"`;
+}
+
+function ratioProblem(key: string, r: string, def: number): string | undefined {
+  const n = Number(r);
+  if (Number.isFinite(n) && n > 0 && n < 1) return undefined;
+  return `${key} must be a ratio between 0 and 1 exclusive, e.g. ${def} (0.01 is 1%); got "${r}"`;
+}
+
+/** A JSON list of strings, or a comma-separated string; anything else is a problem and an empty list. */
+function parseList(key: string, raw: string, problems: string[]): string[] {
+  if (!raw.startsWith("[")) return raw.split(",").map((x) => x.trim()).filter(Boolean);
+  try {
+    const parsed: unknown = JSON.parse(raw);
+    if (Array.isArray(parsed) && parsed.every((x) => typeof x === "string")) return parsed.map((x) => x.trim()).filter(Boolean);
+  } catch {
+    /* reported below */
+  }
+  problems.push(`${key} must be a list of strings, e.g. ["a@example.com"]`);
+  return [];
 }

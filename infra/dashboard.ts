@@ -22,11 +22,9 @@ interface Series {
   readonly legend?: string;
 }
 
-/** The dashboard's JSON (https://cloud.google.com/monitoring/api/ref_v3/rest/v1/projects.dashboards). */
-export function gatewayDashboard(d: DashboardInputs): Record<string, unknown> {
-  const onRun = `resource.type="cloud_run_revision"`;
-  const service = `resource.label.service_name="${d.service}"`;
-  const chart = (title: string, series: readonly Series[], unit = "") => ({
+/** A line chart of `series`, each aligned per minute (a rate, unless the series says otherwise). */
+function chart(title: string, series: readonly Series[], unit = ""): Record<string, unknown> {
+  return {
     title,
     xyChart: {
       chartOptions: { mode: "COLOR" },
@@ -47,7 +45,13 @@ export function gatewayDashboard(d: DashboardInputs): Record<string, unknown> {
         },
       })),
     },
-  });
+  };
+}
+
+/** The dashboard's JSON (https://cloud.google.com/monitoring/api/ref_v3/rest/v1/projects.dashboards). */
+export function gatewayDashboard(d: DashboardInputs): Record<string, unknown> {
+  const onRun = `resource.type="cloud_run_revision"`;
+  const service = `resource.label.service_name="${d.service}"`;
   const widgets = [
     chart(
       "Connections: WebSockets opened (accepted) and closed per second",

@@ -14,7 +14,7 @@ import { storePlugin } from "./plugins/store/plugin.js";
 import type { Store } from "./plugins/store/types.js";
 import type { Connection } from "./realtime/connection.js";
 import { createEventPublisher, type EventPublisher } from "./realtime/events.js";
-import { createChatHandoff } from "./realtime/chatHandoff.js";
+import { createChatHandoff, type ChatHandoff } from "./realtime/chatHandoff.js";
 import type { ClientFrame } from "./realtime/frames.js";
 import { createHub, type Hub } from "./realtime/hub.js";
 import { healthRoutes } from "./routes/health.js";
@@ -60,7 +60,29 @@ declare module "fastify" {
 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { config } = options;
-  const app = Fastify({
+  const app = createFastify(options);
+  app.decorate("config", config);
+
+  await app.register(metricsPlugin, { port: options.metricsPort === undefined ? config.metricsPort : options.metricsPort, host: config.host });
+  await app.register(storePlugin, { config, store: options.store });
+
+  decorateAuth(app, options);
+  const { hub, handoff } = decorateRealtime(app, options);
+  const wsOptions = webSocketOptions(config);
+  drainBeforeClose(app, hub, handoff);
+
+  await registerHttpConventions(app);
+  refuseStrayUpgrades(app);
+  await app.register(healthRoutes);
+  await app.register(ticketRoutes);
+  await app.register(internalRoutes);
+  app.decorate("websocketServer", attachWebSocketEndpoint(app, wsOptions));
+  return app;
+}
+
+function createFastify(options: AppOptions): FastifyInstance {
+  const { config } = options;
+  return Fastify({
     loggerInstance: options.logger as FastifyBaseLogger,
     // One access line per request is written below, with the ticket redacted
     // from the URL; Fastify's own request lines would log the raw URL.
@@ -81,11 +103,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       void (reply as FastifyReply).code(400).send({ error: { code: "BAD_REQUEST", message: `The request is malformed (${error.code}).` } });
     },
   });
-  app.decorate("config", config);
+}
 
-  await app.register(metricsPlugin, { port: options.metricsPort === undefined ? config.metricsPort : options.metricsPort, host: config.host });
-  await app.register(storePlugin, { config, store: options.store });
-
+/** The token verifier (JWKS or HS256) and the ticket service. */
+function decorateAuth(app: FastifyInstance, options: AppOptions): void {
+  const { config } = options;
   const verifier = createTokenVerifier(config.jwt, {
     keySet: {
       ...options.keySet,
@@ -107,7 +129,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       observeRedeem: (s) => app.metrics.ticketRedeemSeconds.observe(s),
     }),
   );
+}
 
+/** The hub, the event publisher and the chat hand-off. */
+function decorateRealtime(app: FastifyInstance, options: AppOptions): { hub: Hub; handoff: ChatHandoff } {
+  const { config } = options;
   const hub = createHub({ store: app.store, metrics: app.metrics, log: app.log, config, instanceId: options.instanceId });
   const publisher = createEventPublisher({
     store: app.store,
@@ -119,7 +145,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.decorate("hub", hub);
   app.decorate("publisher", publisher);
   app.decorate("chat", (conn: Connection, frame: Extract<ClientFrame, { type: "chat_message" }>) => handoff.handle(conn, frame));
+  return { hub, handoff };
+}
 
+function webSocketOptions(config: Config) {
   // (A variable, not a literal: @types/ws 8.18 does not declare maxPendingAutoPongs yet.)
   const wsOptions = {
     // Well above MAX_MESSAGE_BYTES: ws would close a bigger frame with a bare
@@ -136,9 +165,13 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     // plain name is echoed only so that such a client reads our 4400.
     handleProtocols: (protocols: Set<string>) => [...protocols].find((p) => p.length <= 32 && !p.includes(".")) ?? false,
   };
-  // Drain with 4012 SERVICE_RESTART before the server closes, so clients see it and never 1006.
+  return wsOptions;
+}
+
+// Drain with 4012 SERVICE_RESTART before the server closes, so clients see it and never 1006.
+function drainBeforeClose(app: FastifyInstance, hub: Hub, handoff: ChatHandoff): void {
   app.addHook("preClose", async () => {
-    await hub.drain(Math.max(500, config.shutdownGraceMs - 2000));
+    await hub.drain(Math.max(500, app.config.shutdownGraceMs - 2000));
     handoff.close();
     hub.close();
     await new Promise<void>((resolve) => app.websocketServer.close(() => resolve()));
@@ -149,13 +182,6 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     setTimeout(() => app.server.closeAllConnections(), 1000).unref();
   });
 
-  await registerHttpConventions(app);
-  refuseStrayUpgrades(app);
-  await app.register(healthRoutes);
-  await app.register(ticketRoutes);
-  await app.register(internalRoutes);
-  app.decorate("websocketServer", attachWebSocketEndpoint(app, wsOptions));
-  return app;
 }
 
 /** CORS for the allowed origins only, the JSON body rules, the error shape and the access log. */

@@ -145,30 +145,16 @@ function settingReaders(env: Env, problems: string[], reported: ReadonlySet<stri
 export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<string> } = {}): Config {
   const problems: string[] = [];
   const reported = options.alreadyReported ?? new Set<string>();
-  const { str, int, choice, text, required, secret, url } = settingReaders(env, problems, reported);
+  const readers = settingReaders(env, problems, reported);
+  const { str, int, choice, text, secret, url } = readers;
 
   const production = str("NODE_ENV") === "production";
-
-  const secretsSource = choice("SECRETS_SOURCE");
-  const gcpProject = str("GCP_PROJECT") ?? str("GOOGLE_CLOUD_PROJECT");
-  if (secretsSource === "gcp" && gcpProject === undefined) {
-    problems.push("GCP_PROJECT is required when SECRETS_SOURCE=gcp (the project that holds the secrets)");
-  }
-
-  // Keys fetched over plain http could be swapped by anyone on the path: in production, https only.
-  const jwksUrl = url("AUTH_JWKS_URL", production ? ["https:"] : ["https:", "http:"]);
-  const jwtSecretKey = jwksUrl
-    ? secret("JWT_SECRET_KEY", str("JWT_SECRET_KEY"))
-    : secret("JWT_SECRET_KEY", required("JWT_SECRET_KEY", "the HS256 key of user tokens, unless AUTH_JWKS_URL is set"));
-  const serviceSecret = secret("SERVICE_SECRET", required("SERVICE_SECRET", "the bearer secret of the internal API"));
+  const { secretsSource, gcpProject, jwksUrl, jwtSecretKey, serviceSecret } = authSettings(readers, production, problems);
 
   const origins = allowedOrigins(text("ALLOWED_ORIGINS"), production, problems);
 
   const logLevel = choice("LOG_LEVEL")!;
-  const serviceId = text("SERVICE_ID")!;
-  if (!/^[a-z][a-z0-9-]{0,39}$/.test(serviceId)) {
-    problems.push("SERVICE_ID must be lower-case letters, digits and dashes (it prefixes the secret ids)");
-  }
+  const serviceId = checkedServiceId(text("SERVICE_ID")!, problems);
 
   const config: Config = {
     port: int("PORT"),
@@ -215,4 +201,30 @@ export function parseConfig(env: Env, options: { alreadyReported?: ReadonlySet<s
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;
+}
+
+/** Where secrets come from, and how user tokens and internal API calls are authenticated. */
+function authSettings(readers: ReturnType<typeof settingReaders>, production: boolean, problems: string[]) {
+  const { str, choice, required, secret, url } = readers;
+  const secretsSource = choice("SECRETS_SOURCE");
+  const gcpProject = str("GCP_PROJECT") ?? str("GOOGLE_CLOUD_PROJECT");
+  if (secretsSource === "gcp" && gcpProject === undefined) {
+    problems.push("GCP_PROJECT is required when SECRETS_SOURCE=gcp (the project that holds the secrets)");
+  }
+
+  // Keys fetched over plain http could be swapped by anyone on the path: in production, https only.
+  const jwksUrl = url("AUTH_JWKS_URL", production ? ["https:"] : ["https:", "http:"]);
+  const jwtSecretKey = jwksUrl
+    ? secret("JWT_SECRET_KEY", str("JWT_SECRET_KEY"))
+    : secret("JWT_SECRET_KEY", required("JWT_SECRET_KEY", "the HS256 key of user tokens, unless AUTH_JWKS_URL is set"));
+  const serviceSecret = secret("SERVICE_SECRET", required("SERVICE_SECRET", "the bearer secret of the internal API"));
+
+  return { secretsSource, gcpProject, jwksUrl, jwtSecretKey, serviceSecret };
+}
+
+function checkedServiceId(serviceId: string, problems: string[]): string {
+  if (!/^[a-z][a-z0-9-]{0,39}$/.test(serviceId)) {
+    problems.push("SERVICE_ID must be lower-case letters, digits and dashes (it prefixes the secret ids)");
+  }
+  return serviceId;
 }

@@ -44,99 +44,109 @@ interface UserChannel {
 export type MissedCheck = { readonly known: true; readonly revoked: boolean; readonly behind: boolean } | { readonly known: false };
 
 export function createUserChannels(deps: { store: Store; now?: () => number }) {
-  const now = deps.now ?? Date.now;
-  const users = new Map<string, UserChannel>();
+  return new UserChannelRegistry(deps.store, deps.now ?? Date.now);
+}
+
+class UserChannelRegistry {
+  private readonly users = new Map<string, UserChannel>();
   /** Counts acknowledged subscriptions; admission notes it before its store step. */
-  let generation = 0;
+  private acknowledged = 0;
+  private readonly sweep: NodeJS.Timeout;
 
-  const sweep = setInterval(() => {
-    const cutoff = now() - LINGER_MS;
-    for (const [userId, user] of users) {
-      if (user.idleSince === undefined || user.idleSince > cutoff) continue;
-      users.delete(userId);
-      deps.store.unsubscribeUser(userId).catch(() => undefined);
+  constructor(
+    private readonly store: Store,
+    private readonly now: () => number,
+  ) {
+    this.sweep = setInterval(() => this.releaseLingering(), SWEEP_MS);
+    this.sweep.unref();
+  }
+
+  /** Note this before the admission step is sent: `missed` compares against it. */
+  get generation(): number {
+    return this.acknowledged;
+  }
+
+  /** The user's sockets here (empty for a lingering subscription, or none). */
+  connsOf(userId: string): ReadonlySet<Connection> | undefined {
+    return this.users.get(userId)?.conns;
+  }
+
+  /** Adds the socket, subscribing the user's channel if this instance does not hear it yet; resolves once it does. */
+  join(conn: Connection): Promise<void> {
+    let user = this.users.get(conn.userId);
+    if (user === undefined) {
+      const subscribed = this.store.subscribeUser(conn.userId);
+      const entry: UserChannel = { conns: new Set(), subscribed, readyAt: undefined, epoch: undefined, lastSeq: 0, revokedUpTo: 0, idleSince: undefined };
+      subscribed.then(
+        () => (entry.readyAt = ++this.acknowledged),
+        () => undefined, // the caller's await sees it
+      );
+      this.users.set(conn.userId, (user = entry));
     }
-  }, SWEEP_MS);
-  sweep.unref();
+    user.conns.add(conn);
+    user.idleSince = undefined;
+    return user.subscribed;
+  }
 
-  return {
-    /** Note this before the admission step is sent: `missed` compares against it. */
-    get generation(): number {
-      return generation;
-    },
+  leave(conn: Connection): void {
+    const user = this.users.get(conn.userId);
+    if (user === undefined || !user.conns.delete(conn) || user.conns.size > 0) return;
+    // A failed subscription is not kept: the next socket of the user tries again.
+    if (user.readyAt === undefined) {
+      this.users.delete(conn.userId);
+      this.store.unsubscribeUser(conn.userId).catch(() => undefined);
+    } else user.idleSince = this.now();
+  }
 
-    /** The user's sockets here (empty for a lingering subscription, or none). */
-    connsOf(userId: string): ReadonlySet<Connection> | undefined {
-      return users.get(userId)?.conns;
-    },
+  /** What the bus said, noted for connections admitted while it was on its way. */
+  heardEvent(userId: string, epoch: string, seq: number): void {
+    const user = this.users.get(userId);
+    if (user === undefined) return;
+    if (user.epoch !== epoch) {
+      user.epoch = epoch;
+      user.lastSeq = seq;
+    } else user.lastSeq = Math.max(user.lastSeq, seq);
+  }
 
-    /** Adds the socket, subscribing the user's channel if this instance does not hear it yet; resolves once it does. */
-    join(conn: Connection): Promise<void> {
-      let user = users.get(conn.userId);
-      if (user === undefined) {
-        const subscribed = deps.store.subscribeUser(conn.userId);
-        const entry: UserChannel = { conns: new Set(), subscribed, readyAt: undefined, epoch: undefined, lastSeq: 0, revokedUpTo: 0, idleSince: undefined };
-        subscribed.then(
-          () => (entry.readyAt = ++generation),
-          () => undefined, // the caller's await sees it
-        );
-        users.set(conn.userId, (user = entry));
-      }
-      user.conns.add(conn);
-      user.idleSince = undefined;
-      return user.subscribed;
-    },
+  heardRevoke(userId: string, at: number | undefined): void {
+    const user = this.users.get(userId);
+    if (user !== undefined) user.revokedUpTo = Math.max(user.revokedUpTo, at ?? Infinity);
+  }
 
-    leave(conn: Connection): void {
-      const user = users.get(conn.userId);
-      if (user === undefined || !user.conns.delete(conn) || user.conns.size > 0) return;
-      // A failed subscription is not kept: the next socket of the user tries again.
-      if (user.readyAt === undefined) {
-        users.delete(conn.userId);
-        deps.store.unsubscribeUser(conn.userId).catch(() => undefined);
-      } else user.idleSince = now();
-    },
+  /**
+   * What a connection admitted at `admittedAfter` (the generation noted
+   * before its admission step) with head `head`, of a ticket issued at
+   * `issuedAt`, missed: known from what the bus said when the subscription
+   * was acknowledged before that step, else unknown (ask the store).
+   */
+  missed(userId: string, admittedAfter: number, head: StreamHead, issuedAt: number): MissedCheck {
+    const user = this.users.get(userId);
+    if (user?.readyAt === undefined || user.readyAt > admittedAfter) return { known: false };
+    const behind = user.epoch !== undefined && (user.epoch !== head.epoch || user.lastSeq > head.latestSeq);
+    return { known: true, revoked: user.revokedUpTo >= issuedAt, behind };
+  }
 
-    /** What the bus said, noted for connections admitted while it was on its way. */
-    heardEvent(userId: string, epoch: string, seq: number): void {
-      const user = users.get(userId);
-      if (user === undefined) return;
-      if (user.epoch !== epoch) {
-        user.epoch = epoch;
-        user.lastSeq = seq;
-      } else user.lastSeq = Math.max(user.lastSeq, seq);
-    },
+  /**
+   * The bus is back after a drop, every channel subscribed again: what was
+   * published meanwhile was not heard, so a connection admitted before this
+   * point asks the store (its subscription counts as acknowledged now).
+   */
+  resubscribed(): void {
+    for (const user of this.users.values()) if (user.readyAt !== undefined) user.readyAt = ++this.acknowledged;
+  }
 
-    heardRevoke(userId: string, at: number | undefined): void {
-      const user = users.get(userId);
-      if (user !== undefined) user.revokedUpTo = Math.max(user.revokedUpTo, at ?? Infinity);
-    },
+  /** Every subscription is dropped by the store's close; this stops the sweep. */
+  close(): void {
+    clearInterval(this.sweep);
+  }
 
-    /**
-     * What a connection admitted at `admittedAfter` (the generation noted
-     * before its admission step) with head `head`, of a ticket issued at
-     * `issuedAt`, missed: known from what the bus said when the subscription
-     * was acknowledged before that step, else unknown (ask the store).
-     */
-    missed(userId: string, admittedAfter: number, head: StreamHead, issuedAt: number): MissedCheck {
-      const user = users.get(userId);
-      if (user?.readyAt === undefined || user.readyAt > admittedAfter) return { known: false };
-      const behind = user.epoch !== undefined && (user.epoch !== head.epoch || user.lastSeq > head.latestSeq);
-      return { known: true, revoked: user.revokedUpTo >= issuedAt, behind };
-    },
-
-    /**
-     * The bus is back after a drop, every channel subscribed again: what was
-     * published meanwhile was not heard, so a connection admitted before this
-     * point asks the store (its subscription counts as acknowledged now).
-     */
-    resubscribed(): void {
-      for (const user of users.values()) if (user.readyAt !== undefined) user.readyAt = ++generation;
-    },
-
-    /** Every subscription is dropped by the store's close; this stops the sweep. */
-    close(): void {
-      clearInterval(sweep);
-    },
-  };
+  /** Releases the subscriptions whose last socket left more than LINGER_MS ago. */
+  private releaseLingering(): void {
+    const cutoff = this.now() - LINGER_MS;
+    for (const [userId, user] of this.users) {
+      if (user.idleSince === undefined || user.idleSince > cutoff) continue;
+      this.users.delete(userId);
+      this.store.unsubscribeUser(userId).catch(() => undefined);
+    }
+  }
 }

@@ -18,13 +18,19 @@ const ID = { type: "string", minLength: 1, maxLength: 128 } as const;
 const NOT_BEFORE_SKEW_MS = 60_000;
 
 export async function internalRoutes(app: FastifyInstance): Promise<void> {
-  // During a rotation the previous secret is accepted too (docs/operations.md, "Rotate the service secret").
-  const secretMatches = createSecretCheck([app.config.serviceSecret, app.config.previousServiceSecret].filter((s): s is string => s !== undefined));
-  const serviceIdLabel = boundedLabels(MAX_SERVICE_ID_LABELS);
+  countAndLogCalls(app);
+  requireServiceSecret(app);
+  publishEventRoute(app);
+  // POST /internal/v1/events, behind the same authentication (a child plugin inherits the hook above).
+  await app.register(internalBatchRoutes);
+  revokeRoute(app);
+}
 
-  // Every call, refused or not, is counted with the caller's X-Service-Id, and
-  // logged: at info when it failed, at debug when it succeeded (one line per
-  // event at info cost more than the event's store call; the metric counts them).
+// Every call, refused or not, is counted with the caller's X-Service-Id, and
+// logged: at info when it failed, at debug when it succeeded (one line per
+// event at info cost more than the event's store call; the metric counts them).
+function countAndLogCalls(app: FastifyInstance): void {
+  const serviceIdLabel = boundedLabels(MAX_SERVICE_ID_LABELS);
   app.addHook("onResponse", async (request, reply) => {
     const header = request.headers["x-service-id"];
     const serviceId = typeof header === "string" ? header.slice(0, 64) : null;
@@ -34,7 +40,11 @@ export async function internalRoutes(app: FastifyInstance): Promise<void> {
     const level = reply.statusCode < 300 ? "debug" : "info";
     request.log[level]({ event: "internal_request", service_id: serviceId, route: logPath(request), status: reply.statusCode }, "internal API call");
   });
+}
 
+function requireServiceSecret(app: FastifyInstance): void {
+  // During a rotation the previous secret is accepted too (docs/operations.md, "Rotate the service secret").
+  const secretMatches = createSecretCheck([app.config.serviceSecret, app.config.previousServiceSecret].filter((s): s is string => s !== undefined));
   app.addHook("onRequest", async (request: FastifyRequest) => {
     const header = request.headers.authorization ?? "";
     const presented = header.startsWith("Bearer ") ? header.slice(7) : "";
@@ -48,19 +58,21 @@ export async function internalRoutes(app: FastifyInstance): Promise<void> {
       throw new GatewayError("SERVICE_UNAUTHORIZED");
     }
   });
+}
 
-  const params = {
-    type: "object",
-    required: ["user_id"],
-    properties: { user_id: { type: "string", minLength: 1, maxLength: 256 } },
-  } as const;
+const USER_PARAMS = {
+  type: "object",
+  required: ["user_id"],
+  properties: { user_id: { type: "string", minLength: 1, maxLength: 256 } },
+} as const;
 
+function publishEventRoute(app: FastifyInstance): void {
   app.post<{ Params: { user_id: string }; Body: PublishRequest }>(
     "/internal/v1/users/:user_id/events",
     {
       bodyLimit: MAX_EVENT_BODY_BYTES,
       schema: {
-        params,
+        params: USER_PARAMS,
         body: {
           type: "object",
           required: ["type", "run_id", "thread_id"],
@@ -76,18 +88,18 @@ export async function internalRoutes(app: FastifyInstance): Promise<void> {
       return reply.code(202).send(result);
     },
   );
+}
 
-  // POST /internal/v1/events, behind the same authentication (a child plugin inherits the hook above).
-  await app.register(internalBatchRoutes);
+const REVOKE_BODY = {
+  type: ["object", "null"],
+  additionalProperties: false,
+  properties: { not_before: { type: "integer", minimum: 0 } },
+} as const;
 
-  const revokeBody = {
-    type: ["object", "null"],
-    additionalProperties: false,
-    properties: { not_before: { type: "integer", minimum: 0 } },
-  } as const;
+function revokeRoute(app: FastifyInstance): void {
   app.post<{ Params: { user_id: string }; Body: { not_before?: number } | null }>(
     "/internal/v1/users/:user_id/revoke",
-    { bodyLimit: 1024, schema: { params, body: revokeBody } },
+    { bodyLimit: 1024, schema: { params: USER_PARAMS, body: REVOKE_BODY } },
     async (request) => {
       const userId = request.params.user_id;
       const now = Date.now();

@@ -9,6 +9,7 @@ import { createAdmission } from "../realtime/admission.js";
 import { closeCodeLabel, type ClosedBy } from "../realtime/closeCodes.js";
 import { EarlyFrames } from "../realtime/earlyFrames.js";
 import { closeWithError } from "../realtime/closeProtocol.js";
+import type { Metrics } from "../plugins/metrics.js";
 
 /**
  * GET /ws?ticket=… (docs/protocol.md §3).
@@ -64,58 +65,64 @@ export function attachWebSocketEndpoint(app: FastifyInstance, wsOptions: ServerO
       ws.on("error", ignoreSocketError);
       // Only these outlive the handshake, not the request (docs/benchmarks.md "Memory").
       const log = app.log.child({ reqId: `ws-${(++requests).toString(36)}` });
-      void onSocket(ws, log, { query: queryOf(raw.url), origin: raw.headers.origin ?? null, ip: clientIp(raw, trust) });
+      void admitSocket(admission, metrics, ws, log, { query: queryOf(raw.url), origin: raw.headers.origin ?? null, ip: clientIp(raw, trust) });
     });
   });
   app.addHook("onClose", async () => admission.close());
-
-  async function onSocket(socket: WebSocket, log: FastifyBaseLogger, request: { query: URLSearchParams; origin: string | null; ip: string }) {
-    const logClose = (code: number, reason: string, closedBy: ClosedBy, connectionId?: string) => {
-      const label = closeCodeLabel(code, closedBy);
-      metrics.wsCloses.inc({ code: label, closed_by: closedBy });
-      // `code` is the label (a string), so the log-based metric and the 1011 alert read what the metric says.
-      log.info({ event: "ws_close", code: label, closed_by: closedBy, reason, connection_id: connectionId }, "websocket closed");
-    };
-    /** The one ws_auth line (and its metric) per socket: accepted, or refused with the code. */
-    const logAuth = (reason: ErrorCode | "OK", connectionId?: string) => {
-      const outcome = reason === "OK" ? "accepted" : "rejected";
-      metrics.wsAuth.inc({ outcome, reason });
-      const text = outcome === "accepted" ? "websocket authenticated" : "websocket authentication refused";
-      log.info({ event: "ws_auth", outcome, reason, connection_id: connectionId }, text);
-    };
-    let refused = false;
-    /** Refuses the socket once, before a Connection exists. */
-    const refuse = (code: ErrorCode, message?: string) => {
-      if (refused) return;
-      refused = true;
-      early.discard();
-      logAuth(code);
-      // Before a Connection exists: the same close protocol, straight on the socket.
-      if (socket.readyState === socket.OPEN) closeWithError(socket, code, message);
-      logClose(socketCloseCode(code), code, "server");
-    };
-    // Frames that arrive while the ticket is redeemed are kept for the connection, within a bound.
-    const early = new EarlyFrames(socket, () => refuse("RATE_LIMITED", "Too many frames before connection_established. Wait for it, then send."));
-    const tickets = request.query.getAll("ticket");
-    try {
-      const conn = await admission.admit({
-        socket,
-        ticket: tickets.length > 1 ? tickets : tickets[0],
-        origin: request.origin,
-        ip: request.ip,
-        log,
-        abandoned: () => refused,
-        takeEarlyFrames: () => early.take(),
-        onClosed: (c, code, reason, closedBy) => logClose(code, reason, closedBy, c.id),
-      });
-      if (conn) logAuth("OK", conn.id);
-    } catch (err) {
-      const code = socketErrorCode(err);
-      if (code === "INTERNAL_ERROR") log.error({ err, event: "ws_internal_error" }, "unexpected error while authenticating a websocket");
-      refuse(code, isGatewayError(err) ? err.message : undefined);
-    }
-  }
   return wss;
+}
+
+type Admission = ReturnType<typeof createAdmission>;
+type UpgradeRequest = { query: URLSearchParams; origin: string | null; ip: string };
+
+/** Redeems the socket's ticket into a Connection, or refuses the socket with its close code; logs the outcome. */
+async function admitSocket(admission: Admission, metrics: Metrics, socket: WebSocket, log: FastifyBaseLogger, request: UpgradeRequest) {
+  let refused = false;
+  /** Refuses the socket once, before a Connection exists. */
+  const refuse = (code: ErrorCode, message?: string) => {
+    if (refused) return;
+    refused = true;
+    early.discard();
+    logAuth(metrics, log, code);
+    // Before a Connection exists: the same close protocol, straight on the socket.
+    if (socket.readyState === socket.OPEN) closeWithError(socket, code, message);
+    logClose(metrics, log, socketCloseCode(code), code, "server");
+  };
+  // Frames that arrive while the ticket is redeemed are kept for the connection, within a bound.
+  const early = new EarlyFrames(socket, () => refuse("RATE_LIMITED", "Too many frames before connection_established. Wait for it, then send."));
+  const tickets = request.query.getAll("ticket");
+  try {
+    const conn = await admission.admit({
+      socket,
+      ticket: tickets.length > 1 ? tickets : tickets[0],
+      origin: request.origin,
+      ip: request.ip,
+      log,
+      abandoned: () => refused,
+      takeEarlyFrames: () => early.take(),
+      onClosed: (c, code, reason, closedBy) => logClose(metrics, log, code, reason, closedBy, c.id),
+    });
+    if (conn) logAuth(metrics, log, "OK", conn.id);
+  } catch (err) {
+    const code = socketErrorCode(err);
+    if (code === "INTERNAL_ERROR") log.error({ err, event: "ws_internal_error" }, "unexpected error while authenticating a websocket");
+    refuse(code, isGatewayError(err) ? err.message : undefined);
+  }
+}
+
+function logClose(metrics: Metrics, log: FastifyBaseLogger, code: number, reason: string, closedBy: ClosedBy, connectionId?: string): void {
+  const label = closeCodeLabel(code, closedBy);
+  metrics.wsCloses.inc({ code: label, closed_by: closedBy });
+  // `code` is the label (a string), so the log-based metric and the 1011 alert read what the metric says.
+  log.info({ event: "ws_close", code: label, closed_by: closedBy, reason, connection_id: connectionId }, "websocket closed");
+}
+
+/** The one ws_auth line (and its metric) per socket: accepted, or refused with the code. */
+function logAuth(metrics: Metrics, log: FastifyBaseLogger, reason: ErrorCode | "OK", connectionId?: string): void {
+  const outcome = reason === "OK" ? "accepted" : "rejected";
+  metrics.wsAuth.inc({ outcome, reason });
+  const text = outcome === "accepted" ? "websocket authenticated" : "websocket authentication refused";
+  log.info({ event: "ws_auth", outcome, reason, connection_id: connectionId }, text);
 }
 
 /** The path of a request target, without its query. */
