@@ -63,7 +63,7 @@ export const INTEGER_SETTINGS = {
   // Cloud Run ends every request, WebSockets included, at the service's
   // request timeout (at most 3600 s). Closing a little earlier with 4012
   // CONNECTION_AGE means no client ever meets the platform's abrupt cut.
-  MAX_CONNECTION_AGE_SECONDS: integer(3300, 1, 3599, "s", "a socket is closed with 4012 CONNECTION_AGE after this"),
+  MAX_CONNECTION_AGE_SECONDS: integer(3300, 1, 3599, "s", "a socket is closed with 4012 CONNECTION_AGE at a random point in the last 10% of this age"),
   // Cloud Run sends SIGTERM and kills the instance 10 s later.
   SHUTDOWN_GRACE_MS: integer(8000, 100, 9500, "ms", "how long a SIGTERM drain may take"),
   MAX_MESSAGE_BYTES: integer(65_536, 256, 16 * 1024 * 1024, "bytes", "largest inbound frame and internal API body"),

@@ -5,7 +5,7 @@ import type { VerifiedToken } from "../../service/src/auth/verifier.js";
 import { GatewayError, type ErrorCode } from "../../service/src/errors.js";
 
 /** A connection's lifetime on a fake clock: what it is sent, when it is closed and with what. */
-function harness(options: { sessionMs: number; maxAgeSeconds?: number; notBefore?: number }) {
+function harness(options: { sessionMs: number; maxAgeSeconds?: number; notBefore?: number; random?: number }) {
   const start = Date.now();
   const sent: Array<Record<string, unknown>> = [];
   const closes: Array<{ code: ErrorCode; at: number }> = [];
@@ -30,6 +30,7 @@ function harness(options: { sessionMs: number; maxAgeSeconds?: number; notBefore
       },
       store: { tokensNotBefore: async () => options.notBefore ?? 0 },
       config: { maxConnectionAgeSeconds: options.maxAgeSeconds ?? 3600 },
+      random: () => options.random ?? 0,
     },
     start + options.sessionMs,
   );
@@ -79,6 +80,25 @@ describe("SessionLifetime", () => {
     vi.advanceTimersByTime(30_000 + h.wheel.tickMs);
     expect(h.closes.map((c) => c.code)).toEqual(["CONNECTION_AGE"]);
     expect(h.sent).toEqual([]);
+  });
+
+  it("spreads the age limit over its last tenth, so connections made together do not all end together", () => {
+    const ends = [0, 0.5, 0.999].map((random) => {
+      const h = harness({ sessionMs: 3_600_000, maxAgeSeconds: 100, random });
+      wheel = h.wheel;
+      h.lifetime.onDeadline();
+      vi.advanceTimersByTime(100_000 + h.wheel.tickMs);
+      h.wheel.close();
+      expect(h.closes.map((c) => c.code)).toEqual(["CONNECTION_AGE"]);
+      return h.closes[0]!.at - h.start;
+    });
+    // Never after the limit (Cloud Run's request timeout is behind it), never before 90 % of it.
+    expect(ends[0]).toBeGreaterThanOrEqual(100_000);
+    expect(ends[0]).toBeLessThanOrEqual(100_000 + 250);
+    expect(ends[1]).toBeGreaterThanOrEqual(95_000);
+    expect(ends[1]).toBeLessThanOrEqual(95_000 + 250);
+    expect(ends[2]).toBeGreaterThanOrEqual(90_010);
+    expect(ends[2]).toBeLessThanOrEqual(90_010 + 250);
   });
 
   it("moves the end to a refreshed token's exp: no close at the old end, a new warning before the new one", async () => {

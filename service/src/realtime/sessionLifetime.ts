@@ -12,6 +12,14 @@ import type { TimerWheel, WheelEntry } from "./timerWheel.js";
  */
 export const SESSION_WARNING_MS = 60_000;
 
+/**
+ * Each connection's age limit is drawn from the last tenth before
+ * MAX_CONNECTION_AGE_SECONDS: the sockets of a reconnect storm (a rollout)
+ * were all made within a second or two, and without the spread they would
+ * all end together again one age later, a storm that repeats itself.
+ */
+export const CONNECTION_AGE_SPREAD = 0.1;
+
 /** What the lifetime needs of its connection. */
 export interface LifetimeOwner {
   readonly userId: string;
@@ -25,18 +33,24 @@ export interface LifetimeDeps {
   readonly verifier: Pick<TokenVerifier, "verify">;
   readonly store: Pick<Store, "tokensNotBefore">;
   readonly config: { readonly maxConnectionAgeSeconds: number };
+  /** In [0, 1): where in the spread this connection's age limit falls (tests pin it). */
+  readonly random?: () => number;
 }
 
 export class SessionLifetime implements WheelEntry {
   wheelSlot = 0;
   private warnedFor = 0;
   private ended = false;
+  private readonly ageEnd: number;
 
   constructor(
     private readonly owner: LifetimeOwner,
     private readonly deps: LifetimeDeps,
     private expiresAt: number,
-  ) {}
+  ) {
+    const maxAgeMs = deps.config.maxConnectionAgeSeconds * 1000;
+    this.ageEnd = owner.connectedAt + maxAgeMs * (1 - CONNECTION_AGE_SPREAD * (deps.random ?? Math.random)());
+  }
 
   get sessionExpiresAt(): number {
     return this.expiresAt;
@@ -46,7 +60,7 @@ export class SessionLifetime implements WheelEntry {
   onDeadline(): void {
     if (this.ended) return;
     const now = this.deps.timers.now();
-    const ageEnd = this.owner.connectedAt + this.deps.config.maxConnectionAgeSeconds * 1000;
+    const ageEnd = this.ageEnd;
     const warnAt = this.expiresAt - SESSION_WARNING_MS;
     if (now >= this.expiresAt) return this.owner.close("SESSION_EXPIRED");
     if (now >= ageEnd) return this.owner.close("CONNECTION_AGE");
