@@ -11,23 +11,23 @@
 /** Cloud Run's per-instance maximum of maxInstanceRequestConcurrency. */
 export const CLOUD_RUN_MAX_CONCURRENCY = 1000;
 
-/** Bench 4 (10,000 idle authenticated connections), gateway row. */
+/** docs/benchmarks.md, run of 2026-11-30; bench 4 (10,000 idle authenticated connections), gateway row. */
 export const MEASURED = {
   /** RSS before any connection, MiB. */
-  baseRssMiB: 88.1,
+  baseRssMiB: 95.4,
   /** RSS per open authenticated socket, KiB. */
-  rssKiBPerSocket: 9.57,
-  /** CPU per heartbeat round per socket, µs (255 ms over 10,000 sockets). */
-  heartbeatCpuUsPerSocket: 25.5,
+  rssKiBPerSocket: 7.94,
+  /** CPU per heartbeat round per socket, µs (624 ms over 10,000 sockets). */
+  heartbeatCpuUsPerSocket: 62.4,
   /** Bench 3, 1000 sequential full connects (ticket + upgrade + connection_established): server CPU per connect, ms. */
-  connectCpuMs: 3.44,
+  connectCpuMs: 1.96,
   /** Bench 5, max throughput: gateway CPU per delivered event, µs. */
-  deliveryCpuUs: 222,
+  deliveryCpuUs: 195,
 } as const;
 
 /**
  * Half the memory limit is for sockets, the rest for the base process, send
- * buffers of slow consumers and GC headroom: a socket is ~10 KiB idle, but a
+ * buffers of slow consumers and GC headroom: a socket is ~8 KiB idle, but a
  * slow one may hold up to MAX_SEND_BUFFER_BYTES (1 MiB) before 4429.
  */
 export const SOCKET_MEMORY_SHARE = 0.5;

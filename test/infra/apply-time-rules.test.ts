@@ -122,7 +122,7 @@ describe.each(STACKS)("%s stack: rules the Google APIs enforce at apply time", (
   });
 
   // https://cloud.google.com/run/docs/about-concurrency: every open WebSocket is a concurrent request, 1000 at most
-  // per instance; docs/benchmarks.md bench 4 measured ~9.6 KiB per socket (docs/operations.md#capacity).
+  // per instance; docs/benchmarks.md bench 4 measured ~7.9 KiB per socket (docs/operations.md#capacity).
   it("concurrency is the measured sockets per instance: Cloud Run's 1000, which the memory limit holds", async () => {
     const r = await run(stack);
     const concurrency = r.one(T.run).inputs.template.maxInstanceRequestConcurrency as number;
