@@ -2,7 +2,9 @@ import net from "node:net";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { spawnGateway } from "../support/process.js";
-import { ORIGIN, TEST_JWT_KEY, TEST_SERVICE_SECRET, TestClient, ticketFor } from "../support/gateway.js";
+import { ORIGIN, startGateway, TEST_JWT_KEY, TEST_SERVICE_SECRET, TestClient, ticketFor } from "../support/gateway.js";
+import { createMemoryStore } from "../../service/src/plugins/store/memory.js";
+import type { Store } from "../../service/src/plugins/store/types.js";
 
 // The real process, as Cloud Run runs it: SIGTERM, then about 10 s before SIGKILL.
 let redis: RedisServerHandle;
@@ -61,3 +63,31 @@ it("on SIGTERM, a connection that never sent a request (a browser's preconnect) 
   expect(code).toBe(0);
   expect(afterMs).toBeLessThan(3000);
 }, 30_000);
+
+// The review of the one-round-trip connect found it: the drain closed only the
+// sockets registered when it began, so a connect whose ticket was still being
+// checked then got connection_established afterwards and held the close open.
+it("a connect whose ticket is being checked when the drain begins is told 4012 SERVICE_RESTART, and the close finishes", async () => {
+  const real = createMemoryStore();
+  let delayMs = 0;
+  const store: Store = {
+    ...real,
+    async admit(request) {
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      return real.admit(request);
+    },
+  };
+  const gw = await startGateway({ store });
+  try {
+    const ticket = await ticketFor(gw, "drain-late");
+    delayMs = 300;
+    const late = await TestClient.connect(gw, ticket); // upgraded; its admission waits 300 ms on the store
+    const closing = gw.close(); // the drain begins meanwhile
+    expect((await late.closed).code).toBe(4012);
+    expect(late.frames.map((f) => f.type)).toEqual(["error"]);
+    expect(late.frames[0]).toMatchObject({ code: "SERVICE_RESTART", fatal: true });
+    await closing;
+  } finally {
+    await real.close();
+  }
+});

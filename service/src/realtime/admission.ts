@@ -84,6 +84,12 @@ export function createAdmission(deps: {
         hub.release(admitted.sub, id);
         return undefined;
       }
+      // The drain began while the store was asked: it closed only the sockets
+      // registered then, so this one is told 4012 now rather than left open past it.
+      if (hub.draining) {
+        hub.release(admitted.sub, id);
+        throw new GatewayError("SERVICE_RESTART");
+      }
       const conn = new Connection({
         socket,
         id,

@@ -35,7 +35,7 @@ interface UserChannel {
   /** The epoch and highest seq heard on the channel since it was subscribed. */
   epoch: string | undefined;
   lastSeq: number;
-  /** The latest revocation time heard on the channel (Infinity: a revoke that did not say when). */
+  /** The latest revocation time heard on the channel (a revoke that did not say when, from an older instance: when it was heard). */
   revokedUpTo: number;
   /** When the last socket left (undefined while there are sockets). */
   idleSince: number | undefined;
@@ -110,7 +110,7 @@ class UserChannelRegistry {
 
   heardRevoke(userId: string, at: number | undefined): void {
     const user = this.users.get(userId);
-    if (user !== undefined) user.revokedUpTo = Math.max(user.revokedUpTo, at ?? Infinity);
+    if (user !== undefined) user.revokedUpTo = Math.max(user.revokedUpTo, at ?? this.now());
   }
 
   /**
