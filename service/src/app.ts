@@ -184,6 +184,9 @@ function drainBeforeClose(app: FastifyInstance, hub: Hub, handoff: ChatHandoff):
 
 }
 
+/** How much of a too-large body is read and dropped so that its 413 reaches the sender (more is cut off). */
+const LINGER_MAX_BYTES = 16 * 1024 * 1024;
+
 /** CORS for the allowed origins only, the JSON body rules, the error shape and the access log. */
 async function registerHttpConventions(app: FastifyInstance): Promise<void> {
   // An empty body is allowed on the ticket endpoint ("empty body or {}"), even
@@ -213,6 +216,10 @@ async function registerHttpConventions(app: FastifyInstance): Promise<void> {
       reply.header("www-authenticate", error.code === "TOKEN_MISSING" || error.code === "SERVICE_UNAUTHORIZED" ? "Bearer" : 'Bearer error="invalid_token"');
     }
     if (error.status === 429 || error.status === 503) reply.header("retry-after", String(error.retryAfter ?? 1));
+    // Fastify closes after a 413 with the body unread; the sender, still
+    // sending, then gets a reset that loses the answer (drill 4). A body up to
+    // LINGER_MAX_BYTES is read and dropped by Node instead, so the 413 arrives.
+    if (error.status === 413 && Number(request.headers["content-length"]) <= LINGER_MAX_BYTES) reply.removeHeader("connection");
     if (isApiRoute(request)) app.metrics.ticketRequests.inc({ status: String(error.status), code: error.code });
     return reply.code(error.status).send({ error: { code: error.code, message: error.message } });
   });
