@@ -45,7 +45,7 @@ export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => n
   const hmacOptions = { ...claimRules, algorithms: ["HS256"] };
   const asymmetricOptions = { ...claimRules, algorithms: ASYMMETRIC };
   const withClock = <T extends object>(base: T): T => (options.now === undefined ? base : { ...base, currentDate: new Date(now()) });
-  const algOf = headerAlgorithms();
+  const algorithms = headerAlgorithms();
 
   function classify(err: unknown): GatewayError {
     if (err instanceof GatewayError) return err;
@@ -54,7 +54,13 @@ export function createTokenVerifier(jwt: Config["jwt"], options: { now?: () => n
   }
 
   async function verifyPayload(token: string): Promise<JWTPayload> {
-    const alg = algOf(token);
+    const alg = algorithms.of(token);
+    const payload = await verifyWith(token, alg);
+    algorithms.remember(token, alg);
+    return payload;
+  }
+
+  async function verifyWith(token: string, alg: string | undefined): Promise<JWTPayload> {
     const keys = await hmacKeys;
     if (alg === "HS256" && keys.length > 0) {
       let last: unknown;
@@ -105,22 +111,27 @@ const MAX_KNOWN_HEADERS = 64;
 /**
  * The `alg` of a token's protected header. An issuer signs every token with
  * the same header, so its decoded `alg` is remembered by the header's text
- * (bounded: strangers cannot grow the map) instead of decoding it per call.
- * jose still parses and checks the header itself when it verifies.
+ * instead of decoding it per call: only once a token with that header has
+ * verified (strangers' headers cannot fill the bounded map), and jose still
+ * parses and checks the header itself when it verifies.
  */
-function headerAlgorithms(): (token: string) => string | undefined {
+function headerAlgorithms() {
   const known = new Map<string, string | undefined>();
-  return (token) => {
-    const header = token.slice(0, token.indexOf("."));
-    if (known.has(header)) return known.get(header);
-    let alg: string | undefined;
-    try {
-      alg = decodeProtectedHeader(token).alg;
-    } catch {
-      throw new GatewayError("TOKEN_INVALID");
-    }
-    if (known.size < MAX_KNOWN_HEADERS) known.set(header, alg);
-    return alg;
+  const headerOf = (token: string) => token.slice(0, token.indexOf("."));
+  return {
+    of(token: string): string | undefined {
+      const header = headerOf(token);
+      if (known.has(header)) return known.get(header);
+      try {
+        return decodeProtectedHeader(token).alg;
+      } catch {
+        throw new GatewayError("TOKEN_INVALID");
+      }
+    },
+    /** After a successful verification. */
+    remember(token: string, alg: string | undefined): void {
+      if (known.size < MAX_KNOWN_HEADERS) known.set(headerOf(token), alg);
+    },
   };
 }
 
