@@ -161,8 +161,10 @@ function webSocketOptions(config: Config) {
     // default) without a close frame. Keep it above the inbound frame budget,
     // so a protocol-ping flood meets 4429 RATE_LIMITED first.
     maxPendingAutoPongs: config.maxFramesPerSecond * 4 + 10,
-    // Never echo a subprotocol that could be a token (`jwt-auth, <JWT>`); a
-    // plain name is echoed only so that such a client reads our 4400.
+    // Subprotocols carry nothing the gateway reads. A browser that asked for
+    // one fails the handshake (1006) when none is chosen, so a short plain
+    // name is echoed and the client reads the 4400 that follows; a value that
+    // could hold a credential (long, or with dots) is never echoed.
     handleProtocols: (protocols: Set<string>) => [...protocols].find((p) => p.length <= 32 && !p.includes(".")) ?? false,
   };
   return wsOptions;

@@ -7,20 +7,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createRedisStore } from "../../service/src/plugins/store/redis.js";
-import type { AgentEventInput, HistoryLimits, Store } from "../../service/src/plugins/store/types.js";
+import type { Store } from "../../service/src/plugins/store/types.js";
+import { agentEvent, DEFAULT_LIMITS } from "../support/events.js";
 import { startRedis, type RedisServerHandle } from "../support/redis-server.js";
 import { startGateway, TestClient, ticketFor, type TestGateway } from "../support/gateway.js";
 import { sleep, waitFor } from "../support/wait.js";
 
-const LIMITS: HistoryLimits = { maxEvents: 1000, ttlMs: 900_000 };
-const event = (n: number): AgentEventInput => ({
-  type: "agent_thinking",
-  event_id: `e${n}`,
-  run_id: "run-1",
-  thread_id: "thread-1",
-  ts: new Date().toISOString(),
-  data: { n },
-});
 
 let redis: RedisServerHandle;
 let real: Store;
@@ -49,13 +41,13 @@ afterAll(async () => {
 describe("a connect racing the bus (Redis)", () => {
   it("delivers once an event published after the admission step and before the subscription, and the next one live", async () => {
     between.set("redis-between", async (userId) => {
-      await real.publishEvent(userId, event(1), LIMITS); // no instance hears it on the bus
+      await real.publishEvent(userId, agentEvent(1), DEFAULT_LIMITS); // no instance hears it on the bus
     });
     const client = await TestClient.connect(gw, await ticketFor(gw, "redis-between"));
     expect(await client.waitForType("connection_established")).toMatchObject({ latest_seq: 0 });
     client.send({ type: "ping" }); // ends the live hold without a resume
     await waitFor(() => client.seqs.length >= 1, 3000, "the event published before the subscription");
-    await real.publishEvent("redis-between", event(2), LIMITS);
+    await real.publishEvent("redis-between", agentEvent(2), DEFAULT_LIMITS);
     await waitFor(() => client.seqs.length >= 2, 3000, "the next event");
     await sleep(200);
     expect(client.seqs).toEqual([1, 2]);

@@ -7,20 +7,12 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { createMemoryStore } from "../../service/src/plugins/store/memory.js";
-import type { AgentEventInput, HistoryLimits, Store } from "../../service/src/plugins/store/types.js";
+import type { Store } from "../../service/src/plugins/store/types.js";
+import { agentEvent, DEFAULT_LIMITS } from "../support/events.js";
 import { createAddressBudget } from "../../service/src/realtime/addressBudget.js";
 import { startGateway, TestClient, ticketFor, type TestGateway } from "../support/gateway.js";
 import { sleep, waitFor } from "../support/wait.js";
 
-const LIMITS: HistoryLimits = { maxEvents: 1000, ttlMs: 900_000 };
-const event = (n: number): AgentEventInput => ({
-  type: "agent_thinking",
-  event_id: `e${n}`,
-  run_id: "run-1",
-  thread_id: "thread-1",
-  ts: new Date().toISOString(),
-  data: { n },
-});
 /** Lets the memory bus (which delivers on a later turn of the event loop) deliver what was published. */
 const busTurn = () => new Promise((resolve) => setImmediate(resolve));
 
@@ -50,7 +42,7 @@ describe("events around the subscription", () => {
       ...memory,
       async subscribeUser(userId) {
         // The last event for a while, published where the bus has no subscriber for it: no later event shows the gap.
-        await memory.publishEvent(userId, event(1), LIMITS);
+        await memory.publishEvent(userId, agentEvent(1), DEFAULT_LIMITS);
         await busTurn(); // (the memory bus decides who hears a message when it delivers it)
         await memory.subscribeUser(userId);
       },
@@ -59,7 +51,7 @@ describe("events around the subscription", () => {
     const client = await connectLive(gw, "between");
     expect(client.frames[0]).toMatchObject({ type: "connection_established", latest_seq: 0 });
     await waitFor(() => client.seqs.length >= 1, 3000, "the event published before the subscription");
-    await memory.publishEvent("between", event(2), LIMITS);
+    await memory.publishEvent("between", agentEvent(2), DEFAULT_LIMITS);
     await waitFor(() => client.seqs.length >= 2, 3000, "the next event");
     await sleep(200); // anything sent twice would have arrived by now
     expect(client.seqs).toEqual([1, 2]);
@@ -73,7 +65,7 @@ describe("events around the subscription", () => {
       async admit(request) {
         const outcome = await memory.admit(request);
         if (overtake && outcome.status === "admitted") {
-          await memory.publishEvent(outcome.record.sub, event(1), LIMITS);
+          await memory.publishEvent(outcome.record.sub, agentEvent(1), DEFAULT_LIMITS);
           await busTurn(); // delivered to the first connection only: the second is not registered yet
         }
         return outcome;
@@ -85,7 +77,7 @@ describe("events around the subscription", () => {
     const second = await connectLive(gw, "twice");
     expect(second.frames[0]).toMatchObject({ type: "connection_established", latest_seq: 0 });
     await waitFor(() => first.seqs.length >= 1 && second.seqs.length >= 1, 3000, "the event on both");
-    await memory.publishEvent("twice", event(2), LIMITS);
+    await memory.publishEvent("twice", agentEvent(2), DEFAULT_LIMITS);
     await waitFor(() => first.seqs.length >= 2 && second.seqs.length >= 2, 3000, "the next event on both");
     await sleep(200);
     expect(first.seqs).toEqual([1, 2]);

@@ -28,9 +28,9 @@ import type { Metrics } from "../plugins/metrics.js";
  * 1006, the same as a network drop. Accepting first lets every refusal be
  * said as an error frame and a close code the browser can read.
  *
- * The ticket is the only way in. Headers (Authorization, test or "fast path"
- * headers), subprotocols (`jwt-auth`) and other query parameters (`token`)
- * are never read here, so a request that tries them has no ticket: 4400.
+ * The ticket is the only way in: nothing else in the request (headers,
+ * subprotocols, other query parameters) is read to authenticate, so a
+ * request without a ticket gets 4400.
  */
 export function attachWebSocketEndpoint(app: FastifyInstance, wsOptions: ServerOptions): WebSocketServer {
   const { config, hub, store, metrics } = app;

@@ -109,10 +109,7 @@ class MemoryStore implements Store {
 
   async addHits(key: string, hits: number, windowMs: number) {
     this.open();
-    let window = this.windows.get(key);
-    if (window === undefined || !this.live(window.resetAt)) this.windows.set(key, (window = { count: 0, resetAt: this.now() + windowMs }));
-    window.count += hits;
-    return { count: window.count, resetInMs: window.resetAt - this.now() };
+    return this.count(this.windows, key, windowMs, hits);
   }
 
   async hit(key: string, windowMs: number) {
@@ -296,10 +293,10 @@ class MemoryStore implements Store {
   }
 
   /** One hit in the fixed window of `key`, opened now if there is none. */
-  private count(windows: Map<string, { count: number; resetAt: number }>, key: string, windowMs: number) {
+  private count(windows: Map<string, { count: number; resetAt: number }>, key: string, windowMs: number, by = 1) {
     let window = windows.get(key);
     if (window === undefined || !this.live(window.resetAt)) windows.set(key, (window = { count: 0, resetAt: this.now() + windowMs }));
-    window.count++;
+    window.count += by;
     return { count: window.count, resetInMs: window.resetAt - this.now() };
   }
 

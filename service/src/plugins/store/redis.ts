@@ -157,9 +157,8 @@ class RedisStore implements Store {
     return { count, resetInMs };
   }
 
-  async hit(key: string, windowMs: number) {
-    const [count, resetInMs] = (await this.script("gwHit", redisKeys.rateLimit(key), windowMs)) as [number, number];
-    return { count, resetInMs };
+  hit(key: string, windowMs: number) {
+    return this.addHits(key, 1, windowMs);
   }
 
   async revokeUser(userId: string, atMs: number, keepMs: number): Promise<void> {

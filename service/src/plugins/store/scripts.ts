@@ -36,14 +36,31 @@ const EPOCH = `
     return candidate
   end`;
 
-// Lua: gwIssueTicket's body.
-const ISSUE_TICKET = `
-      local c = redis.call('INCR', KEYS[1])
-      local ttl = redis.call('PTTL', KEYS[1])
-      if ttl < 0 then
-        redis.call('PEXPIRE', KEYS[1], ARGV[1])
-        ttl = tonumber(ARGV[1])
-      end
+// Lua: a fixed-window counter (gwAddHits, gwIssueTicket). The expiry is set
+// whenever missing, so a key can never be left without one.
+const COUNT_IN_WINDOW = `
+  local function count_in_window(key, by, window_ms)
+    local c = redis.call('INCRBY', key, by)
+    local ttl = redis.call('PTTL', key)
+    if ttl < 0 then
+      redis.call('PEXPIRE', key, window_ms)
+      ttl = tonumber(window_ms)
+    end
+    return c, ttl
+  end`;
+
+export const SCRIPTS = {
+  // KEYS: the user's ticket counter, the user's tokens-not-before marker, the
+  // ticket. ARGV: window ms, per-user limit, token iat ms (-1: none), record
+  // json, ticket ttl ms (grace included). Counts first, so a refused request
+  // counts too; a marker that is not a number refuses every token (fail
+  // closed), as tokensNotBefore reads it.
+  // Returns: {'issued'}, {'limited', ms until the window resets} or {'revoked'}.
+  gwIssueTicket: {
+    keys: 3,
+    lua: `
+      ${COUNT_IN_WINDOW}
+      local c, ttl = count_in_window(KEYS[1], 1, ARGV[1])
       if c > tonumber(ARGV[2]) then return {'limited', ttl} end
       local nbf = redis.call('GET', KEYS[2])
       if nbf then
@@ -53,16 +70,8 @@ const ISSUE_TICKET = `
         if at > 0 and (iat < 0 or iat < at) then return {'revoked'} end
       end
       redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
-      return {'issued'}`;
-
-export const SCRIPTS = {
-  // KEYS: the user's ticket counter, the user's tokens-not-before marker, the
-  // ticket. ARGV: window ms, per-user limit, token iat ms (-1: none), record
-  // json, ticket ttl ms (grace included). Counts first, so a refused request
-  // counts too; a marker that is not a number refuses every token (fail
-  // closed), as tokensNotBefore reads it.
-  // Returns: {'issued'}, {'limited', ms until the window resets} or {'revoked'}.
-  gwIssueTicket: { keys: 3, lua: ISSUE_TICKET },
+      return {'issued'}`,
+  },
   // KEYS: accepted ids, claims. ARGV: message id, ttl ms, stale ms. An id is
   // "started" once accepted (for ttl ms, while among the newest kept), "pending"
   // while a hand-off claimed it less than stale ms ago, else claimed here.
@@ -101,20 +110,6 @@ export const SCRIPTS = {
       local extra = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
       if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, extra - 1) end
       redis.call('PEXPIRE', KEYS[1], ARGV[2])`,
-  },
-  // KEYS: rate key. ARGV: window ms. The expiry is set whenever missing, so a
-  // key can never be left without one.
-  // Returns: {count in the window, ms until it resets}.
-  gwHit: {
-    keys: 1,
-    lua: `
-      local c = redis.call('INCR', KEYS[1])
-      local ttl = redis.call('PTTL', KEYS[1])
-      if ttl < 0 then
-        redis.call('PEXPIRE', KEYS[1], ARGV[1])
-        ttl = tonumber(ARGV[1])
-      end
-      return {c, ttl}`,
   },
   // KEYS: revoked. ARGV: at ms, keep ms. A late, older revocation never undoes a newer one.
   // Returns: nothing.
@@ -291,17 +286,13 @@ export const SCRIPTS = {
       redis.call('PEXPIRE', KEYS[1], ${SEQ_TTL_MS})
       return {tonumber(redis.call('HGET', KEYS[1], 'n')) or 0, epoch, redis.call('GET', KEYS[2])}`,
   },
-  // KEYS: rate key. ARGV: hits, window ms. gwHit for several hits counted at once.
+  // KEYS: rate key. ARGV: hits, window ms. Counts `hits` at once (store.hit is one).
   // Returns: {count in the window, ms until it resets}.
   gwAddHits: {
     keys: 1,
     lua: `
-      local c = redis.call('INCRBY', KEYS[1], ARGV[1])
-      local ttl = redis.call('PTTL', KEYS[1])
-      if ttl < 0 then
-        redis.call('PEXPIRE', KEYS[1], ARGV[2])
-        ttl = tonumber(ARGV[2])
-      end
+      ${COUNT_IN_WINDOW}
+      local c, ttl = count_in_window(KEYS[1], ARGV[1], ARGV[2])
       return {c, ttl}`,
   },
 } as const satisfies Record<string, { keys: number; lua: string }>;
